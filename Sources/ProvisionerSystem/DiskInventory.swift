@@ -1,0 +1,306 @@
+import Foundation
+import ProvisionerCore
+
+/// Reads the machine's disks from sysfs, /dev/disk and libblkid.
+///
+/// No other tool's text output is parsed. The roots are parameters so a test
+/// can point the reader at a copy of another machine's sysfs.
+public struct DiskInventoryReader: Sendable {
+    public var sysfs: String
+    public var dev: String
+    public var procMountInfo: String
+    public var procSwaps: String
+    /// Include ram, loop, zram, md and dm devices.
+    public var includeVirtual: Bool
+    /// Read what is on each disk with libblkid (needs read access to /dev).
+    public var probeContents: Bool
+
+    public init(
+        sysfs: String = "/sys", dev: String = "/dev", procMountInfo: String = "/proc/self/mountinfo",
+        procSwaps: String = "/proc/swaps", includeVirtual: Bool = false, probeContents: Bool = true
+    ) {
+        self.sysfs = sysfs
+        self.dev = dev
+        self.procMountInfo = procMountInfo
+        self.procSwaps = procSwaps
+        self.includeVirtual = includeVirtual
+        self.probeContents = probeContents
+    }
+
+    public func read() throws(SystemError) -> Inventory {
+        let blockDir = "\(sysfs)/block"
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: blockDir).sorted()
+        } catch {
+            throw SystemError("listing", blockDir, cause: "\(error.localizedDescription)")
+        }
+        let links = DiskLinks(dev: dev)
+        let mounts = MountTable(mountInfo: procMountInfo, swaps: procSwaps, dev: dev)
+        var disks: [Disk] = []
+        for name in names {
+            guard var disk = try describe(name: name, links: links, mounts: mounts) else { continue }
+            if probeContents {
+                // One unreadable disk must not hide the others; it is marked and
+                // later refused by anything that would write.
+                do { try probe(&disk) } catch { disk.probeError = error.description }
+            }
+            disks.append(disk)
+        }
+        return Inventory(disks: disks)
+    }
+
+    /// One whole disk from /sys/block/NAME, or nil when it is not to be listed.
+    func describe(name: String, links: DiskLinks, mounts: MountTable) throws(SystemError) -> Disk? {
+        let base = "\(sysfs)/block/\(name)"
+        let attr = SysfsAttributes(base)
+        let sectors = attr.uint("size") ?? 0
+        let devicePath = attr.realPath("device") ?? attr.realPath("") ?? base
+        let transport = Self.transport(name: name, devicePath: devicePath)
+        let virtual = [.md, .dm, .loop, .ram, .zram].contains(transport)
+        if virtual && !includeVirtual { return nil }
+        if sectors == 0 && !includeVirtual { return nil }  // empty card readers, ejected media
+        if name.hasPrefix("sr") && !includeVirtual { return nil }  // optical drives are not disks to provision
+
+        var vendor = attr.string("device/vendor")
+        var model = attr.string("device/model")
+        var serial: String?
+        var wwn: String?
+        switch transport {
+        case .nvme:
+            // /sys/block/nvmeXnY/device is the controller; its device is the PCI function.
+            vendor = attr.string("device/device/vendor").map(PCIVendors.name(forID:))
+            serial = attr.string("device/serial")
+            wwn = attr.string("wwid") ?? attr.string("device/wwid")
+        case .virtio:
+            vendor = nil
+            model = nil
+            serial = attr.string("serial")
+        default:
+            serial = attr.vpdSerial("device/vpd_pg80") ?? UdevDatabase(dev: dev, run: "/run").serial(devNumber: attr.string("dev"))
+            if let id = attr.string("device/wwid"), id.hasPrefix("naa.") || id.hasPrefix("eui.") { wwn = id }
+        }
+
+        let (byId, byPath) = links.links(for: name)
+        var partitions: [Partition] = []
+        for partName in Self.partitionNames(of: base) {
+            let p = SysfsAttributes("\(base)/\(partName)")
+            let number = p.uint("partition").map(Int.init) ?? 0
+            partitions.append(
+                Partition(
+                    number: number, name: partName, path: "\(dev)/\(partName)",
+                    startBytes: (p.uint("start") ?? 0) * 512, sizeBytes: (p.uint("size") ?? 0) * 512,
+                    holders: p.list("holders"), mountpoints: mounts.mountpoints(devNumber: p.string("dev"))))
+        }
+
+        return Disk(
+            name: name, path: "\(dev)/\(name)", transport: transport, rotational: attr.uint("queue/rotational") == 1,
+            vendor: vendor, model: model, serial: serial, wwn: wwn, sizeBytes: sectors * 512,
+            logicalSectorSize: Int(attr.uint("queue/logical_block_size") ?? 512),
+            physicalSectorSize: Int(attr.uint("queue/physical_block_size") ?? 512),
+            readOnly: attr.uint("ro") == 1, removable: attr.uint("removable") == 1, byId: byId, byPath: byPath,
+            sysfsPath: devicePath, partitions: partitions.sorted { $0.number < $1.number },
+            holders: attr.list("holders"), mountpoints: mounts.mountpoints(devNumber: attr.string("dev")))
+    }
+
+    /// Adds what libblkid finds on the disk to what the kernel said about it.
+    func probe(_ disk: inout Disk) throws(SystemError) {
+        disk.signatures = try Blkid.signatures(path: disk.path)
+        let (table, found) = try Blkid.partitions(path: disk.path)
+        disk.partitionTable = table
+        // Merge: the kernel knows names and holders, libblkid knows types and contents.
+        var merged: [Partition] = []
+        for var p in found {
+            if let kernel = disk.partitions.first(where: { $0.number == p.number }) {
+                p.name = kernel.name
+                p.path = kernel.path
+                p.holders = kernel.holders
+                p.mountpoints = kernel.mountpoints
+            }
+            merged.append(p)
+        }
+        // Partitions the kernel has but the on-disk table no longer lists
+        // (the table was rewritten and not yet re-read) stay visible.
+        for kernel in disk.partitions where !merged.contains(where: { $0.number == kernel.number }) {
+            merged.append(kernel)
+        }
+        disk.partitions = merged.sorted { $0.number < $1.number }
+    }
+
+    static func partitionNames(of base: String) -> [String] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []
+        return entries.filter { FileManager.default.fileExists(atPath: "\(base)/\($0)/partition") }.sorted()
+    }
+
+    /// How the disk is attached, from its kernel name and its place on the buses.
+    public static func transport(name: String, devicePath: String) -> Transport {
+        if name.hasPrefix("nvme") { return .nvme }
+        if name.hasPrefix("vd") || name.hasPrefix("xvd") { return name.hasPrefix("vd") ? .virtio : .unknown }
+        if name.hasPrefix("md") { return .md }
+        if name.hasPrefix("dm-") { return .dm }
+        if name.hasPrefix("loop") { return .loop }
+        if name.hasPrefix("zram") { return .zram }
+        if name.hasPrefix("ram") { return .ram }
+        if name.hasPrefix("mmcblk") { return .mmc }
+        let components = devicePath.split(separator: "/")
+        if components.contains(where: { $0.hasPrefix("usb") }) { return .usb }
+        if components.contains(where: { $0.hasPrefix("end_device-") || $0.hasPrefix("expander-") }) { return .sas }
+        if components.contains(where: { $0.hasPrefix("ata") && $0.dropFirst(3).allSatisfy(\.isNumber) }) {
+            return .sata
+        }
+        if components.contains(where: { $0.hasPrefix("virtio") }) { return .scsi }  // virtio-scsi
+        if components.contains(where: { $0.hasPrefix("host") }) { return .scsi }
+        return .unknown
+    }
+}
+
+/// Reads attribute files under one sysfs directory. Absent files are nil:
+/// which attributes exist depends on the driver.
+struct SysfsAttributes {
+    let base: String
+    init(_ base: String) { self.base = base }
+
+    func path(_ name: String) -> String { name.isEmpty ? base : "\(base)/\(name)" }
+
+    func string(_ name: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: path(name)) else { return nil }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
+        return text.isEmpty ? nil : text
+    }
+
+    func uint(_ name: String) -> UInt64? { string(name).flatMap { UInt64($0) } }
+
+    func realPath(_ name: String) -> String? {
+        let p = path(name)
+        guard FileManager.default.fileExists(atPath: p) else { return nil }
+        return URL(fileURLWithPath: p).resolvingSymlinksInPath().path
+    }
+
+    func list(_ name: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: path(name))) ?? []).sorted()
+    }
+
+    /// The unit serial number from SCSI VPD page 0x80 (libata provides it for
+    /// SATA disks too): a 4-byte header, then the serial, space padded.
+    func vpdSerial(_ name: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: path(name)), data.count > 4 else { return nil }
+        let bytes = [UInt8](data)
+        guard bytes[1] == 0x80 else { return nil }
+        let length = Int(bytes[2]) << 8 | Int(bytes[3])
+        let body = bytes[4..<min(bytes.count, 4 + length)]
+        let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespaces.union(.controlCharacters))
+        return text.isEmpty ? nil : text
+    }
+}
+
+/// udev's database under /run/udev/data, read for the serial of disks whose
+/// driver does not publish one in sysfs.
+struct UdevDatabase {
+    let dev: String
+    let run: String
+
+    func serial(devNumber: String?) -> String? {
+        guard let devNumber, let data = FileManager.default.contents(atPath: "\(run)/udev/data/b\(devNumber)") else {
+            return nil
+        }
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n")
+        where line.hasPrefix("E:ID_SERIAL_SHORT=") {
+            let value = line.dropFirst("E:ID_SERIAL_SHORT=".count)
+            return value.isEmpty ? nil : String(value)
+        }
+        return nil
+    }
+}
+
+/// The /dev/disk/by-id and by-path links, by the kernel name they point to.
+struct DiskLinks {
+    var byId: [String: [String]] = [:]
+    var byPath: [String: [String]] = [:]
+
+    init(dev: String) {
+        byId = Self.scan("\(dev)/disk/by-id")
+        byPath = Self.scan("\(dev)/disk/by-path")
+    }
+
+    static func scan(_ dir: String) -> [String: [String]] {
+        var result: [String: [String]] = [:]
+        let fm = FileManager.default
+        for entry in ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).sorted() {
+            let link = "\(dir)/\(entry)"
+            guard let target = try? fm.destinationOfSymbolicLink(atPath: link) else { continue }
+            let name = String(target.split(separator: "/").last ?? "")
+            result[name, default: []].append(link)
+        }
+        return result
+    }
+
+    func links(for name: String) -> (byId: [String], byPath: String?) {
+        // Prefer the shortest by-path name: udev makes both `...-ata-1` and `...-ata-1.0`.
+        let path = (byPath[name] ?? []).min { ($0.count, $0) < ($1.count, $1) }
+        return (byId[name] ?? [], path)
+    }
+}
+
+/// Where devices are mounted or swapped on, by device number.
+struct MountTable {
+    var byDevNumber: [String: [String]] = [:]
+
+    init(mountInfo: String, swaps: String, dev: String) {
+        if let data = FileManager.default.contents(atPath: mountInfo) {
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                guard fields.count > 4 else { continue }
+                byDevNumber[String(fields[2]), default: []].append(Self.unescape(String(fields[4])))
+            }
+        }
+        if let data = FileManager.default.contents(atPath: swaps) {
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n").dropFirst() {
+                guard let path = line.split(separator: " ").first else { continue }
+                var st = stat()
+                if stat(String(path), &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK {
+                    let number = "\(major(st.st_rdev)):\(minor(st.st_rdev))"
+                    byDevNumber[number, default: []].append("[SWAP]")
+                }
+            }
+        }
+    }
+
+    func mountpoints(devNumber: String?) -> [String] {
+        guard let devNumber else { return [] }
+        return byDevNumber[devNumber] ?? []
+    }
+
+    /// mountinfo escapes space, tab, newline and backslash as octal.
+    static func unescape(_ s: String) -> String {
+        guard s.contains("\\") else { return s }
+        var out: [UInt8] = []
+        var bytes = Array(s.utf8)[...]
+        while let b = bytes.popFirst() {
+            if b == UInt8(ascii: "\\"), bytes.count >= 3, let v = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8) {
+                out.append(v)
+                bytes = bytes.dropFirst(3)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private func major(_ dev: UInt) -> UInt { (dev >> 8) & 0xfff | ((dev >> 32) & ~UInt(0xfff)) }
+    private func minor(_ dev: UInt) -> UInt { (dev & 0xff) | ((dev >> 12) & ~UInt(0xff)) }
+}
+
+/// Names of the makers of NVMe controllers, by PCI vendor ID. NVMe has no
+/// vendor string in sysfs; this is how lsblk-like tools name them too.
+enum PCIVendors {
+    static let names: [String: String] = [
+        "0x144d": "Samsung", "0x8086": "Intel", "0x1344": "Micron", "0x15b7": "SanDisk",
+        "0x1e0f": "Kioxia", "0x1179": "Toshiba", "0x1bb1": "Seagate", "0x1c5c": "SK hynix",
+        "0x1cc1": "ADATA", "0x126f": "Silicon Motion", "0x1987": "Phison", "0x1e4b": "Maxio",
+        "0x1d79": "Transcend", "0x1b4b": "Marvell", "0x1dbe": "INNOGRIT", "0x2646": "Kingston",
+        "0x1c58": "HGST", "0x101c": "Western Digital", "0x1b96": "Western Digital", "0x025e": "Solidigm",
+        "0x1cc4": "Union Memory", "0x1e49": "YMTC", "0x1b36": "QEMU", "0x1af4": "Red Hat", "0x1d0f": "Amazon",
+    ]
+
+    static func name(forID id: String) -> String { names[id.lowercased()] ?? id }
+}
