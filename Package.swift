@@ -3,7 +3,7 @@ import PackageDescription
 
 // Layers, from pure to impure:
 //   ProvisionerCore   models, parsing, validation, matching: no I/O, tested with tables
-//   CBlkid            the libblkid C shim (prefixed symbols, one header)
+//   CYAML, CBlkid     C shims for libyaml and libblkid (prefixed symbols, one header each)
 //   ProvisionerSystem everything that touches Linux: sysfs, /dev, libblkid
 //   provisioner-agent the thin executable that wires them together
 let package = Package(
@@ -15,12 +15,15 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .target(
+            name: "CYAML",
+            linkerSettings: [.linkedLibrary("yaml")]
+        ),
+        .target(
             name: "ProvisionerCore",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: ["CYAML"]
         ),
         .target(
             name: "CBlkid",

@@ -1,4 +1,3 @@
-import Foundation
 
 /// A size in bytes, parsed from the strings admins write in layouts.
 ///
@@ -43,11 +42,11 @@ public struct ByteSize: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// Parses `120GB`, `120 GiB`, `1.5TB`, `4096`.
     public init(parsing text: String) throws(ParseError) {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmed
         guard !trimmed.isEmpty else { throw .empty }
         let numberEnd = trimmed.firstIndex(where: { !($0.isASCII && ($0.isNumber || $0 == ".")) }) ?? trimmed.endIndex
         let number = String(trimmed[..<numberEnd])
-        let unit = trimmed[numberEnd...].trimmingCharacters(in: .whitespaces).lowercased()
+        let unit = trimmed[numberEnd...].trimmed.lowercased()
         guard !number.isEmpty, number.filter({ $0 == "." }).count <= 1, number != ".",
             number.first != ".", number.last != "."
         else { throw .notANumber(text) }
@@ -60,7 +59,7 @@ public struct ByteSize: Hashable, Comparable, Sendable, CustomStringConvertible 
         } else if ["k", "m", "g", "t", "p"].contains(unit) {
             throw .ambiguousUnit(unit)
         } else {
-            throw .unknownUnit(String(trimmed[numberEnd...]).trimmingCharacters(in: .whitespaces))
+            throw .unknownUnit(String(trimmed[numberEnd...]).trimmed)
         }
 
         // Exact decimal arithmetic: "1.5" × GB = 15 × GB / 10.
@@ -115,16 +114,16 @@ public enum SizeTolerance: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(parsing text: String) throws(ParseError) {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmed
         if trimmed.hasSuffix("%") {
-            let number = trimmed.dropLast().trimmingCharacters(in: .whitespaces)
+            let number = trimmed.dropLast().trimmed
             let parts = number.split(separator: ".", omittingEmptySubsequences: false)
             guard !number.isEmpty, parts.count <= 2, parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
                 !parts[0].isEmpty
             else { throw .invalid(text) }
             let fraction = parts.count == 2 ? String(parts[1]) : ""
             guard fraction.count <= 2, let whole = UInt64(parts[0]), whole <= 100 else { throw .invalid(text) }
-            let padded = fraction.padding(toLength: 2, withPad: "0", startingAt: 0)
+            let padded = fraction + String(repeating: "0", count: 2 - fraction.count)
             self = .percent(basisPoints: whole * 100 + (UInt64(padded) ?? 0))
         } else {
             // A bare number is almost always a forgotten "%": refuse it rather than read bytes.

@@ -1,4 +1,4 @@
-import Yams
+import CYAML
 
 /// A problem in a config, layout or manifest, naming the field and what is wrong
 /// with it: `disks.disk0.match.size: "12XB" is not a size`.
@@ -47,52 +47,89 @@ public struct ConfigNode {
     }
 
     /// Parses a YAML or JSON document. `source` names it in error messages.
+    ///
+    /// Anchors and aliases are refused: configs do not need them, and an alias
+    /// bomb must not be able to blow up the agent.
     public static func parse(_ text: String, source: String) throws(ConfigError) -> ConfigNode {
-        let root: Yams.Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            throw ConfigError(field: "(document)", problem: "is not valid YAML or JSON: \(error)", location: source)
-        } catch {
-            throw ConfigError(field: "(document)", problem: "cannot be read: \(error)", location: source)
+        var parser = yaml_parser_t()
+        guard yaml_parser_initialize(&parser) == 1 else {
+            throw ConfigError(field: "(document)", problem: "cannot be parsed: out of memory", location: source)
         }
-        guard let root else {
+        defer { yaml_parser_delete(&parser) }
+        var document = yaml_document_t()
+        let bytes = Array(text.utf8)
+        let loaded = bytes.withUnsafeBufferPointer { buffer -> Int32 in
+            yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
+            return yaml_parser_load(&parser, &document)
+        }
+        guard loaded == 1 else {
+            let problem = parser.problem.map { String(cString: $0) } ?? "syntax error"
+            let line = Int(parser.problem_mark.line) + 1
+            throw ConfigError(
+                field: "(document)", problem: "is not valid YAML or JSON: \(problem)", location: "\(source):\(line)")
+        }
+        defer { yaml_document_delete(&document) }
+        guard let root = yaml_document_get_root_node(&document) else {
             throw ConfigError(field: "(document)", problem: "is empty", location: source)
         }
-        return try convert(root, path: "", source: source)
+        var visited = Set<Int>()
+        return try convert(root, document: &document, path: "", source: source, visited: &visited)
     }
 
-    private static func convert(_ node: Yams.Node, path: String, source: String) throws(ConfigError) -> ConfigNode {
-        let location = node.mark.map { "\(source):\($0.line)" } ?? source
-        switch node {
-        case .scalar(let scalar):
-            if scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string) {
+    private static func convert(
+        _ node: UnsafeMutablePointer<yaml_node_t>, document: inout yaml_document_t, path: String, source: String,
+        visited: inout Set<Int>
+    ) throws(ConfigError) -> ConfigNode {
+        let location = "\(source):\(node.pointee.start_mark.line + 1)"
+        // A node reached twice is an alias: refuse instead of expanding it.
+        let identity = Int(bitPattern: node)
+        guard visited.insert(identity).inserted else {
+            throw ConfigError(field: display(path), problem: "uses a YAML alias, which is not supported", location: location)
+        }
+        switch node.pointee.type {
+        case YAML_SCALAR_NODE:
+            let scalar = node.pointee.data.scalar
+            let value = String(decoding: UnsafeBufferPointer(start: scalar.value, count: scalar.length), as: UTF8.self)
+            if scalar.style == YAML_PLAIN_SCALAR_STYLE && ["", "~", "null", "Null", "NULL"].contains(value) {
                 return ConfigNode(value: .null, path: path, location: location)
             }
-            return ConfigNode(value: .scalar(scalar.string), path: path, location: location)
-        case .mapping(let mapping):
+            return ConfigNode(value: .scalar(value), path: path, location: location)
+        case YAML_MAPPING_NODE:
             var entries: [(key: String, value: ConfigNode)] = []
             var seen = Set<String>()
-            for (keyNode, valueNode) in mapping {
-                guard case .scalar(let keyScalar) = keyNode else {
+            var pair = node.pointee.data.mapping.pairs.start
+            let top = node.pointee.data.mapping.pairs.top
+            while let current = pair, current != top {
+                pair = current + 1
+                guard let keyNode = yaml_document_get_node(&document, current.pointee.key),
+                    let valueNode = yaml_document_get_node(&document, current.pointee.value)
+                else { continue }
+                guard keyNode.pointee.type == YAML_SCALAR_NODE else {
                     throw ConfigError(field: display(path), problem: "has a key that is not a plain name", location: location)
                 }
-                let key = keyScalar.string
+                let k = keyNode.pointee.data.scalar
+                let key = String(decoding: UnsafeBufferPointer(start: k.value, count: k.length), as: UTF8.self)
                 let childPath = path.isEmpty ? key : "\(path).\(key)"
                 guard seen.insert(key).inserted else {
                     throw ConfigError(field: childPath, problem: "appears twice", location: location)
                 }
-                entries.append((key, try convert(valueNode, path: childPath, source: source)))
+                entries.append(
+                    (key, try convert(valueNode, document: &document, path: childPath, source: source, visited: &visited)))
             }
             return ConfigNode(value: .mapping(entries), path: path, location: location)
-        case .sequence(let sequence):
+        case YAML_SEQUENCE_NODE:
             var items: [ConfigNode] = []
-            for (index, item) in sequence.enumerated() {
-                items.append(try convert(item, path: "\(path)[\(index)]", source: source))
+            var item = node.pointee.data.sequence.items.start
+            let top = node.pointee.data.sequence.items.top
+            while let current = item, current != top {
+                item = current + 1
+                guard let child = yaml_document_get_node(&document, current.pointee) else { continue }
+                items.append(
+                    try convert(child, document: &document, path: "\(path)[\(items.count)]", source: source, visited: &visited))
             }
             return ConfigNode(value: .sequence(items), path: path, location: location)
-        case .alias:
-            throw ConfigError(field: display(path), problem: "uses a YAML alias, which is not supported", location: location)
+        default:
+            throw ConfigError(field: display(path), problem: "is an empty YAML node", location: location)
         }
     }
 

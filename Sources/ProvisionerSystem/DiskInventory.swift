@@ -1,4 +1,12 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 import ProvisionerCore
 
 /// Reads the machine's disks from sysfs, /dev/disk and libblkid.
@@ -33,7 +41,7 @@ public struct DiskInventoryReader: Sendable {
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: blockDir).sorted()
         } catch {
-            throw SystemError("listing", blockDir, cause: "\(error.localizedDescription)")
+            throw SystemError("listing", blockDir, cause: "\(error)")
         }
         let links = DiskLinks(dev: dev)
         let mounts = MountTable(mountInfo: procMountInfo, swaps: procSwaps, dev: dev)
@@ -164,7 +172,7 @@ struct SysfsAttributes {
 
     func string(_ name: String) -> String? {
         guard let data = FileManager.default.contents(atPath: path(name)) else { return nil }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters))
+        let text = String(decoding: data, as: UTF8.self).trimmed
         return text.isEmpty ? nil : text
     }
 
@@ -188,7 +196,7 @@ struct SysfsAttributes {
         guard bytes[1] == 0x80 else { return nil }
         let length = Int(bytes[2]) << 8 | Int(bytes[3])
         let body = bytes[4..<min(bytes.count, 4 + length)]
-        let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespaces.union(.controlCharacters))
+        let text = String(decoding: body, as: UTF8.self).trimmed
         return text.isEmpty ? nil : text
     }
 }

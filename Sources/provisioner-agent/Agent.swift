@@ -1,5 +1,13 @@
 import ArgumentParser
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 import ProvisionerCore
 import ProvisionerSystem
 
@@ -23,8 +31,7 @@ func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     let data = try encoder.encode(value)
-    FileHandle.standardOutput.write(data)
-    FileHandle.standardOutput.write(Data("\n".utf8))
+    print(String(decoding: data, as: UTF8.self))
 }
 
 /// A failure the agent reports in one readable line and a non-zero exit status.
@@ -40,16 +47,22 @@ extension ParsableCommand {
         do {
             try body()
         } catch let failure as AgentFailure {
-            FileHandle.standardError.write(Data("provisioner-agent: \(failure.message)\n".utf8))
+            printError(failure.message)
             throw ExitCode(failure.exitCode)
         } catch let error as SystemError {
-            FileHandle.standardError.write(Data("provisioner-agent: \(error)\n".utf8))
+            printError("\(error)")
             throw ExitCode(1)
         } catch let error as ConfigError {
-            FileHandle.standardError.write(Data("provisioner-agent: \(error)\n".utf8))
+            printError("\(error)")
             throw ExitCode(2)
         }
     }
+}
+
+/// Writes one message to stderr, prefixed with the program's name.
+func printError(_ message: String) {
+    let line = Array("provisioner-agent: \(message)\n".utf8)
+    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
 }
 
 func readTextFile(_ path: String, what: String) throws -> String {
@@ -57,7 +70,7 @@ func readTextFile(_ path: String, what: String) throws -> String {
         let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
         throw AgentFailure(message: "\(what) \(path) \(reason)", exitCode: 2)
     }
-    guard let text = String(data: data, encoding: .utf8) else {
+    guard let text = String(validating: data, as: UTF8.self) else {
         throw AgentFailure(message: "\(what) \(path) is not UTF-8 text", exitCode: 2)
     }
     return text
