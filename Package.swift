@@ -6,6 +6,7 @@ import PackageDescription
 //   CYAML, CBlkid     C shims for libyaml and libblkid (prefixed symbols, one header each)
 //   ProvisionerSystem everything that touches Linux: sysfs, /dev, libblkid
 //   provisioner-agent the thin executable that wires them together
+//   VMHarness         boots our initramfs in QEMU for device tests (provisioner-vm runs it by hand)
 let package = Package(
     name: "provisioner",
     platforms: [.macOS(.v13)],
@@ -43,7 +44,12 @@ let package = Package(
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
         .testTarget(name: "ProvisionerSystemTests", dependencies: ["ProvisionerSystem"]),
-        .target(name: "VMHarness", dependencies: ["ProvisionerCore"], path: "Tests/VMHarness"),
+        // The QEMU harness that device tests and `make demo` boot VMs with.
+        .target(name: "VMHarness"),
+        .executableTarget(
+            name: "provisioner-vm",
+            dependencies: ["VMHarness", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .testTarget(name: "VMTests", dependencies: ["VMHarness", "ProvisionerCore"]),
     ]
 )

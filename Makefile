@@ -1,0 +1,73 @@
+# The provisioner: top-level targets.
+#
+#   make demo       build everything, boot a VM with several disks, show what the agent finds
+#   make test       all tests: unit, libblkid on image files, and VM tests under QEMU
+#   make agent      the static, stripped agent   -> build/bin/provisioner-agent
+#   make initramfs  the node initramfs           -> build/initramfs/initramfs-$(KVER).img
+#
+# Every target installs what it needs with apt-get first (set NO_APT=1 to skip).
+
+SHELL := /bin/bash
+REPO  := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+KVER  ?= $(shell ls /boot/vmlinuz-* 2>/dev/null | sed 's|^/boot/vmlinuz-||' | sort -V | tail -n 1)
+
+AGENT          := $(REPO)/build/bin/provisioner-agent
+STATIC_SCRATCH := $(REPO)/.build/static
+TEST_INITRAMFS := $(REPO)/build/initramfs/initramfs-test-$(KVER).img
+KERNEL_COPY    := $(REPO)/build/initramfs/vmlinuz-$(KVER)
+
+# Debian packages for building, the initramfs, the VM tests and the demo.
+PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
+	qemu-system-x86 qemu-utils linux-image-amd64 dracut-core dracut-network systemd udev kmod \
+	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio
+
+.PHONY: all deps agent initramfs initramfs-test test unit-test vm-test demo clean help
+
+all: agent initramfs
+
+help:
+	@sed -n '2,9p' $(REPO)/Makefile | sed 's/^# \{0,1\}//'
+
+# Installs the Debian packages that are missing; does nothing when all are there.
+deps:
+ifndef NO_APT
+	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endif
+
+# One static release build, stripped: this is what goes into every node's initramfs.
+agent: deps
+	swift build -c release --product provisioner-agent --static-swift-stdlib \
+		-Xswiftc -static-executable --scratch-path $(STATIC_SCRATCH)
+	@mkdir -p $(dir $(AGENT))
+	strip -o $(AGENT) $(STATIC_SCRATCH)/release/provisioner-agent
+	@file $(AGENT) | grep -q 'statically linked' || { echo "error: $(AGENT) is not statically linked" >&2; exit 1; }
+	@echo "agent: $(AGENT) ($$(stat -c %s $(AGENT)) bytes, statically linked, stripped)"
+
+initramfs: agent
+	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT)
+
+# The same initramfs plus the test runner module the VM harness talks to.
+initramfs-test: agent
+	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT) \
+		EXTRA_MODULES=provisioner-test OUTPUT=$(TEST_INITRAMFS)
+
+VM_ENV := PROVISIONER_VM_KERNEL=$(KERNEL_COPY) PROVISIONER_VM_INITRD=$(TEST_INITRAMFS) \
+	PROVISIONER_VM_ARTIFACTS=$(REPO)/build/vm-artifacts
+
+test: deps initramfs-test
+	swift build --build-tests
+	# Unit and host tests run in parallel; the VM tests one at a time (2 cores, TCG).
+	swift test --skip-build --skip VMTests
+	$(VM_ENV) swift test --skip-build --filter VMTests --no-parallel
+
+demo: deps initramfs-test
+	swift build --product provisioner-vm
+	KERNEL=$(KERNEL_COPY) INITRD=$(TEST_INITRAMFS) VM=$(REPO)/.build/debug/provisioner-vm \
+		$(REPO)/scripts/demo.sh
+
+clean:
+	rm -rf $(REPO)/build $(REPO)/.build
