@@ -1,0 +1,88 @@
+#!/bin/bash
+# dracut module "provisioner": the provisioning agent and what it needs.
+#
+# Inputs (environment, set by initramfs/mkinitramfs.sh):
+#   PROVISIONER_AGENT        path of the static provisioner-agent binary (required)
+#   PROVISIONER_CA_CERT      optional, installed as /etc/provisioner/ca.pem
+#   PROVISIONER_CLIENT_CERT  optional, installed as /etc/provisioner/client.pem
+#   PROVISIONER_CLIENT_KEY   optional, installed as /etc/provisioner/client-key.pem (0600)
+
+# called by dracut
+check() {
+    # Never included automatically; only with --modules/--add provisioner.
+    return 255
+}
+
+# called by dracut
+depends() {
+    echo systemd systemd-initrd dracut-systemd systemd-networkd udev-rules fs-lib mdraid lvm dm
+    return 0
+}
+
+# called by dracut
+installkernel() {
+    # The full driver list is passed with --drivers by mkinitramfs.sh; these
+    # are the ones the agent cannot work without.
+    hostonly='' instmods ext4 xfs vfat nls_cp437 nls_iso8859-1 efivarfs md_mod dm_mod
+}
+
+# called by dracut
+install() {
+    if [[ -z ${PROVISIONER_AGENT-} || ! -f ${PROVISIONER_AGENT} ]]; then
+        derror "provisioner: PROVISIONER_AGENT='${PROVISIONER_AGENT-}' is not a file"
+        return 1
+    fi
+    inst "$PROVISIONER_AGENT" /usr/bin/provisioner-agent || return 1
+    chmod 0755 "${initdir}/usr/bin/provisioner-agent"
+    # dracut itself only runs "strip -g"; a static Swift binary keeps a huge
+    # symbol table then (~75 MB instead of ~26 MB).  Strip it fully.
+    if [[ ${PROVISIONER_STRIP_AGENT:-yes} == yes ]] && command -v strip > /dev/null \
+        && [[ $(head -c 4 "$PROVISIONER_AGENT" | od -An -c | tr -d ' ') == '177ELF' ]]; then
+        strip --strip-all "${initdir}/usr/bin/provisioner-agent" 2> /dev/null \
+            || dwarn "provisioner: could not strip provisioner-agent"
+    fi
+
+    # Tools the agent shells out to (-o: skip the ones the host lacks).
+    inst_multiple -o \
+        sgdisk sfdisk wipefs blkdiscard mdadm lvm \
+        mkfs.ext4 mkfs.xfs mkfs.vfat mkswap e2fsck xfs_repair \
+        mount umount switch_root udevadm partprobe blockdev efibootmgr \
+        blkid lsblk partx dmsetup sync
+    inst_multiple -o /etc/mke2fs.conf
+
+    # Embedded TLS material.
+    mkdir -p "${initdir}/etc/provisioner"
+    chmod 0755 "${initdir}/etc/provisioner"
+    if [[ -n ${PROVISIONER_CA_CERT-} ]]; then
+        inst_simple "$PROVISIONER_CA_CERT" /etc/provisioner/ca.pem || return 1
+        chmod 0644 "${initdir}/etc/provisioner/ca.pem"
+    fi
+    if [[ -n ${PROVISIONER_CLIENT_CERT-} ]]; then
+        inst_simple "$PROVISIONER_CLIENT_CERT" /etc/provisioner/client.pem || return 1
+        chmod 0644 "${initdir}/etc/provisioner/client.pem"
+    fi
+    if [[ -n ${PROVISIONER_CLIENT_KEY-} ]]; then
+        inst_simple "$PROVISIONER_CLIENT_KEY" /etc/provisioner/client-key.pem || return 1
+        chmod 0600 "${initdir}/etc/provisioner/client-key.pem"
+    fi
+
+    # root=provisioner is accepted by dracut-cmdline.
+    inst_hook cmdline 90 "$moddir/parse-provisioner.sh"
+
+    # Network: DHCP on every wired NIC unless ip= on the kernel command line
+    # says otherwise (systemd-network-generator writes /run/systemd/network/,
+    # which sorts before this 99- file); online = any link routable.
+    inst_simple "$moddir/99-provisioner-dhcp.network" \
+        "${systemdnetwork}/99-provisioner-dhcp.network"
+    mkdir -p "${initdir}${systemdsystemunitdir}/systemd-networkd-wait-online.service.d"
+    {
+        echo "# provisioner: one reachable NIC is enough to provision"
+        echo "[Service]"
+        echo "ExecStart="
+        echo "ExecStart=${systemdutildir}/systemd-networkd-wait-online --any"
+    } > "${initdir}${systemdsystemunitdir}/systemd-networkd-wait-online.service.d/provisioner.conf"
+
+    inst_simple "$moddir/provisioner-boot.service" \
+        "${systemdsystemunitdir}/provisioner-boot.service"
+    $SYSTEMCTL -q --root "$initdir" enable provisioner-boot.service
+}
