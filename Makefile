@@ -63,6 +63,8 @@ test: deps initramfs-test
 	# Unit and host tests run in parallel; the VM tests one at a time (2 cores, TCG).
 	swift test --skip-build --skip VMTests
 	$(VM_ENV) swift test --skip-build --filter VMTests --no-parallel
+	# The guest side of the harness protocol on its own (byte-exact output, statuses).
+	$(MAKE) -C $(REPO)/initramfs test KVER=$(KVER) AGENT=$(AGENT)
 
 demo: deps initramfs-test
 	swift build --product provisioner-vm

@@ -121,7 +121,7 @@ public struct VirtualMachine: Sendable {
             "-accel", accelerator, "-machine", "q35", "-cpu", "max", "-m", "\(memoryMiB)", "-smp", "\(cpus)",
             "-nodefaults", "-display", "none", "-no-reboot",
             "-kernel", kernel, "-initrd", initrd,
-            "-append", (["console=ttyS0,115200", "root=provisioner", "provisioner.test", "rd.shell=0", "panic=-1"] + kernelArguments).joined(separator: " "),
+            "-append", (["console=ttyS0,115200", "root=provisioner", "provisioner.test", "rd.shell=0", "rd.emergency=poweroff", "panic=-1"] + kernelArguments).joined(separator: " "),
             "-serial", "file:\(console)",
             "-fw_cfg", "name=opt/provisioner/test-script,file=\(script)",
             "-device", "virtio-serial-pci,id=vser",
