@@ -9,7 +9,10 @@
 
 SHELL := /bin/bash
 REPO  := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+# Evaluated when used: on a fresh machine the kernel only arrives with `deps`,
+# which is why the public targets run `deps` and then a second make.
 KVER  ?= $(shell ls /boot/vmlinuz-* 2>/dev/null | sed 's|^/boot/vmlinuz-||' | sort -V | tail -n 1)
+SUBMAKE := $(MAKE) --no-print-directory -f $(REPO)/Makefile NO_APT=1
 
 AGENT          := $(REPO)/build/bin/provisioner-agent
 STATIC_SCRATCH := $(REPO)/.build/static
@@ -21,7 +24,8 @@ PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 	qemu-system-x86 qemu-utils linux-image-amd64 dracut-core dracut-network systemd udev kmod \
 	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio
 
-.PHONY: all deps agent initramfs initramfs-test test unit-test vm-test demo clean help
+.PHONY: all deps agent initramfs initramfs-test test demo clean help \
+	build-agent build-initramfs build-initramfs-test run-tests run-demo
 
 all: agent initramfs
 
@@ -38,8 +42,19 @@ ifndef NO_APT
 	fi
 endif
 
-# One static release build, stripped: this is what goes into every node's initramfs.
 agent: deps
+	@$(SUBMAKE) build-agent
+initramfs: deps
+	@$(SUBMAKE) build-initramfs
+initramfs-test: deps
+	@$(SUBMAKE) build-initramfs-test
+test: deps
+	@$(SUBMAKE) run-tests
+demo: deps
+	@$(SUBMAKE) run-demo
+
+# One static release build, stripped: this is what goes into every node's initramfs.
+build-agent:
 	swift build -c release --product provisioner-agent --static-swift-stdlib \
 		-Xswiftc -static-executable --scratch-path $(STATIC_SCRATCH)
 	@mkdir -p $(dir $(AGENT))
@@ -47,18 +62,18 @@ agent: deps
 	@file $(AGENT) | grep -q 'statically linked' || { echo "error: $(AGENT) is not statically linked" >&2; exit 1; }
 	@echo "agent: $(AGENT) ($$(stat -c %s $(AGENT)) bytes, statically linked, stripped)"
 
-initramfs: agent
+build-initramfs: build-agent
 	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT)
 
 # The same initramfs plus the test runner module the VM harness talks to.
-initramfs-test: agent
+build-initramfs-test: build-agent
 	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT) \
 		EXTRA_MODULES=provisioner-test OUTPUT=$(TEST_INITRAMFS)
 
 VM_ENV := PROVISIONER_VM_KERNEL=$(KERNEL_COPY) PROVISIONER_VM_INITRD=$(TEST_INITRAMFS) \
 	PROVISIONER_VM_ARTIFACTS=$(REPO)/build/vm-artifacts
 
-test: deps initramfs-test
+run-tests: build-initramfs-test
 	swift build --build-tests
 	# Unit and host tests run in parallel; the VM tests one at a time (2 cores, TCG).
 	swift test --skip-build --skip VMTests
@@ -66,7 +81,7 @@ test: deps initramfs-test
 	# The guest side of the harness protocol on its own (byte-exact output, statuses).
 	$(MAKE) -C $(REPO)/initramfs test KVER=$(KVER) AGENT=$(AGENT)
 
-demo: deps initramfs-test
+run-demo: build-initramfs-test
 	swift build --product provisioner-vm
 	KERNEL=$(KERNEL_COPY) INITRD=$(TEST_INITRAMFS) VM=$(REPO)/.build/debug/provisioner-vm \
 		$(REPO)/scripts/demo.sh
