@@ -24,7 +24,7 @@ PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 	qemu-system-x86 qemu-utils linux-image-amd64 dracut-core dracut-network systemd udev kmod \
 	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio
 
-.PHONY: all deps agent initramfs initramfs-test test demo clean help \
+.PHONY: all deps agent initramfs initramfs-test test demo clean help format \
 	build-agent build-initramfs build-initramfs-test run-tests run-demo
 
 all: agent initramfs
@@ -85,6 +85,10 @@ run-demo: build-initramfs-test
 	swift build --product provisioner-vm
 	KERNEL=$(KERNEL_COPY) INITRD=$(TEST_INITRAMFS) VM=$(REPO)/.build/debug/provisioner-vm \
 		$(REPO)/scripts/demo.sh
+
+# One formatting command for the whole tree (.swift-format: 4 spaces, 120 columns).
+format:
+	swift format -i -r $(REPO)/Sources $(REPO)/Tests $(REPO)/Package.swift
 
 clean:
 	rm -rf $(REPO)/build $(REPO)/.build

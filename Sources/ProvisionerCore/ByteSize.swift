@@ -1,4 +1,3 @@
-
 /// A size in bytes, parsed from the strings admins write in layouts.
 ///
 /// Decimal and binary units are both understood and never confused:
@@ -118,7 +117,8 @@ public enum SizeTolerance: Hashable, Sendable, CustomStringConvertible {
         if trimmed.hasSuffix("%") {
             let number = trimmed.dropLast().trimmed
             let parts = number.split(separator: ".", omittingEmptySubsequences: false)
-            guard !number.isEmpty, parts.count <= 2, parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
+            guard !number.isEmpty, parts.count <= 2,
+                parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
                 !parts[0].isEmpty
             else { throw .invalid(text) }
             let fraction = parts.count == 2 ? String(parts[1]) : ""

@@ -84,7 +84,8 @@ public struct ConfigNode {
         // A node reached twice is an alias: refuse instead of expanding it.
         let identity = Int(bitPattern: node)
         guard visited.insert(identity).inserted else {
-            throw ConfigError(field: display(path), problem: "uses a YAML alias, which is not supported", location: location)
+            throw ConfigError(
+                field: display(path), problem: "uses a YAML alias, which is not supported", location: location)
         }
         switch node.pointee.type {
         case YAML_SCALAR_NODE:
@@ -105,7 +106,8 @@ public struct ConfigNode {
                     let valueNode = yaml_document_get_node(&document, current.pointee.value)
                 else { continue }
                 guard keyNode.pointee.type == YAML_SCALAR_NODE else {
-                    throw ConfigError(field: display(path), problem: "has a key that is not a plain name", location: location)
+                    throw ConfigError(
+                        field: display(path), problem: "has a key that is not a plain name", location: location)
                 }
                 let k = keyNode.pointee.data.scalar
                 let key = String(decoding: UnsafeBufferPointer(start: k.value, count: k.length), as: UTF8.self)
@@ -114,7 +116,10 @@ public struct ConfigNode {
                     throw ConfigError(field: childPath, problem: "appears twice", location: location)
                 }
                 entries.append(
-                    (key, try convert(valueNode, document: &document, path: childPath, source: source, visited: &visited)))
+                    (
+                        key,
+                        try convert(valueNode, document: &document, path: childPath, source: source, visited: &visited)
+                    ))
             }
             return ConfigNode(value: .mapping(entries), path: path, location: location)
         case YAML_SEQUENCE_NODE:
@@ -125,7 +130,8 @@ public struct ConfigNode {
                 item = current + 1
                 guard let child = yaml_document_get_node(&document, current.pointee) else { continue }
                 items.append(
-                    try convert(child, document: &document, path: "\(path)[\(items.count)]", source: source, visited: &visited))
+                    try convert(
+                        child, document: &document, path: "\(path)[\(items.count)]", source: source, visited: &visited))
             }
             return ConfigNode(value: .sequence(items), path: path, location: location)
         default:

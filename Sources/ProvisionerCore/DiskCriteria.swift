@@ -92,7 +92,9 @@ public struct DiskCriteria: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension DiskCriteria {
-    static let fields = ["type", "vendor", "model", "serial", "wwn", "path", "size", "tolerance", "min", "max", "removable"]
+    static let fields = [
+        "type", "vendor", "model", "serial", "wwn", "path", "size", "tolerance", "min", "max", "removable",
+    ]
 
     /// Reads criteria from a `match:` mapping, refusing unknown fields.
     public init(config node: ConfigNode) throws(ConfigError) {

@@ -23,7 +23,8 @@ public struct DiskLayout: Hashable, Sendable {
         var disks: [LogicalDisk] = []
         for (name, node) in entries {
             guard LogicalDisk.isValidName(name) else {
-                throw node.error("\"\(name)\" is not a valid disk name; use a letter then letters, digits, - or _ (disk0)")
+                throw node.error(
+                    "\"\(name)\" is not a valid disk name; use a letter then letters, digits, - or _ (disk0)")
             }
             let fields = try node.mapping()
             let criteria = try DiskCriteria(config: try fields.required("match"))

@@ -50,7 +50,8 @@ public enum Blkid {
     }
 
     /// The partition table of `path`, with each partition's own signatures.
-    public static func partitions(path: String) throws(SystemError) -> (table: PartitionTable?, partitions: [Partition]) {
+    public static func partitions(path: String) throws(SystemError) -> (table: PartitionTable?, partitions: [Partition])
+    {
         let fd = try OwnedDescriptor(readOnly: path)
         guard let probe = CBlkid_probe_new(fd.raw, 0, 0) else {
             throw .fromErrno("starting a libblkid probe of", path)
@@ -64,7 +65,8 @@ public enum Blkid {
         }
         var table: PartitionTable?
         if let t = blkid_partlist_get_table(list), let type = blkid_parttable_get_type(t) {
-            table = PartitionTable(type: String(cString: type), uuid: blkid_parttable_get_id(t).map { String(cString: $0) })
+            table = PartitionTable(
+                type: String(cString: type), uuid: blkid_parttable_get_id(t).map { String(cString: $0) })
         }
         let sector = UInt64(512)  // libblkid reports partition geometry in 512-byte sectors
         var result: [Partition] = []
@@ -82,7 +84,8 @@ public enum Blkid {
             result.append(
                 Partition(
                     number: Int(blkid_partition_get_partno(p)), startBytes: start, sizeBytes: size,
-                    typeUUID: typeID?.lowercased(), uuid: blkid_partition_get_uuid(p).map { String(cString: $0).lowercased() },
+                    typeUUID: typeID?.lowercased(),
+                    uuid: blkid_partition_get_uuid(p).map { String(cString: $0).lowercased() },
                     label: name.flatMap { $0.isEmpty ? nil : $0 },
                     signatures: signatures.filter { $0.usage != "partition_table" }))
         }

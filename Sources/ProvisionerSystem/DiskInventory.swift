@@ -1,3 +1,5 @@
+import ProvisionerCore
+
 #if canImport(FoundationEssentials)
     import FoundationEssentials
 #else
@@ -7,7 +9,6 @@
 #if canImport(Glibc)
     import Glibc
 #endif
-import ProvisionerCore
 
 /// Reads the machine's disks from sysfs, /dev/disk and libblkid.
 ///
@@ -85,7 +86,9 @@ public struct DiskInventoryReader: Sendable {
             model = nil
             serial = attr.string("serial")
         default:
-            serial = attr.vpdSerial("device/vpd_pg80") ?? UdevDatabase(dev: dev, run: "/run").serial(devNumber: attr.string("dev"))
+            serial =
+                attr.vpdSerial("device/vpd_pg80")
+                ?? UdevDatabase(dev: dev, run: "/run").serial(devNumber: attr.string("dev"))
             if let id = attr.string("device/wwid"), id.hasPrefix("naa.") || id.hasPrefix("eui.") { wwn = id }
         }
 
@@ -284,7 +287,9 @@ struct MountTable {
         var out: [UInt8] = []
         var bytes = Array(s.utf8)[...]
         while let b = bytes.popFirst() {
-            if b == UInt8(ascii: "\\"), bytes.count >= 3, let v = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8) {
+            if b == UInt8(ascii: "\\"), bytes.count >= 3,
+                let v = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8)
+            {
                 out.append(v)
                 bytes = bytes.dropFirst(3)
             } else {

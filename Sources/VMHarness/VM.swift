@@ -121,7 +121,11 @@ public struct VirtualMachine: Sendable {
             "-accel", accelerator, "-machine", "q35", "-cpu", "max", "-m", "\(memoryMiB)", "-smp", "\(cpus)",
             "-nodefaults", "-display", "none", "-no-reboot",
             "-kernel", kernel, "-initrd", initrd,
-            "-append", (["console=ttyS0,115200", "root=provisioner", "provisioner.test", "rd.shell=0", "rd.emergency=poweroff", "panic=-1"] + kernelArguments).joined(separator: " "),
+            "-append",
+            ([
+                "console=ttyS0,115200", "root=provisioner", "provisioner.test", "rd.shell=0", "rd.emergency=poweroff",
+                "panic=-1",
+            ] + kernelArguments).joined(separator: " "),
             "-serial", "file:\(console)",
             "-fw_cfg", "name=opt/provisioner/test-script,file=\(script)",
             "-device", "virtio-serial-pci,id=vser",
@@ -160,7 +164,8 @@ public struct VirtualMachine: Sendable {
     /// Boots once, runs `script`, and returns what it reported.
     public func run(script: String, name: String = "vm") throws -> VMRun {
         let fm = FileManager.default
-        let runDir = "\(artifactsDirectory)/\(name)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+        let runDir =
+            "\(artifactsDirectory)/\(name)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
         try fm.createDirectory(atPath: runDir, withIntermediateDirectories: true)
         let scriptPath = "\(runDir)/script.sh"
         let consolePath = "\(runDir)/console.log"
@@ -168,7 +173,8 @@ public struct VirtualMachine: Sendable {
         let qemuLogPath = "\(runDir)/qemu.log"
         try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
         for disk in disks where !fm.fileExists(atPath: disk.file) {
-            guard fm.createFile(atPath: disk.file, contents: nil), truncate(disk.file, off_t(disk.sizeBytes)) == 0 else {
+            guard fm.createFile(atPath: disk.file, contents: nil), truncate(disk.file, off_t(disk.sizeBytes)) == 0
+            else {
                 throw VMError.qemuFailed("cannot create disk image \(disk.file)")
             }
         }
@@ -211,7 +217,8 @@ public struct VirtualMachine: Sendable {
         }
         guard let status = parsed.status else {
             let qemuLog = (try? String(contentsOfFile: qemuLogPath, encoding: .utf8)) ?? ""
-            let tail = (console.split(separator: "\n").suffix(25) + ["--- qemu:", Substring(qemuLog)]).joined(separator: "\n")
+            let tail = (console.split(separator: "\n").suffix(25) + ["--- qemu:", Substring(qemuLog)]).joined(
+                separator: "\n")
             throw VMError.noResult(artifacts: runDir, consoleTail: tail)
         }
         let result = VMRun(steps: parsed.steps, scriptStatus: status, console: console, seconds: seconds)

@@ -1,4 +1,7 @@
 import ArgumentParser
+import ProvisionerCore
+import ProvisionerSystem
+
 #if canImport(FoundationEssentials)
     import FoundationEssentials
 #else
@@ -8,8 +11,6 @@ import ArgumentParser
 #if canImport(Glibc)
     import Glibc
 #endif
-import ProvisionerCore
-import ProvisionerSystem
 
 @main
 struct Agent: ParsableCommand {

@@ -1,11 +1,12 @@
 import ArgumentParser
+import ProvisionerCore
+import ProvisionerSystem
+
 #if canImport(FoundationEssentials)
     import FoundationEssentials
 #else
     import Foundation
 #endif
-import ProvisionerCore
-import ProvisionerSystem
 
 extension Agent {
     struct Disks: ParsableCommand {
@@ -88,7 +89,8 @@ extension Agent {
                     do {
                         machine = try JSONDecoder().decode(Inventory.self, from: Data(text.utf8))
                     } catch {
-                        throw AgentFailure(message: "inventory \(path) is not a `disks --json` output: \(error)", exitCode: 2)
+                        throw AgentFailure(
+                            message: "inventory \(path) is not a `disks --json` output: \(error)", exitCode: 2)
                     }
                 } else {
                     machine = try DiskInventoryReader().read()
@@ -97,7 +99,8 @@ extension Agent {
                 do {
                     assignment = try DiskMatcher.match(layout.disks, inventory: machine)
                 } catch {
-                    throw AgentFailure(message: "the layout does not map onto this machine's disks:\n\(error)", exitCode: 3)
+                    throw AgentFailure(
+                        message: "the layout does not map onto this machine's disks:\n\(error)", exitCode: 3)
                 }
                 if output.json {
                     try printJSON(Result(assignments: assignment.paths))
@@ -106,7 +109,8 @@ extension Agent {
                     for name in assignment.names {
                         let d = assignment.disks[name]!
                         table.add([
-                            name, d.path, d.transport.rawValue, ByteSize(bytes: d.sizeBytes).description, d.model ?? "-",
+                            name, d.path, d.transport.rawValue, ByteSize(bytes: d.sizeBytes).description,
+                            d.model ?? "-",
                             d.serial ?? "-", d.byPath.map { String($0.split(separator: "/").last ?? "") } ?? "-",
                         ])
                     }

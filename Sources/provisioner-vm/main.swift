@@ -36,7 +36,9 @@ struct ProvisionerVM: ParsableCommand {
             print("── \(step.name) (exit \(step.status))")
             if !step.stdout.isEmpty { print(step.stdout, terminator: step.stdout.hasSuffix("\n") ? "" : "\n") }
             if !step.stderr.isEmpty {
-                print(step.stderr.split(separator: "\n", omittingEmptySubsequences: false).map { "   ! \($0)" }.joined(separator: "\n"))
+                print(
+                    step.stderr.split(separator: "\n", omittingEmptySubsequences: false).map { "   ! \($0)" }.joined(
+                        separator: "\n"))
             }
         }
         print("── VM finished in \(String(format: "%.1f", result.seconds)) s, script exit \(result.scriptStatus)")

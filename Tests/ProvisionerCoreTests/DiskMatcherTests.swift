@@ -13,7 +13,8 @@ enum Fixture {
             byPath: "/dev/disk/by-path/pci-0000:0\(slot):00.0-nvme-1")
     }
 
-    static func sata(_ name: String, serial: String?, size: UInt64 = 4_000_787_030_016, rotational: Bool = true) -> Disk {
+    static func sata(_ name: String, serial: String?, size: UInt64 = 4_000_787_030_016, rotational: Bool = true) -> Disk
+    {
         Disk(
             name: name, path: "/dev/\(name)", transport: .sata, rotational: rotational, vendor: "ATA",
             model: "ST4000NM000A", serial: serial, sizeBytes: size,
@@ -167,7 +168,9 @@ enum Fixture {
     @Test func noCandidateNamesEachNearDiskWithItsReasons() throws {
         let disks = [Fixture.nvme("nvme0n1", serial: "S1", size: 512_110_190_592), Fixture.sata("sda", serial: "Z")]
         let layout = try Fixture.layout("disks: {disk0: {match: {type: nvme, size: 1TB}}}")
-        let error = #expect(throws: MatchError.self) { try DiskMatcher.match(layout, inventory: Inventory(disks: disks)) }
+        let error = #expect(throws: MatchError.self) {
+            try DiskMatcher.match(layout, inventory: Inventory(disks: disks))
+        }
         let text = error?.description ?? ""
         #expect(text.contains("disk0: no disk matches type nvme, size 1.0 TB ± 5%"))
         #expect(text.contains("/dev/nvme0n1 (nvme, 512.1 GB"))
@@ -181,7 +184,8 @@ enum Fixture {
     @Test func tooFewForAMirror() throws {
         let error = #expect(throws: MatchError.self) {
             try DiskMatcher.match(
-                try Fixture.layout(Fixture.mirror), inventory: Inventory(disks: [Fixture.nvme("nvme0n1", serial: "S1")]))
+                try Fixture.layout(Fixture.mirror), inventory: Inventory(disks: [Fixture.nvme("nvme0n1", serial: "S1")])
+            )
         }
         #expect(error?.description.contains("2 disks with type nvme") == true)
         #expect(error?.description.contains("only 1 match") == true)
@@ -195,8 +199,17 @@ enum Fixture {
               disk1: {match: {type: nvme}}
             """)
         let disks = [Fixture.nvme("nvme0n1", serial: "S1"), Fixture.sata("sda", serial: "Z", rotational: false)]
-        let error = #expect(throws: MatchError.self) { try DiskMatcher.match(layout, inventory: Inventory(disks: disks)) }
-        #expect(error?.problems.contains { if case .sharedDisk(let d, let names) = $0 { d.name == "nvme0n1" && names == ["disk0", "disk1"] } else { false } } == true)
+        let error = #expect(throws: MatchError.self) {
+            try DiskMatcher.match(layout, inventory: Inventory(disks: disks))
+        }
+        #expect(
+            error?.problems.contains {
+                if case .sharedDisk(let d, let names) = $0 {
+                    d.name == "nvme0n1" && names == ["disk0", "disk1"]
+                } else {
+                    false
+                }
+            } == true)
     }
 
     @Test func exclusiveCriteriaMapEachRole() throws {
@@ -223,7 +236,10 @@ enum Fixture {
         ("disks: {disk0: {match: {tolerance: 5%}}}", "disks.disk0.match.tolerance: needs a size"),
         ("disks: {disk0: {match: {type: floppy}}}", "disks.disk0.match.type: unknown disk type \"floppy\""),
         ("disks: {disk0: {match: {size: 120G}}}", "disks.disk0.match.size: unit \"g\" is ambiguous"),
-        ("disks: {disk0: {match: {min: 2TB, max: 1TB}}}", "disks.disk0.match.min: min 2.0 TB is larger than max 1.0 TB"),
+        (
+            "disks: {disk0: {match: {min: 2TB, max: 1TB}}}",
+            "disks.disk0.match.min: min 2.0 TB is larger than max 1.0 TB"
+        ),
         ("disks: {disk0: {match: {serial: '[abc'}}}", "disks.disk0.match.serial: pattern \"[abc\" has a \"[\""),
         ("disks: {disk0: {}}", "disks.disk0.match: is required"),
         ("disks: {0disk: {match: {}}}", "disks.0disk: \"0disk\" is not a valid disk name"),
@@ -240,7 +256,8 @@ enum Fixture {
     }
 
     @Test func jsonIsAccepted() throws {
-        let layout = try DiskLayout(parsing: #"{"disks": {"disk0": {"match": {"type": "nvme", "size": "1TB"}}}}"#, source: "j")
+        let layout = try DiskLayout(
+            parsing: #"{"disks": {"disk0": {"match": {"type": "nvme", "size": "1TB"}}}}"#, source: "j")
         #expect(layout.disks.first?.criteria.type == .nvme)
         #expect(layout.disks.first?.criteria.size == ByteSize(bytes: 1_000_000_000_000))
     }

@@ -93,7 +93,11 @@ import Testing
         ("sda", "/sys/devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0", .sata),
         ("sdb", "/sys/devices/pci0000:00/0000:00:05.0/virtio2/host2/target2:0:0/2:0:0:0", .scsi),
         ("sdc", "/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0", .usb),
-        ("sdd", "/sys/devices/pci0000:00/0000:03:00.0/host1/port-1:0/expander-1:0/port-1:0:3/end_device-1:0:3/target1:0:3/1:0:3:0", .sas),
+        (
+            "sdd",
+            "/sys/devices/pci0000:00/0000:03:00.0/host1/port-1:0/expander-1:0/port-1:0:3/end_device-1:0:3/target1:0:3/1:0:3:0",
+            .sas
+        ),
         ("md127", "/sys/devices/virtual/block/md127", .md),
         ("dm-0", "/sys/devices/virtual/block/dm-0", .dm),
         ("loop3", "/sys/devices/virtual/block/loop3", .loop),

@@ -44,7 +44,8 @@ struct DiskInventoryVMTests {
 
     func disks(in dir: String, swapped: Bool) -> [VMDisk] {
         let nvmeA = VMDisk(id: "nvA", bus: .nvme, file: "\(dir)/nvme-a.img", sizeBytes: 20 * Self.gb, serial: "NVME-A")
-        let nvmeB = VMDisk(id: "nvB", bus: .nvme, file: "\(dir)/nvme-b.img", sizeBytes: 20 * Self.gb + 4096, serial: "NVME-B")
+        let nvmeB = VMDisk(
+            id: "nvB", bus: .nvme, file: "\(dir)/nvme-b.img", sizeBytes: 20 * Self.gb + 4096, serial: "NVME-B")
         let sata = VMDisk(
             id: "sata", bus: .sata, file: "\(dir)/sata.img", sizeBytes: 8 << 30, serial: "SATA-0001",
             model: "PROV-SATA-HDD")
@@ -59,14 +60,17 @@ struct DiskInventoryVMTests {
         let dir = try VMEnvironment.scratchDirectory("inventory")
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
-        let first = try VMEnvironment.machine(disks: disks(in: dir, swapped: false)).run(script: Self.script(), name: "inventory-1")
-        let second = try VMEnvironment.machine(disks: disks(in: dir, swapped: true)).run(script: Self.script(), name: "inventory-2")
+        let first = try VMEnvironment.machine(disks: disks(in: dir, swapped: false)).run(
+            script: Self.script(), name: "inventory-1")
+        let second = try VMEnvironment.machine(disks: disks(in: dir, swapped: true)).run(
+            script: Self.script(), name: "inventory-2")
 
         for run in [first, second] {
             let step = try run.step("disks-json")
             #expect(step.status == 0, "\(step)")
             let inventory = try JSONDecoder().decode(Inventory.self, from: Data(step.stdout.utf8))
-            let bySerial = Dictionary(uniqueKeysWithValues: inventory.disks.compactMap { d in d.serial.map { ($0, d) } })
+            let bySerial = Dictionary(
+                uniqueKeysWithValues: inventory.disks.compactMap { d in d.serial.map { ($0, d) } })
             #expect(inventory.disks.count == 5, "\(inventory.disks.map(\.name))")
 
             let a = try #require(bySerial["NVME-A"])
