@@ -10,17 +10,15 @@ import VMHarness
 struct DiskInventoryVMTests {
     static let gb: UInt64 = 1_000_000_000
 
-    static let layout = """
-        disks:
-          disk0:
-            match: { type: nvme, size: 20GB, tolerance: 5% }
-          disk1:
-            match: { type: nvme, size: 20GB, tolerance: 5% }
-          disk2:
-            match: { type: hdd, model: "PROV-SATA*", size: 8GiB, tolerance: 1% }
-        """
+    /// The layout `make demo` and docs/matching.md show: the test proves the example works.
+    static var layout: String {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let file = repo.appendingPathComponent("docs/examples/layout-mirror.yaml")
+        return (try? String(contentsOf: file, encoding: .utf8)) ?? "missing: \(file.path)"
+    }
 
-    /// disk2 by size alone is ambiguous: the SATA and the SCSI disk are both 8 GiB.
+    /// By size alone the layout is ambiguous: the SATA and the SCSI disk are both 8 GiB.
     static let ambiguousLayout = """
         disks:
           disk0:
