@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "provisioner-agent", targets: ["provisioner-agent"]),
+        .executable(name: "provisionerctl", targets: ["provisionerctl"]),
         .library(name: "ProvisionerCore", targets: ["ProvisionerCore"]),
     ],
     dependencies: [
@@ -41,6 +42,11 @@ let package = Package(
                 "ProvisionerSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        // The admin's command line; server-side, so it may use all of Foundation.
+        .executableTarget(
+            name: "provisionerctl",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
         .testTarget(name: "ProvisionerSystemTests", dependencies: ["ProvisionerSystem"]),

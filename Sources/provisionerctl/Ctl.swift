@@ -1,0 +1,14 @@
+import ArgumentParser
+
+/// The admin's command: certificates, nodes, sessions, images, audit.
+///
+/// Each group of subcommands lives in its own file as an extension of `Ctl`;
+/// this list is the only place that names them all.
+@main
+struct Ctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "provisionerctl",
+        abstract: "Administers a provisioner cluster: certificates, nodes, boot sessions and images.",
+        subcommands: []
+    )
+}
