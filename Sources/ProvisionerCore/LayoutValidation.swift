@@ -81,6 +81,10 @@ extension DiskLayout {
         // A device with a filesystem is not also a member or a physical volume.
         var mounts: [String: String] = [:]
         for (ref, fs, field) in filesystems {
+            if fs.type == .xfs, case .fixed(let size)? = fixedSize(of: ref), size.bytes < Self.xfsMinimum {
+                throw ConfigError(
+                    field: field, problem: "xfs needs at least 300 MiB (mkfs.xfs refuses smaller); \(ref) is \(size.binaryDescription)")
+            }
             if let user = uses[ref] {
                 throw ConfigError(field: field, problem: "\(ref) has a filesystem but is also used by \(user)")
             }
@@ -114,6 +118,19 @@ extension DiskLayout {
             }
         }
         return result
+    }
+
+    /// mkfs.xfs (since xfsprogs 5.19) makes no filesystem smaller than this.
+    static let xfsMinimum: UInt64 = 300 << 20
+
+    func fixedSize(of ref: DeviceRef) -> SizeSpec? {
+        switch ref {
+        case .partition(let diskName, let name):
+            disks.first { $0.name == diskName }?.partitions.first { $0.name == name }?.size
+        case .logicalVolume(let groupName, let name):
+            volumeGroups.first { $0.name == groupName }?.volumes.first { $0.name == name }?.size
+        case .array: nil
+        }
     }
 
     /// Whether the layout marks the device's content as preserved.
