@@ -7,6 +7,10 @@ import PackageDescription
 //   ProvisionerSystem everything that touches Linux: sysfs, /dev, libblkid
 //   provisioner-agent the thin executable that wires them together
 //   VMHarness         boots our initramfs in QEMU for device tests (provisioner-vm runs it by hand)
+//   ProvisionerAPI    wire types the agent and the server share (agent-safe: FoundationEssentials only)
+//   ProvisionerClient the agent's HTTPS client on SwiftNIO + NIOSSL (agent-safe)
+//   ProvisionerPKI    the cluster CA and certificates (server side: swift-certificates, swift-crypto)
+//   ProvisionerServer the Hummingbird app: registry, sessions, events, files, audit (server side)
 let package = Package(
     name: "provisioner",
     platforms: [.macOS(.v13)],
@@ -16,7 +20,14 @@ let package = Package(
         .library(name: "ProvisionerCore", targets: ["ProvisionerCore"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Agent-safe networking: NIOCore/NIOPosix/NIOHTTP1/NIOSSL do not import Foundation on Linux.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // Server side only (docs/server-api.md says why each).
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         .target(
@@ -43,10 +54,34 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The wire types of the agent <-> server protocol (docs/server-api.md). Agent-safe.
+        .target(name: "ProvisionerAPI", dependencies: ["ProvisionerCore"]),
+        // The agent's HTTPS client: mutual TLS, JSON calls, ranged downloads, mirrors. Agent-safe.
+        .target(
+            name: "ProvisionerClient",
+            dependencies: [
+                "ProvisionerCore", "ProvisionerAPI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        // Cluster CA, server, client and admin certificates (docs/certificates.md). Server side.
+        .target(
+            name: "ProvisionerPKI",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         // The admin's command line; server-side, so it may use all of Foundation.
         .executableTarget(
             name: "provisionerctl",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
         .testTarget(name: "ProvisionerSystemTests", dependencies: ["ProvisionerSystem"]),
