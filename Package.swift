@@ -17,6 +17,7 @@ let package = Package(
     products: [
         .executable(name: "provisioner-agent", targets: ["provisioner-agent"]),
         .executable(name: "provisionerctl", targets: ["provisionerctl"]),
+        .executable(name: "provisioner-server", targets: ["provisioner-server"]),
         .library(name: "ProvisionerCore", targets: ["ProvisionerCore"]),
     ],
     dependencies: [
@@ -25,9 +26,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         // Server side only (docs/server-api.md says why each).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -76,11 +81,42 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]
         ),
+        // The provisioning server as a library, so tests build the very same app.
+        .target(
+            name: "ProvisionerServer",
+            dependencies: [
+                "ProvisionerCore", "ProvisionerAPI", "ProvisionerPKI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Only reads its configuration and flags, then runs ProvisionerServer's app.
+        .executableTarget(
+            name: "provisioner-server",
+            dependencies: [
+                "ProvisionerServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         // The admin's command line; server-side, so it may use all of Foundation.
         .executableTarget(
             name: "provisionerctl",
             dependencies: [
+                "ProvisionerCore", "ProvisionerAPI", "ProvisionerClient", "ProvisionerPKI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "ProvisionerServerTests",
+            dependencies: [
+                "ProvisionerServer", "ProvisionerClient", "ProvisionerAPI", "ProvisionerPKI",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
