@@ -115,8 +115,9 @@ let package = Package(
         .testTarget(
             name: "ProvisionerServerTests",
             dependencies: [
-                "ProvisionerServer", "ProvisionerClient", "ProvisionerAPI", "ProvisionerPKI",
+                "ProvisionerServer", "ProvisionerClient", "ProvisionerAPI", "ProvisionerPKI", "ProvisionerCore",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),

@@ -139,7 +139,12 @@ public struct NodeConfig: Codable, Hashable, Sendable {
             }
         }
         if let layout {
-            try Self.validateLayout(layout, source: field("layout"))
+            do {
+                try Self.validateLayout(layout, source: "layout")
+            } catch {
+                // "nodes.a.layout: disks.disk0.match.size: ... (layout:3)": the node's field, then the layout's.
+                throw ConfigError(field: field("layout"), problem: error.description)
+            }
         }
         for (i, plugin) in plugins.enumerated() where !Names.isSimpleName(plugin.name) {
             throw ConfigError(field: field("plugins[\(i)].name"), problem: "\"\(plugin.name)\" is not a valid plugin name")

@@ -141,6 +141,7 @@ public final class ProvisionerClient: Sendable {
         _ request: ClientRequest, _ body: (ClientConnection) async throws -> Result
     ) async throws -> Result {
         var failures: [String] = []
+        var lastError: ClientError?
         for endpoint in configuration.servers.shuffled() {
             do {
                 let result = try await ClientConnection.with(
@@ -154,8 +155,11 @@ public final class ProvisionerClient: Sendable {
                 return result
             } catch let error as ClientError where error.isConnectionLevel {
                 failures.append("\(endpoint): \(error)")
+                lastError = error
             }
         }
+        // With one server, its own error says it best.
+        if failures.count == 1, let lastError { throw lastError }
         throw ClientError.allServersFailed("\(request.method) \(request.path)", failures)
     }
 }

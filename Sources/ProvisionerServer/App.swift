@@ -72,13 +72,15 @@ public struct ServerInstance: Sendable {
 
     /// Runs until SIGTERM or SIGINT (graceful shutdown), then closes the database.
     public func run() async throws {
+        // The store is closed outside this (possibly cancelled) task: closing must not be cancelled.
+        let store = services.store
         do {
             try await application.runService()
         } catch {
-            await services.store.close()
+            await Task.detached { await store.close() }.value
             throw error
         }
-        await services.store.close()
+        await Task.detached { await store.close() }.value
     }
 }
 
@@ -97,7 +99,10 @@ public func buildApplication(
             Application(
                 router: buildBootRouter(services),
                 configuration: .init(address: .hostname(bootHost, port: config.bootListenPort), serverName: nil),
-                onServerRunning: { channel in await onListening(.boot, channel.localAddress?.port ?? 0) },
+                onServerRunning: { channel in
+                    services.bootPort.set(channel.localAddress?.port ?? 0)
+                    await onListening(.boot, channel.localAddress?.port ?? 0)
+                },
                 logger: logger))
     }
     let app = Application(
@@ -105,7 +110,10 @@ public func buildApplication(
         server: try .tls(.http1(), tlsConfiguration: tls),
         configuration: .init(address: .hostname(config.listenHost, port: config.listenPort), serverName: nil),
         services: extra,
-        onServerRunning: { channel in await onListening(.api, channel.localAddress?.port ?? 0) },
+        onServerRunning: { channel in
+            services.apiPort.set(channel.localAddress?.port ?? 0)
+            await onListening(.api, channel.localAddress?.port ?? 0)
+        },
         logger: logger)
     return ServerInstance(services: services, application: app)
 }

@@ -102,7 +102,7 @@ extension Services {
     }
 
     func bootBase(_ request: Request) -> String {
-        "http://\(request.head.authority ?? "localhost:\(config.bootListenPort)")"
+        "http://\(request.head.authority ?? "localhost:\(bootPort.get())")"
     }
 
     func script(_ text: String) -> Response {

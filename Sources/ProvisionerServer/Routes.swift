@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import ProvisionerAPI
 import ProvisionerPKI
+import Synchronization
 
 /// What the routes share: the settings, the database and the file trees.
 public struct Services: Sendable {
@@ -10,9 +11,14 @@ public struct Services: Sendable {
     public let store: Store
     public let files: FileServer
     public let digests: DigestCache
+    /// The ports the listeners actually bound (differ from the config when it says 0).
+    let apiPort: PortBox
+    let bootPort: PortBox
 
     public init(config: ServerConfig, store: Store) {
         self.config = config
+        self.apiPort = PortBox(config.listenPort)
+        self.bootPort = PortBox(config.bootListenPort)
         self.store = store
         self.digests = DigestCache()
         self.files = FileServer(root: config.filesDirectory, digests: digests)
@@ -22,7 +28,7 @@ public struct Services: Sendable {
     func serverURL(for request: Request) -> String {
         if let url = config.serverURL { return url }
         let host = Self.hostOnly(request.head.authority ?? "localhost")
-        return "https://\(host):\(config.listenPort)"
+        return "https://\(host):\(apiPort.get())"
     }
 
     /// The mirror list for agents: this server first, then the configured mirrors.
@@ -107,6 +113,13 @@ extension Services {
             }
         }
     }
+}
+
+final class PortBox: Sendable {
+    private let value: Mutex<Int>
+    init(_ port: Int) { value = Mutex(port) }
+    func get() -> Int { value.withLock { $0 } }
+    func set(_ port: Int) { value.withLock { $0 = port } }
 }
 
 /// The file trees under STATE/files.
