@@ -139,10 +139,14 @@ extension DiskCriteria {
 public struct LogicalDisk: Hashable, Sendable {
     public var name: String
     public var criteria: DiskCriteria
+    /// The GPT partitions the layout wants, in order; empty means the disk is
+    /// only matched, never written.
+    public var partitions: [PartitionSpec]
 
-    public init(name: String, criteria: DiskCriteria) {
+    public init(name: String, criteria: DiskCriteria, partitions: [PartitionSpec] = []) {
         self.name = name
         self.criteria = criteria
+        self.partitions = partitions
     }
 
     /// Names are short identifiers (`disk0`, `scratch1`) so that references

@@ -128,3 +128,15 @@ public struct Glob: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { pattern }
 }
+
+extension Glob {
+    /// A pattern that matches exactly `text`: `*`, `?`, `[` and `\` are escaped.
+    public static func escape(_ text: String) -> String {
+        var out = ""
+        for c in text {
+            if "*?[\\".contains(c) { out.append("\\") }
+            out.append(c)
+        }
+        return out
+    }
+}

@@ -46,6 +46,7 @@ install() {
     inst_multiple -o \
         sgdisk sfdisk wipefs blkdiscard mdadm lvm \
         mkfs.ext4 mkfs.xfs mkfs.vfat mkswap e2fsck xfs_repair \
+        resize2fs xfs_growfs e2label xfs_admin xfs_db fatlabel swaplabel \
         mount umount switch_root udevadm partprobe blockdev efibootmgr \
         blkid lsblk partx dmsetup sync
     inst_multiple -o /etc/mke2fs.conf
@@ -65,6 +66,12 @@ install() {
         inst_simple "$PROVISIONER_CLIENT_KEY" /etc/provisioner/client-key.pem || return 1
         chmod 0600 "${initdir}/etc/provisioner/client-key.pem"
     fi
+
+    # The agent alone decides which arrays and volume groups come up, and only
+    # on the disks its layout matched: dracut's md/LVM udev rules must not
+    # auto-assemble or activate anything (dracut reads /etc/cmdline.d too).
+    mkdir -p "${initdir}/etc/cmdline.d"
+    echo "rd.md=0 rd.lvm=0 rd.dm=0 rd.luks=0" > "${initdir}/etc/cmdline.d/90provisioner.conf"
 
     # root=provisioner is accepted by dracut-cmdline.
     inst_hook cmdline 90 "$moddir/parse-provisioner.sh"

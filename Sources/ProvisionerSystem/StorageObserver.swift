@@ -1,0 +1,259 @@
+import ProvisionerCore
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Reads what is above the partitions on the disks a layout covers: MD arrays
+/// (mdadm), LVM (its JSON reports, limited with `--devices` to these disks so
+/// that no other disk's metadata is ever read or touched), and the
+/// filesystems on arrays and logical volumes (libblkid).
+///
+/// To look inside arrays and volume groups it assembles the arrays whose
+/// members are all on these disks and activates the volume groups whose
+/// physical volumes all are. Neither writes to the disks' layout; apply needs
+/// them up anyway.
+public struct StorageObserver {
+    public var log: (String) -> Void
+
+    public init(log: @escaping (String) -> Void = { _ in }) { self.log = log }
+
+    /// `disks` are the real disks the layout partitions (not merely matches).
+    public func observe(disks: [Disk], activate: Bool = true) throws(SystemError) -> ObservedStorage {
+        var observed = ObservedStorage()
+        let mounts = MountTable(mountInfo: "/proc/self/mountinfo", swaps: "/proc/swaps", dev: "/dev")
+
+        // In use before the agent did anything: mounted, swapped on, or held.
+        for disk in disks {
+            markInUse(&observed, disk.path, disk.mountpoints, disk.holders)
+            for part in disk.partitions {
+                markInUse(&observed, part.path ?? "", part.mountpoints, part.holders)
+            }
+        }
+
+        // MD arrays: superblocks on the disks' partitions (and whole disks).
+        var candidates: [String] = []
+        for disk in disks {
+            if disk.signatures.contains(where: { $0.type == "linux_raid_member" }) { candidates.append(disk.path) }
+            for part in disk.partitions where part.signatures.contains(where: { $0.type == "linux_raid_member" }) {
+                if let path = part.path { candidates.append(path) }
+            }
+        }
+        var byUUID: [String: ObservedArray] = [:]
+        var order: [String] = []
+        for path in candidates {
+            let result = try Command.run(["mdadm", "--examine", "--export", path])
+            guard result.status == 0 else {
+                log("mdadm --examine \(path): \(result.lastMessage); treated as not an array member")
+                continue
+            }
+            let info = Self.keyValues(result.stdout)
+            guard let uuid = info["MD_UUID"] else { continue }
+            if byUUID[uuid] == nil {
+                order.append(uuid)
+                let rawName = info["MD_NAME"] ?? uuid
+                let name = rawName.split(separator: ":").last.map(String.init) ?? rawName
+                byUUID[uuid] = ObservedArray(
+                    uuid: uuid, name: name, level: info["MD_LEVEL"] ?? "unknown", metadata: info["MD_METADATA"],
+                    raidDevices: Int(info["MD_DEVICES"] ?? "") ?? 0, members: [])
+            }
+            byUUID[uuid]!.members.append(path)
+        }
+        let ourPaths = Set(disks.flatMap { [$0.path] + $0.partitions.compactMap(\.path) })
+        var running = try runningArrays()
+        for uuid in order {
+            guard var array = byUUID[uuid] else { continue }
+            if let live = running[uuid] {
+                array.device = live.device
+                array.members = live.members
+                array.componentSizeBytes = live.componentSizeBytes
+            } else if activate {
+                // All members must be ours: an array that spans another disk is not ours to start.
+                let device = "/dev/md/\(LogicalDisk.isValidName(array.name) ? array.name : "agent-" + uuid.prefix(8))"
+                let result = try Command.run(
+                    ["mdadm", "--assemble", "--run", device, "--uuid=\(uuid)"] + array.members)
+                if result.status == 0 {
+                    log("assembled array \(array.name) (\(device)) from \(array.members.joined(separator: ", "))")
+                    running = try runningArrays()
+                    if let live = running[uuid] {
+                        array.device = live.device
+                        array.members = live.members
+                        array.componentSizeBytes = live.componentSizeBytes
+                    }
+                } else {
+                    log("could not assemble array \(array.name): \(result.lastMessage)")
+                }
+            }
+            // Members the kernel lists that are not on our disks stay in the list: the planner refuses them.
+            byUUID[uuid] = array
+            if let device = array.device {
+                markInUse(&observed, device, mounts.mountpoints(ofDevice: device), [])
+            }
+        }
+        observed.arrays = order.compactMap { byUUID[$0] }
+        for array in observed.arrays {
+            if let device = array.device { observed.contents[device] = try contents(device) }
+        }
+
+        // LVM, only on our devices.
+        let lvmDevices = Array(ourPaths).sorted() + observed.arrays.compactMap(\.device)
+        try readLVM(into: &observed, devices: lvmDevices, activate: activate, mounts: mounts)
+        return observed
+    }
+
+    func markInUse(_ observed: inout ObservedStorage, _ path: String, _ mountpoints: [String], _ holders: [String]) {
+        guard !path.isEmpty else { return }
+        if let mount = mountpoints.first {
+            observed.inUse[path] = mount == "[SWAP]" ? "active swap" : "mounted on \(mount)"
+        } else if !holders.isEmpty {
+            observed.inUse[path] = "held by \(holders.joined(separator: ", ")) since before the agent ran"
+        }
+    }
+
+    struct LiveArray {
+        var device: String
+        var members: [String]
+        var componentSizeBytes: UInt64?
+    }
+
+    /// Arrays the kernel runs, by UUID.
+    func runningArrays() throws(SystemError) -> [String: LiveArray] {
+        var result: [String: LiveArray] = [:]
+        guard let dir = opendir("/sys/block") else { return result }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if name.hasPrefix("md") { names.append(name) }
+        }
+        for name in names {
+            let sys = "/sys/block/\(name)"
+            guard let state = readSysfs("\(sys)/md/array_state"), state != "clear", state != "inactive" else { continue }
+            let detail = try Command.run(["mdadm", "--detail", "--export", "/dev/\(name)"])
+            guard detail.status == 0, let uuid = Self.keyValues(detail.stdout)["MD_UUID"] else { continue }
+            var members: [String] = []
+            if let slaves = opendir("\(sys)/slaves") {
+                while let entry = readdir(slaves) {
+                    let slave = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                    if !slave.hasPrefix(".") { members.append("/dev/\(slave)") }
+                }
+                closedir(slaves)
+            }
+            let component = readSysfs("\(sys)/md/component_size").flatMap { UInt64($0) }.map { $0 * 1024 }
+            result[uuid] = LiveArray(device: "/dev/\(name)", members: members.sorted(), componentSizeBytes: component)
+        }
+        return result
+    }
+
+    func readSysfs(_ path: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        return String(decoding: data, as: UTF8.self).trimmed
+    }
+
+    func contents(_ device: String) throws(SystemError) -> [Signature] {
+        try Blkid.signatures(path: device).filter { $0.usage != "partition_table" }
+    }
+
+    // MARK: LVM
+
+    struct Report<Row: Decodable>: Decodable {
+        var report: [[String: [Row]]]
+        var rows: [Row] { report.flatMap { $0.values.flatMap { $0 } } }
+    }
+    struct PVRow: Decodable { var pv_name: String; var vg_name: String }
+    struct VGRow: Decodable {
+        var vg_name: String
+        var vg_uuid: String
+        var vg_extent_size: String
+        var vg_extent_count: String
+        var vg_free_count: String
+    }
+    struct LVRow: Decodable { var vg_name: String; var lv_name: String; var lv_size: String; var lv_path: String }
+
+    func lvmReport<Row: Decodable>(_ command: String, fields: String, devices: [String], as: Row.Type)
+        throws(SystemError) -> [Row]
+    {
+        let argv = ["lvm", command, "--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields]
+            + Self.devicesArguments(devices)
+        let result = try Command.check(argv, doing: "reading LVM \(command) report of", on: devices.joined(separator: ","))
+        do {
+            return try JSONDecoder().decode(Report<Row>.self, from: Data(result.stdout.utf8)).rows
+        } catch {
+            throw SystemError("parsing the LVM \(command) report of", devices.joined(separator: ","), cause: "\(error)")
+        }
+    }
+
+    /// `--devices a,b,c`: LVM sees only these; everything else looks absent to it.
+    public static func devicesArguments(_ devices: [String]) -> [String] {
+        ["--devices", devices.joined(separator: ","), "--config", "devices/use_devicesfile=0"]
+    }
+
+    func readLVM(into observed: inout ObservedStorage, devices: [String], activate: Bool, mounts: MountTable)
+        throws(SystemError)
+    {
+        let existing = devices.filter { access($0, F_OK) == 0 }
+        guard !existing.isEmpty else { return }
+        let pvs = try lvmReport("pvs", fields: "pv_name,vg_name", devices: existing, as: PVRow.self)
+        for pv in pvs { observed.physicalVolumes[realPath(pv.pv_name)] = pv.vg_name }
+        let vgs = try lvmReport(
+            "vgs", fields: "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count", devices: existing,
+            as: VGRow.self)
+        let lvs = try lvmReport("lvs", fields: "vg_name,lv_name,lv_size,lv_path", devices: existing, as: LVRow.self)
+        for vg in vgs {
+            let members = pvs.filter { $0.vg_name == vg.vg_name }.map { realPath($0.pv_name) }.sorted()
+            var group = ObservedVolumeGroup(
+                name: vg.vg_name, uuid: vg.vg_uuid, extentSizeBytes: UInt64(vg.vg_extent_size) ?? 0,
+                extentCount: UInt64(vg.vg_extent_count) ?? 0, freeExtents: UInt64(vg.vg_free_count) ?? 0,
+                physicalVolumes: members, logicalVolumes: [])
+            for lv in lvs where lv.vg_name == vg.vg_name {
+                let path = lv.lv_path.isEmpty ? "/dev/\(vg.vg_name)/\(lv.lv_name)" : lv.lv_path
+                group.logicalVolumes.append(
+                    ObservedLogicalVolume(name: lv.lv_name, sizeBytes: UInt64(lv.lv_size) ?? 0, path: path))
+            }
+            if activate {
+                let result = try Command.run(["lvm", "vgchange", "-ay"] + Self.devicesArguments(existing) + [vg.vg_name])
+                if result.status != 0 { log("could not activate volume group \(vg.vg_name): \(result.lastMessage)") }
+                _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
+            }
+            for lv in group.logicalVolumes where access(lv.path, F_OK) == 0 {
+                observed.contents[lv.path] = try contents(lv.path)
+                let mountpoints = mounts.mountpoints(ofDevice: lv.path)
+                markInUse(&observed, lv.path, mountpoints, [])
+            }
+            observed.volumeGroups.append(group)
+        }
+    }
+
+    public static func keyValues(_ text: String) -> [String: String] {
+        var result: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            result[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        return result
+    }
+}
+
+/// The canonical path of a device node (`/dev/md/system` → `/dev/md127`).
+public func realPath(_ path: String) -> String {
+    guard let resolved = realpath(path, nil) else { return path }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
+
+extension MountTable {
+    /// Where a device (by path, following links) is mounted or swapped on.
+    func mountpoints(ofDevice path: String) -> [String] {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return [] }
+        let major = (UInt(st.st_rdev) >> 8) & 0xfff | ((UInt(st.st_rdev) >> 32) & ~UInt(0xfff))
+        let minor = (UInt(st.st_rdev) & 0xff) | ((UInt(st.st_rdev) >> 12) & ~UInt(0xff))
+        return mountpoints(devNumber: "\(major):\(minor)")
+    }
+}
