@@ -7,16 +7,32 @@ import PackageDescription
 //   ProvisionerSystem everything that touches Linux: sysfs, /dev, libblkid
 //   provisioner-agent the thin executable that wires them together
 //   VMHarness         boots our initramfs in QEMU for device tests (provisioner-vm runs it by hand)
+//   ProvisionerAPI    wire types the agent and the server share (agent-safe: FoundationEssentials only)
+//   ProvisionerClient the agent's HTTPS client on SwiftNIO + NIOSSL (agent-safe)
+//   ProvisionerPKI    the cluster CA and certificates (server side: swift-certificates, swift-crypto)
+//   ProvisionerServer the Hummingbird app: registry, sessions, events, files, audit (server side)
 let package = Package(
     name: "provisioner",
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "provisioner-agent", targets: ["provisioner-agent"]),
         .executable(name: "provisionerctl", targets: ["provisionerctl"]),
+        .executable(name: "provisioner-server", targets: ["provisioner-server"]),
         .library(name: "ProvisionerCore", targets: ["ProvisionerCore"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Agent-safe networking: NIOCore/NIOPosix/NIOHTTP1/NIOSSL do not import Foundation on Linux.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // Server side only (docs/server-api.md says why each).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -43,10 +59,66 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The wire types of the agent <-> server protocol (docs/server-api.md). Agent-safe.
+        .target(name: "ProvisionerAPI", dependencies: ["ProvisionerCore"]),
+        // The agent's HTTPS client: mutual TLS, JSON calls, ranged downloads, mirrors. Agent-safe.
+        .target(
+            name: "ProvisionerClient",
+            dependencies: [
+                "ProvisionerCore", "ProvisionerAPI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        // Cluster CA, server, client and admin certificates (docs/certificates.md). Server side.
+        .target(
+            name: "ProvisionerPKI",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
+        // The provisioning server as a library, so tests build the very same app.
+        .target(
+            name: "ProvisionerServer",
+            dependencies: [
+                "ProvisionerCore", "ProvisionerAPI", "ProvisionerPKI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Only reads its configuration and flags, then runs ProvisionerServer's app.
+        .executableTarget(
+            name: "provisioner-server",
+            dependencies: [
+                "ProvisionerServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         // The admin's command line; server-side, so it may use all of Foundation.
         .executableTarget(
             name: "provisionerctl",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "ProvisionerCore", "ProvisionerAPI", "ProvisionerClient", "ProvisionerPKI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "ProvisionerServerTests",
+            dependencies: [
+                "ProvisionerServer", "ProvisionerClient", "ProvisionerAPI", "ProvisionerPKI", "ProvisionerCore",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
         .testTarget(name: "ProvisionerSystemTests", dependencies: ["ProvisionerSystem"]),

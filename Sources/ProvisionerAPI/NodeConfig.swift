@@ -1,0 +1,196 @@
+import ProvisionerCore
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+/// How a node runs its image: installed on its disks, or unpacked into RAM on every boot.
+public enum NodeMode: String, Codable, Hashable, Sendable, CaseIterable {
+    case stateful, stateless
+}
+
+/// How hard the agent checks an installed image before it trusts it (docs/node-config.md).
+public enum SyncVerify: String, Codable, Hashable, Sendable, CaseIterable {
+    /// Trust the version stamp the agent wrote after the last complete sync.
+    case stamp
+    /// Compare sizes, modes, owners and mtimes of every file with the manifest.
+    case metadata
+    /// Also hash every file's content.
+    case content
+}
+
+/// Which image a node boots: a name plus either a fixed version or a branch to follow.
+public struct ImageRef: Codable, Hashable, Sendable {
+    public var name: String
+    /// A fixed version; wins over `branch`.
+    public var version: String?
+    /// A branch whose newest version the node follows (the image store's default when both are absent).
+    public var branch: String?
+
+    public init(name: String, version: String? = nil, branch: String? = nil) {
+        self.name = name
+        self.version = version
+        self.branch = branch
+    }
+}
+
+/// One plugin run for a node (hostname, network, mounts, keys, units...), with its parameters.
+public struct PluginConfig: Codable, Hashable, Sendable {
+    public var name: String
+    public var parameters: [String: String]
+
+    public init(name: String, parameters: [String: String] = [:]) {
+        self.name = name
+        self.parameters = parameters
+    }
+}
+
+/// Everything the server says about one node. The agent receives it when its session opens;
+/// the admin edits it with `provisionerctl nodes`. Fields: docs/node-config.md.
+public struct NodeConfig: Codable, Hashable, Sendable {
+    /// The node's name (a host name label: letters, digits, `-`).
+    public var name: String
+    /// MAC addresses that identify the node, normalised (`52:54:00:ab:cd:ef`).
+    public var macs: [String]
+    public var image: ImageRef?
+    /// The disk layout as YAML or JSON text, as the admin wrote it (docs/matching.md). Kept as text
+    /// so that the layout schema can grow without changing this type; `validate()` parses it.
+    public var layout: String?
+    public var mode: NodeMode
+    public var plugins: [PluginConfig]
+    /// Extra kernel command-line arguments, appended by the iPXE script.
+    public var kernelArgs: [String]
+    public var syncVerify: SyncVerify
+    /// Kernel and initramfs file names under the server's files/kernels and files/initramfs
+    /// (`default` when absent).
+    public var kernel: String?
+    public var initramfs: String?
+
+    public init(
+        name: String, macs: [String] = [], image: ImageRef? = nil, layout: String? = nil,
+        mode: NodeMode = .stateful, plugins: [PluginConfig] = [], kernelArgs: [String] = [],
+        syncVerify: SyncVerify = .metadata, kernel: String? = nil, initramfs: String? = nil
+    ) {
+        self.name = name
+        self.macs = macs
+        self.image = image
+        self.layout = layout
+        self.mode = mode
+        self.plugins = plugins
+        self.kernelArgs = kernelArgs
+        self.syncVerify = syncVerify
+        self.kernel = kernel
+        self.initramfs = initramfs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, macs, image, layout, mode, plugins, kernelArgs, syncVerify, kernel, initramfs
+    }
+
+    /// Absent collections and settings take their defaults, so a hand-written config can be short.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        macs = try c.decodeIfPresent([String].self, forKey: .macs) ?? []
+        image = try c.decodeIfPresent(ImageRef.self, forKey: .image)
+        layout = try c.decodeIfPresent(String.self, forKey: .layout)
+        mode = try c.decodeIfPresent(NodeMode.self, forKey: .mode) ?? .stateful
+        plugins = try c.decodeIfPresent([PluginConfig].self, forKey: .plugins) ?? []
+        kernelArgs = try c.decodeIfPresent([String].self, forKey: .kernelArgs) ?? []
+        syncVerify = try c.decodeIfPresent(SyncVerify.self, forKey: .syncVerify) ?? .metadata
+        kernel = try c.decodeIfPresent(String.self, forKey: .kernel)
+        initramfs = try c.decodeIfPresent(String.self, forKey: .initramfs)
+    }
+
+    /// Checks every field and normalises the MAC addresses. Throws the first problem, naming the
+    /// field (`nodes.n1.macs[0]: "zz" is not a MAC address`). `path` prefixes field names.
+    public func validated(path: String = "") throws(ConfigError) -> NodeConfig {
+        func field(_ name: String) -> String { path.isEmpty ? name : "\(path).\(name)" }
+        var node = self
+        guard Names.isHostLabel(name) else {
+            throw ConfigError(
+                field: field("name"),
+                problem: "\"\(name)\" is not a valid node name; use 1-63 letters, digits or - (not first or last)")
+        }
+        var seen = Set<String>()
+        node.macs = []
+        for (i, mac) in macs.enumerated() {
+            guard let normal = MACAddress.normalize(mac) else {
+                throw ConfigError(field: field("macs[\(i)]"), problem: "\"\(mac)\" is not a MAC address")
+            }
+            guard seen.insert(normal).inserted else {
+                throw ConfigError(field: field("macs[\(i)]"), problem: "\(normal) appears twice")
+            }
+            node.macs.append(normal)
+        }
+        if let image {
+            guard Names.isSimpleName(image.name) else {
+                throw ConfigError(
+                    field: field("image.name"),
+                    problem: "\"\(image.name)\" is not a valid image name; use letters, digits, . _ - (not first)")
+            }
+            if let v = image.version, !Names.isSimpleName(v) {
+                throw ConfigError(field: field("image.version"), problem: "\"\(v)\" is not a valid version")
+            }
+            if let b = image.branch, !Names.isSimpleName(b) {
+                throw ConfigError(field: field("image.branch"), problem: "\"\(b)\" is not a valid branch name")
+            }
+        }
+        if let layout {
+            do {
+                try Self.validateLayout(layout, source: "layout")
+            } catch {
+                // "nodes.a.layout: disks.disk0.match.size: ... (layout:3)": the node's field, then the layout's.
+                throw ConfigError(field: field("layout"), problem: error.description)
+            }
+        }
+        for (i, plugin) in plugins.enumerated() where !Names.isSimpleName(plugin.name) {
+            throw ConfigError(field: field("plugins[\(i)].name"), problem: "\"\(plugin.name)\" is not a valid plugin name")
+        }
+        for (i, arg) in kernelArgs.enumerated()
+        where arg.isEmpty || arg.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "\"" }) {
+            throw ConfigError(
+                field: field("kernelArgs[\(i)]"), problem: "\"\(arg)\" must be one word without spaces or quotes")
+        }
+        for (key, value) in [("kernel", kernel), ("initramfs", initramfs)] {
+            if let value, !Names.isSimpleName(value) {
+                throw ConfigError(field: field(key), problem: "\"\(value)\" is not a valid file name")
+            }
+        }
+        return node
+    }
+
+    /// The one place a node's layout text is checked: through ProvisionerCore's layout parser,
+    /// so whatever that schema grows to is checked the same way the agent reads it.
+    public static func validateLayout(_ text: String, source: String) throws(ConfigError) {
+        _ = try DiskLayout(parsing: text, source: source)
+    }
+}
+
+/// Name rules shared by the server and the CLI.
+public enum Names {
+    /// A DNS label: 1-63 of [A-Za-z0-9-], not starting or ending with `-`.
+    public static func isHostLabel(_ s: String) -> Bool {
+        guard (1...63).contains(s.utf8.count), s.first != "-", s.last != "-" else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+    }
+
+    /// A name that is safe as one path component: [A-Za-z0-9._-], 1-128 long, not starting with `.` or `-`.
+    public static func isSimpleName(_ s: String) -> Bool {
+        guard (1...128).contains(s.utf8.count), let first = s.first, first != ".", first != "-" else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
+    }
+}
+
+/// Ethernet MAC addresses in one spelling.
+public enum MACAddress {
+    /// `52-54-00-AB-CD-EF`, `5254.00ab.cdef`, `525400abcdef` → `52:54:00:ab:cd:ef`; nil if not a MAC.
+    public static func normalize(_ text: String) -> String? {
+        let hex = text.lowercased().filter { $0 != ":" && $0 != "-" && $0 != "." }
+        guard hex.count == 12, hex.allSatisfy({ $0.isHexDigit && $0.isASCII }) else { return nil }
+        let chars = Array(hex)
+        return stride(from: 0, to: 12, by: 2).map { String(chars[$0...$0 + 1]) }.joined(separator: ":")
+    }
+}

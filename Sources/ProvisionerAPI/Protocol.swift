@@ -1,0 +1,341 @@
+import ProvisionerCore
+
+/// The agent <-> server protocol's messages (routes: docs/server-api.md). Times are ISO 8601 UTC
+/// strings set by the server; the agent never needs a clock.
+public enum APIVersion {
+    /// Prefix of every JSON route.
+    public static let prefix = "/api/v1"
+}
+
+/// DMI (SMBIOS) facts from /sys/class/dmi/id; each may be missing on odd hardware.
+public struct DMIFacts: Codable, Hashable, Sendable {
+    public var serial: String?
+    public var uuid: String?
+    public var vendor: String?
+    public var product: String?
+
+    public init(serial: String? = nil, uuid: String? = nil, vendor: String? = nil, product: String? = nil) {
+        self.serial = serial
+        self.uuid = uuid
+        self.vendor = vendor
+        self.product = product
+    }
+}
+
+/// One network interface as the agent saw it.
+public struct NICFacts: Codable, Hashable, Sendable {
+    public var name: String
+    public var mac: String
+    public var driver: String?
+    public var speedMbps: Int?
+    public var linkUp: Bool?
+    /// Addresses with prefix length (`10.0.2.15/24`).
+    public var addresses: [String]?
+
+    public init(
+        name: String, mac: String, driver: String? = nil, speedMbps: Int? = nil, linkUp: Bool? = nil,
+        addresses: [String]? = nil
+    ) {
+        self.name = name
+        self.mac = mac
+        self.driver = driver
+        self.speedMbps = speedMbps
+        self.linkUp = linkUp
+        self.addresses = addresses
+    }
+}
+
+/// What the agent knows about its machine when it asks who it is.
+public struct HardwareFacts: Codable, Hashable, Sendable {
+    public var dmi: DMIFacts
+    public var nics: [NICFacts]
+    /// The disk inventory (`provisioner-agent disks --json`).
+    public var inventory: Inventory?
+
+    public init(dmi: DMIFacts = DMIFacts(), nics: [NICFacts] = [], inventory: Inventory? = nil) {
+        self.dmi = dmi
+        self.nics = nics
+        self.inventory = inventory
+    }
+}
+
+/// `POST /api/v1/sessions`: the agent opens a boot session.
+public struct SessionOpenRequest: Codable, Hashable, Sendable {
+    /// Every MAC of the machine; the server looks the node up by any of them.
+    public var macs: [String]
+    public var facts: HardwareFacts
+    public var agentVersion: String?
+
+    public init(macs: [String], facts: HardwareFacts = HardwareFacts(), agentVersion: String? = nil) {
+        self.macs = macs
+        self.facts = facts
+        self.agentVersion = agentVersion
+    }
+}
+
+public enum AssignmentStatus: String, Codable, Hashable, Sendable {
+    /// `node` holds what to become.
+    case assigned
+    /// Nobody said yet what this machine is: poll again after `pollAfterSeconds`.
+    case unassigned
+}
+
+/// The answer to opening or polling a session.
+public struct SessionResponse: Codable, Hashable, Sendable {
+    public var sessionID: String
+    public var status: AssignmentStatus
+    public var node: NodeConfig?
+    /// When unassigned: seconds until the next `GET /api/v1/sessions/{id}` (default 30).
+    public var pollAfterSeconds: Int?
+    /// Base URLs (`https://host:port`) that serve the same files and image objects, for the agent's
+    /// random pick with failover. Always includes the server itself.
+    public var mirrors: [String]
+
+    public init(
+        sessionID: String, status: AssignmentStatus, node: NodeConfig? = nil, pollAfterSeconds: Int? = nil,
+        mirrors: [String] = []
+    ) {
+        self.sessionID = sessionID
+        self.status = status
+        self.node = node
+        self.pollAfterSeconds = pollAfterSeconds
+        self.mirrors = mirrors
+    }
+}
+
+public enum EventLevel: String, Codable, Hashable, Sendable, CaseIterable {
+    case debug, info, warning, error
+}
+
+/// One step of a boot as the agent reports it, or one log line.
+///
+/// Phases the agent uses: `register`, `disks`, `image`, `plugins`, `bootloader`, `pivot`.
+public struct AgentEvent: Codable, Hashable, Sendable {
+    public var phase: String
+    public var step: String?
+    public var level: EventLevel
+    public var message: String
+    /// 0...1 when the step knows how far it is.
+    public var progress: Double?
+    /// The error chain when the step failed.
+    public var error: String?
+
+    public init(
+        phase: String, step: String? = nil, level: EventLevel = .info, message: String, progress: Double? = nil,
+        error: String? = nil
+    ) {
+        self.phase = phase
+        self.step = step
+        self.level = level
+        self.message = message
+        self.progress = progress
+        self.error = error
+    }
+}
+
+/// `POST /api/v1/sessions/{id}/events`.
+public struct EventBatch: Codable, Hashable, Sendable {
+    public var events: [AgentEvent]
+    public init(events: [AgentEvent]) { self.events = events }
+}
+
+/// An event as stored: numbered per session, stamped by the server.
+public struct StoredEvent: Codable, Hashable, Sendable {
+    public var seq: Int
+    public var time: String
+    public var event: AgentEvent
+
+    public init(seq: Int, time: String, event: AgentEvent) {
+        self.seq = seq
+        self.time = time
+        self.event = event
+    }
+}
+
+public struct EventsAccepted: Codable, Hashable, Sendable {
+    public var accepted: Int
+    public var lastSeq: Int
+    public init(accepted: Int, lastSeq: Int) {
+        self.accepted = accepted
+        self.lastSeq = lastSeq
+    }
+}
+
+public enum SessionState: String, Codable, Hashable, Sendable, CaseIterable {
+    /// Unassigned machine polling for an assignment.
+    case waiting
+    /// Assigned; the agent is working.
+    case running
+    case succeeded
+    case failed
+    /// A newer session of the same machine replaced it before it finished.
+    case abandoned
+
+    public var isFinished: Bool { self == .succeeded || self == .failed || self == .abandoned }
+}
+
+/// `POST /api/v1/sessions/{id}/finish`: the agent's last word before it pivots or gives up.
+public struct SessionFinish: Codable, Hashable, Sendable {
+    public var succeeded: Bool
+    public var message: String?
+    public init(succeeded: Bool, message: String? = nil) {
+        self.succeeded = succeeded
+        self.message = message
+    }
+}
+
+// MARK: Admin API
+
+/// One boot session as the admin sees it.
+public struct SessionSummary: Codable, Hashable, Sendable {
+    public var id: String
+    public var node: String?
+    public var macs: [String]
+    public var state: SessionState
+    public var openedAt: String
+    public var updatedAt: String
+    public var remoteAddress: String?
+    public var lastPhase: String?
+    public var lastMessage: String?
+    public var eventCount: Int
+
+    public init(
+        id: String, node: String?, macs: [String], state: SessionState, openedAt: String, updatedAt: String,
+        remoteAddress: String?, lastPhase: String?, lastMessage: String?, eventCount: Int
+    ) {
+        self.id = id
+        self.node = node
+        self.macs = macs
+        self.state = state
+        self.openedAt = openedAt
+        self.updatedAt = updatedAt
+        self.remoteAddress = remoteAddress
+        self.lastPhase = lastPhase
+        self.lastMessage = lastMessage
+        self.eventCount = eventCount
+    }
+}
+
+public struct SessionDetail: Codable, Hashable, Sendable {
+    public var session: SessionSummary
+    public var facts: HardwareFacts
+    public var events: [StoredEvent]
+    public init(session: SessionSummary, facts: HardwareFacts, events: [StoredEvent]) {
+        self.session = session
+        self.facts = facts
+        self.events = events
+    }
+}
+
+/// A machine that opened a session but matches no node (`provisionerctl nodes pending`).
+public struct PendingMachine: Codable, Hashable, Sendable {
+    public var sessionID: String
+    public var macs: [String]
+    public var facts: HardwareFacts
+    public var firstSeen: String
+    public var lastSeen: String
+    public var remoteAddress: String?
+
+    public init(
+        sessionID: String, macs: [String], facts: HardwareFacts, firstSeen: String, lastSeen: String,
+        remoteAddress: String?
+    ) {
+        self.sessionID = sessionID
+        self.macs = macs
+        self.facts = facts
+        self.firstSeen = firstSeen
+        self.lastSeen = lastSeen
+        self.remoteAddress = remoteAddress
+    }
+}
+
+/// `POST /api/v1/admin/pending/assign`: bind a waiting machine (by MAC or session id) to a node.
+public struct AssignRequest: Codable, Hashable, Sendable {
+    /// A MAC address or a session id.
+    public var machine: String
+    public var node: String
+    public init(machine: String, node: String) {
+        self.machine = machine
+        self.node = node
+    }
+}
+
+/// A node as stored, with its bookkeeping.
+public struct NodeRecord: Codable, Hashable, Sendable {
+    public var config: NodeConfig
+    public var createdAt: String
+    public var updatedAt: String
+    public init(config: NodeConfig, createdAt: String, updatedAt: String) {
+        self.config = config
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}
+
+/// The result of importing a cluster file.
+public struct ImportResult: Codable, Hashable, Sendable {
+    public var created: [String]
+    public var updated: [String]
+    public var unchanged: [String]
+    public var deleted: [String]
+    public init(created: [String], updated: [String], unchanged: [String], deleted: [String]) {
+        self.created = created
+        self.updated = updated
+        self.unchanged = unchanged
+        self.deleted = deleted
+    }
+}
+
+/// `POST /api/v1/admin/nodes/import`.
+public struct ImportRequest: Codable, Hashable, Sendable {
+    public var nodes: [NodeConfig]
+    /// Delete nodes that the file does not list.
+    public var prune: Bool
+    public init(nodes: [NodeConfig], prune: Bool = false) {
+        self.nodes = nodes
+        self.prune = prune
+    }
+}
+
+/// One admin change: who, when, from where, what, before and after.
+public struct AuditEntry: Codable, Hashable, Sendable {
+    public var id: Int
+    public var time: String
+    /// The admin certificate's subject common name.
+    public var actor: String
+    public var remoteAddress: String?
+    /// `node.create`, `node.update`, `node.delete`, `node.assign`, `session.delete`...
+    public var action: String
+    public var subject: String
+    /// JSON of the object before and after the change (absent for create / delete).
+    public var before: String?
+    public var after: String?
+
+    public init(
+        id: Int, time: String, actor: String, remoteAddress: String?, action: String, subject: String,
+        before: String?, after: String?
+    ) {
+        self.id = id
+        self.time = time
+        self.actor = actor
+        self.remoteAddress = remoteAddress
+        self.action = action
+        self.subject = subject
+        self.before = before
+        self.after = after
+    }
+}
+
+/// Every error response's body: `{"error": {"status": 404, "code": "unknown-session", "message": "..."}}`.
+public struct ErrorBody: Codable, Hashable, Sendable, Error {
+    public struct Detail: Codable, Hashable, Sendable {
+        public var status: Int
+        public var code: String
+        public var message: String
+    }
+    public var error: Detail
+
+    public init(status: Int, code: String, message: String) {
+        self.error = Detail(status: status, code: code, message: message)
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import ProvisionerAPI
+import ProvisionerPKI
+import Synchronization
+
+/// What the routes share: the settings, the database and the file trees.
+public struct Services: Sendable {
+    public let config: ServerConfig
+    public let store: Store
+    public let files: FileServer
+    public let digests: DigestCache
+    /// The ports the listeners actually bound (differ from the config when it says 0).
+    let apiPort: PortBox
+    let bootPort: PortBox
+
+    public init(config: ServerConfig, store: Store) {
+        self.config = config
+        self.apiPort = PortBox(config.listenPort)
+        self.bootPort = PortBox(config.bootListenPort)
+        self.store = store
+        self.digests = DigestCache()
+        self.files = FileServer(root: config.filesDirectory, digests: digests)
+    }
+
+    /// Where agents reach the HTTPS listener: `serverURL`, else the host the request came to.
+    func serverURL(for request: Request) -> String {
+        if let url = config.serverURL { return url }
+        let host = Self.hostOnly(request.head.authority ?? "localhost")
+        return "https://\(host):\(apiPort.get())"
+    }
+
+    /// The mirror list for agents: this server first, then the configured mirrors.
+    func mirrors(for request: Request) -> [String] {
+        [serverURL(for: request)] + config.mirrors
+    }
+
+    static func hostOnly(_ hostHeader: String) -> String {
+        if hostHeader.hasPrefix("["), let close = hostHeader.firstIndex(of: "]") {
+            return String(hostHeader[...close])
+        }
+        if let colon = hostHeader.lastIndex(of: ":") { return String(hostHeader[..<colon]) }
+        return hostHeader
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes; malformed JSON is a 400 naming the problem.
+func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, limit: Int = 4 << 20) async throws -> T {
+    if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
+        throw APIError(.contentTooLarge, "body-too-large", "the body has \(length) bytes; this route takes at most \(limit)")
+    }
+    let buffer: ByteBuffer
+    do {
+        buffer = try await request.body.collect(upTo: limit)
+    } catch {
+        throw APIError(.contentTooLarge, "body-too-large", "the body is larger than \(limit) bytes")
+    }
+    guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "bad-json", "the body is empty; JSON expected") }
+    return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+}
+
+func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+    APIError.jsonResponse(value, status: status)
+}
+
+extension Services {
+    /// Agent routes: sessions, events, files. Callers need a node or admin certificate.
+    func addAgentRoutes(to group: RouterGroup<ProvisionerContext>) {
+        group.post("sessions") { request, context -> Response in
+            let open = try await decodeJSON(SessionOpenRequest.self, from: request)
+            let (session, node) = try await store.openSession(
+                macs: open.macs, facts: open.facts, remoteAddress: context.remoteAddress, source: "agent")
+            return json(self.sessionResponse(session, node, request), status: .created)
+        }
+        group.get("sessions/:id") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let (session, node) = try await store.pollSession(id)
+            return json(self.sessionResponse(session, node, request))
+        }
+        group.post("sessions/:id/events") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let batch = try await decodeJSON(EventBatch.self, from: request, limit: 1 << 20)
+            guard batch.events.count <= 1000 else {
+                throw APIError(.contentTooLarge, "too-many-events", "at most 1000 events per request")
+            }
+            return json(try await store.addEvents(id, batch.events))
+        }
+        group.post("sessions/:id/finish") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let finish = try await decodeJSON(SessionFinish.self, from: request, limit: 64 << 10)
+            return json(try await store.finishSession(id, finish))
+        }
+    }
+
+    func sessionResponse(_ session: SessionSummary, _ node: NodeConfig?, _ request: Request) -> SessionResponse {
+        SessionResponse(
+            sessionID: session.id, status: node == nil ? .unassigned : .assigned, node: node,
+            pollAfterSeconds: node == nil ? config.pollAfterSeconds : nil, mirrors: mirrors(for: request))
+    }
+
+    /// `/files/{kernels|initramfs|plugins}/{name}` for any caller with a cluster certificate.
+    func addFileRoutes(to router: Router<ProvisionerContext>, roles: Set<CertificateRole>) {
+        let files = router.group("files").add(middleware: RoleMiddleware(roles: roles))
+        for method in [HTTPRequest.Method.get, .head] {
+            files.on(":kind/:name", method: method) { request, context -> Response in
+                let kind = try context.parameters.require("kind")
+                guard FileKind(rawValue: kind) != nil else {
+                    throw APIError.notFound("no-such-file", "no file tree \"\(kind)\" (kernels, initramfs, plugins)")
+                }
+                return try await self.files.respond(
+                    [kind, try context.parameters.require("name")], request: request, context: context)
+            }
+        }
+    }
+}
+
+final class PortBox: Sendable {
+    private let value: Mutex<Int>
+    init(_ port: Int) { value = Mutex(port) }
+    func get() -> Int { value.withLock { $0 } }
+    func set(_ port: Int) { value.withLock { $0 = port } }
+}
+
+/// The file trees under STATE/files.
+public enum FileKind: String, CaseIterable, Sendable {
+    case kernels, initramfs, plugins
+}

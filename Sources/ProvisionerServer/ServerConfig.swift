@@ -1,0 +1,121 @@
+import Foundation
+import ProvisionerAPI
+import ProvisionerCore
+
+/// The server's settings. Every field has a default, so no file is needed on one machine:
+///
+/// ```yaml
+/// listen: 0.0.0.0:8443          # HTTPS with client certificates: agents, admins, files, images
+/// bootListen: 0.0.0.0:8080      # plain HTTP for iPXE: scripts, kernels, initramfs ("off" to disable)
+/// stateDir: /var/lib/provisioner
+/// serverURL: https://10.0.0.1:8443   # how agents reach `listen` (default: the host iPXE used + listen port)
+/// tls:                          # default: STATE/tls/{ca.pem,server.pem,server-key.pem}
+///   ca: /var/lib/provisioner/tls/ca.pem
+///   certificate: /var/lib/provisioner/tls/server.pem
+///   key: /var/lib/provisioner/tls/server-key.pem
+/// mirrors: [https://mirror1.example:443]   # more servers of files and image objects
+/// pollAfterSeconds: 30          # how often unassigned machines ask again
+/// unknownMachines: wait         # iPXE for an unknown MAC: wait (retry script) or discover (boot the agent)
+/// ```
+public struct ServerConfig: Sendable, Equatable {
+    public var listenHost = "0.0.0.0"
+    public var listenPort = 8443
+    /// Nil: no plain-HTTP boot listener.
+    public var bootListenHost: String? = "0.0.0.0"
+    public var bootListenPort = 8080
+    public var stateDir = "/var/lib/provisioner"
+    public var serverURL: String?
+    public var caFile: String?
+    public var certificateFile: String?
+    public var keyFile: String?
+    public var mirrors: [String] = []
+    public var pollAfterSeconds = 30
+    public var unknownMachines: UnknownMachinePolicy = .wait
+
+    public enum UnknownMachinePolicy: String, Sendable, Equatable {
+        /// The iPXE script sleeps and asks again; the MAC is listed as pending.
+        case wait
+        /// The iPXE script boots the default kernel and initramfs, so the agent registers with its facts.
+        case discover
+    }
+
+    public init(stateDir: String = "/var/lib/provisioner") {
+        self.stateDir = stateDir
+    }
+
+    public var tlsDirectory: String { stateDir + "/tls" }
+    public var caPath: String { caFile ?? tlsDirectory + "/ca.pem" }
+    public var certificatePath: String { certificateFile ?? tlsDirectory + "/server.pem" }
+    public var keyPath: String { keyFile ?? tlsDirectory + "/server-key.pem" }
+    public var databasePath: String { stateDir + "/provisioner.db" }
+    public var filesDirectory: String { stateDir + "/files" }
+    public var imagesDirectory: String { stateDir + "/images" }
+
+    /// Reads a YAML config with the strict reader: unknown fields are errors with their line.
+    public static func parse(_ text: String, source: String) throws(ConfigError) -> ServerConfig {
+        var config = ServerConfig()
+        let root = try ConfigNode.parse(text, source: source).mapping()
+        if let listen = root.optional("listen") {
+            (config.listenHost, config.listenPort) = try hostPort(listen)
+        }
+        if let boot = root.optional("bootListen") {
+            if try boot.string() == "off" {
+                config.bootListenHost = nil
+            } else {
+                let (host, port) = try hostPort(boot)
+                config.bootListenHost = host
+                config.bootListenPort = port
+            }
+        }
+        if let dir = root.optional("stateDir") {
+            config.stateDir = try dir.string()
+            guard config.stateDir.hasPrefix("/") else { throw dir.error("must be an absolute path") }
+        }
+        if let url = root.optional("serverURL") {
+            let text = try url.string()
+            guard text.hasPrefix("https://") else { throw url.error("must start with https://") }
+            config.serverURL = text
+        }
+        if let tls = root.optional("tls") {
+            let m = try tls.mapping()
+            config.caFile = try m.optional("ca")?.string()
+            config.certificateFile = try m.optional("certificate")?.string()
+            config.keyFile = try m.optional("key")?.string()
+            try m.finish()
+        }
+        if let mirrors = root.optional("mirrors") {
+            for item in try mirrors.list() {
+                let text = try item.string()
+                guard text.hasPrefix("https://") || text.hasPrefix("http://") else {
+                    throw item.error("a mirror is a base URL such as https://mirror1:443")
+                }
+                config.mirrors.append(text)
+            }
+        }
+        if let poll = root.optional("pollAfterSeconds") {
+            config.pollAfterSeconds = try poll.int()
+            guard (1...3600).contains(config.pollAfterSeconds) else { throw poll.error("must be 1 to 3600") }
+        }
+        if let unknown = root.optional("unknownMachines") {
+            let text = try unknown.string()
+            guard let policy = UnknownMachinePolicy(rawValue: text) else {
+                throw unknown.error("must be wait or discover, not \"\(text)\"")
+            }
+            config.unknownMachines = policy
+        }
+        try root.finish()
+        return config
+    }
+
+    static func hostPort(_ node: ConfigNode) throws(ConfigError) -> (String, Int) {
+        let text = try node.string()
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else {
+            throw node.error("must be HOST:PORT, e.g. 0.0.0.0:8443")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import ProvisionerAPI
+import ProvisionerClient
+import Testing
+
+@testable import ProvisionerServer
+
+/// A rack booting at once: 200 agents, each over its own TLS connections on 127.0.0.1, open a
+/// session, poll it, fetch a kernel and a ranged part of the initramfs, post events and finish.
+/// Bounded: 200 agents x 6 requests, and a time limit. Prints latency percentiles; asserts only
+/// that nothing failed (no timing assertions).
+@Suite(.serialized) struct LoadTests {
+    static let agents = 200
+
+    @Test(.timeLimit(.minutes(5))) func twoHundredAgentsBootAtOnce() async throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let pki = try TestPKI(writingTo: dir.path + "/tls")
+        let kernel = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try dir.write("files/kernels/default", kernel)
+        try dir.write("files/initramfs/default", Array(kernel.reversed()))
+        let server = try await LiveServer.start(stateDir: dir.path)
+        let started = ContinuousClock.now
+        let results: [AgentRun]
+        do {
+            let admin = try pki.client(port: server.apiPort, credential: pki.admin)
+            let nodes = (0..<Self.agents).map { NodeConfig(name: "node\($0)", macs: [Self.mac($0)]) }
+            let imported: ImportResult = try await admin.json(
+                .POST, "/api/v1/admin/nodes/import", body: ImportRequest(nodes: nodes))
+            #expect(imported.created.count == Self.agents)
+
+            let client = try pki.client(port: server.apiPort, credential: pki.node)
+            results = await withTaskGroup(of: AgentRun.self) { group in
+                for i in 0..<Self.agents {
+                    group.addTask { await Self.boot(agent: i, client: client, kernel: kernel) }
+                }
+                var all: [AgentRun] = []
+                for await run in group { all.append(run) }
+                return all
+            }
+        } catch {
+            await server.stop()
+            throw error
+        }
+        let wall = ContinuousClock.now - started
+        await server.stop()
+
+        let errors = results.flatMap(\.errors)
+        let latencies = results.flatMap(\.latencies).sorted()
+        func pct(_ p: Double) -> String {
+            guard !latencies.isEmpty else { return "-" }
+            let d = latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
+            return String(format: "%.1f ms", Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000)
+        }
+        print(
+            "load: \(Self.agents) agents, \(latencies.count) requests over TLS in \(wall), errors \(errors.count); "
+                + "latency p50 \(pct(0.5)), p90 \(pct(0.9)), p99 \(pct(0.99)), max \(pct(1.0))")
+        for error in errors.prefix(5) { print("load error: \(error)") }
+        #expect(errors.isEmpty)
+        #expect(latencies.count == Self.agents * 6)
+    }
+
+    static func mac(_ i: Int) -> String {
+        String(format: "52:54:01:00:%02x:%02x", i / 256, i % 256)
+    }
+
+    struct AgentRun: Sendable {
+        var latencies: [Duration] = []
+        var errors: [String] = []
+    }
+
+    static func boot(agent i: Int, client: ProvisionerClient, kernel: [UInt8]) async -> AgentRun {
+        var run = AgentRun()
+        let clock = ContinuousClock()
+        func timed<T>(_ what: String, _ body: () async throws -> T) async -> T? {
+            let start = clock.now
+            do {
+                let value = try await body()
+                run.latencies.append(clock.now - start)
+                return value
+            } catch {
+                run.errors.append("agent \(i) \(what): \(error)")
+                return nil
+            }
+        }
+        guard
+            let session: SessionResponse = await timed("open", {
+                try await client.json(.POST, "/api/v1/sessions", body: SessionOpenRequest(macs: [mac(i)]))
+            })
+        else { return run }
+        if session.node?.name != "node\(i)" { run.errors.append("agent \(i): got node \(session.node?.name ?? "none")") }
+        let id = session.sessionID
+        let _: SessionResponse? = await timed("poll") { try await client.json(.GET, "/api/v1/sessions/\(id)") }
+        let fetched: Int? = await timed("kernel") {
+            try await client.stream(.get("/files/kernels/default")) { _, body in
+                var count = 0
+                while let chunk = try await body.next() { count += chunk.readableBytes }
+                return count
+            }
+        }
+        if let fetched, fetched != kernel.count { run.errors.append("agent \(i): kernel has \(fetched) bytes") }
+        let _: Int? = await timed("initramfs range") {
+            try await client.stream(.get("/files/initramfs/default", from: 4096, through: 8191)) { head, body in
+                try await body.collect(upTo: 8192).readableBytes
+            }
+        }
+        let events = EventBatch(events: (0..<10).map { AgentEvent(phase: "image", step: "fetch", message: "step \($0)") })
+        let _: EventsAccepted? = await timed("events") {
+            try await client.json(.POST, "/api/v1/sessions/\(id)/events", body: events)
+        }
+        let _: SessionSummary? = await timed("finish") {
+            try await client.json(.POST, "/api/v1/sessions/\(id)/finish", body: SessionFinish(succeeded: true))
+        }
+        return run
+    }
+}
