@@ -35,21 +35,36 @@ let package = Package(
             name: "ProvisionerSystem",
             dependencies: ["ProvisionerCore", "CBlkid"]
         ),
+        // Images: manifest, chunking, store, pack, differ and the sync engine (agent-safe:
+        // FoundationEssentials only). SHA-256 from libcrypto, zstd from libzstd, both static in the agent.
+        .target(name: "CImageHash", linkerSettings: [.linkedLibrary("crypto")]),
+        .target(name: "CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+        .target(name: "CImageSys"),
+        .target(
+            name: "ProvisionerImage",
+            dependencies: ["ProvisionerSystem", "CImageHash", "CZstd", "CImageSys"]
+        ),
+        // libarchive for importing tarballs (server side only: provisionerctl).
+        .target(name: "CArchive", linkerSettings: [.linkedLibrary("archive")]),
         .executableTarget(
             name: "provisioner-agent",
             dependencies: [
                 "ProvisionerCore",
                 "ProvisionerSystem",
+                "ProvisionerImage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // The admin's command line; server-side, so it may use all of Foundation.
         .executableTarget(
             name: "provisionerctl",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "ProvisionerImage", "CArchive", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
         .testTarget(name: "ProvisionerSystemTests", dependencies: ["ProvisionerSystem"]),
+        .testTarget(name: "ProvisionerImageTests", dependencies: ["ProvisionerImage"]),
         // The QEMU harness that device tests and `make demo` boot VMs with.
         .target(name: "VMHarness"),
         .executableTarget(
