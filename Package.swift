@@ -64,7 +64,7 @@ let package = Package(
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
         .testTarget(name: "ProvisionerSystemTests", dependencies: ["ProvisionerSystem"]),
-        .testTarget(name: "ProvisionerImageTests", dependencies: ["ProvisionerImage"]),
+        .testTarget(name: "ProvisionerImageTests", dependencies: ["ProvisionerImage", "CImageSys"]),
         // The QEMU harness that device tests and `make demo` boot VMs with.
         .target(name: "VMHarness"),
         .executableTarget(

@@ -105,7 +105,9 @@ final class Run: @unchecked Sendable {
     /// Rehashes files whose metadata matches; returns those whose content does not.
     func checkContent(_ indices: [Int]) throws -> [Int] {
         let bad = Mutex<[Int]>([])
-        let batches = stride(from: 0, to: indices.count, by: 256).map { Array(indices[$0..<min($0 + 256, indices.count)]) }
+        let batches = stride(from: 0, to: indices.count, by: 256).map {
+            Array(indices[$0..<min($0 + 256, indices.count)])
+        }
         try parallel(batches.count) { worker, b in
             for i in batches[b] where try !worker.contentMatches(self.manifest.entries[i]) {
                 bad.withLock { $0.append(i) }
@@ -238,4 +240,3 @@ final class Run: @unchecked Sendable {
         return batches
     }
 }
-

@@ -45,7 +45,8 @@ public enum Zstd {
                 throw CompressionError(subject: subject, cause: "not a zstd frame with a recorded size")
             }
             guard declared <= UInt64(limit) else {
-                throw CompressionError(subject: subject, cause: "declares \(declared) bytes, more than the \(limit) allowed")
+                throw CompressionError(
+                    subject: subject, cause: "declares \(declared) bytes, more than the \(limit) allowed")
             }
             size = Int(declared)
         }

@@ -186,7 +186,9 @@ public enum Differ {
 
         // Directory metadata: every touched directory that is in the manifest, deepest first.
         var indexOf: [[UInt8]: Int] = [:]
-        for (i, e) in entries.enumerated() where e.kind == .directory && touchedDirs.contains(e.path) { indexOf[e.path] = i }
+        for (i, e) in entries.enumerated() where e.kind == .directory && touchedDirs.contains(e.path) {
+            indexOf[e.path] = i
+        }
         plan.directoryMetadata = indexOf.keys.sorted { pathLess($1, $0) }.compactMap {
             isPreserved($0) && !$0.isEmpty ? nil : indexOf[$0]
         }

@@ -106,7 +106,9 @@ public final class SyncEngine: @unchecked Sendable {
         let previous = state.previousManifest()
         let bytes = try source.manifest(image: image, version: id, previous: previous)
         guard ObjectHash.of(bytes) == id else {
-            throw SourceError(source: source.label, what: "manifest \(image)@\(id.hex)", cause: "damaged: its hash is not the version id")
+            throw SourceError(
+                source: source.label, what: "manifest \(image)@\(id.hex)",
+                cause: "damaged: its hash is not the version id")
         }
         let manifest: Manifest
         do { manifest = try ManifestCodec.decode(bytes) } catch {
@@ -209,7 +211,9 @@ struct StateDirectory {
     /// The manifest applied last (kept for deltas and for reusing content already on the node).
     func previousManifest() -> (id: ObjectHash, bytes: [UInt8])? {
         guard let stored = read("manifest"),
-            let bytes = try? stored.withUnsafeBytes({ try Zstd.decompress($0, expectedSize: nil, subject: "the previous manifest") })
+            let bytes = try? stored.withUnsafeBytes({
+                try Zstd.decompress($0, expectedSize: nil, subject: "the previous manifest")
+            })
         else { return nil }
         return (ObjectHash.of(bytes), bytes)
     }
@@ -222,7 +226,9 @@ struct StateDirectory {
         defer { close(f) }
         try bytes.withUnsafeBytes { (b) throws in try FileIO.writeAll(fd: f, b, at: 0, path: "\(path)/\(tmp)") }
         guard fsync(f) == 0 else { throw SystemError.fromErrno("flushing", "\(path)/\(tmp)") }
-        guard renameat(fd, tmp, fd, name) == 0 else { throw SystemError.fromErrno("renaming into place", "\(path)/\(name)") }
+        guard renameat(fd, tmp, fd, name) == 0 else {
+            throw SystemError.fromErrno("renaming into place", "\(path)/\(name)")
+        }
     }
 
     func remove(_ name: String) throws {

@@ -86,7 +86,9 @@ enum FileIO {
     static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         var st = stat()
         if stat(path, &st) == 0 {
-            guard st.st_mode & S_IFMT == S_IFDIR else { throw SystemError("creating directory", path, cause: "exists and is not a directory") }
+            guard st.st_mode & S_IFMT == S_IFDIR else {
+                throw SystemError("creating directory", path, cause: "exists and is not a directory")
+            }
             return
         }
         let parent = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")

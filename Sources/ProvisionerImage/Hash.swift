@@ -51,7 +51,9 @@ public struct ObjectHash: Hashable, Comparable, Sendable, CustomStringConvertibl
     /// Appends the 32 raw bytes.
     public func append(to out: inout [UInt8]) {
         for word in [w0, w1, w2, w3] {
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
+            for shift in stride(from: 56, through: 0, by: -8) {
+                out.append(UInt8(truncatingIfNeeded: word >> UInt64(shift)))
+            }
         }
     }
 

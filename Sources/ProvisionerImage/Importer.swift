@@ -34,7 +34,9 @@ public final class ImageImporter: @unchecked Sendable {
 
     /// Chunks a stream of content (`read` fills a buffer and returns the byte count, 0 at the
     /// end), stores the new objects and returns the size and chunks.
-    public func storeContent(_ read: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> (size: UInt64, chunks: [Chunk]) {
+    public func storeContent(_ read: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> (
+        size: UInt64, chunks: [Chunk]
+    ) {
         let capacity = 8 << 20
         var buffer = [UInt8](repeating: 0, count: capacity)
         var start = 0
@@ -82,7 +84,11 @@ public final class ImageImporter: @unchecked Sendable {
         counters.withLock { $0.chunks += 1 }
         guard isNew else { return }
         let (stored, new) = try store.putObject(hash, content: content)
-        if new { counters.withLock { $0.new += 1; $0.stored += UInt64(stored) } }
+        if new {
+            counters.withLock {
+                $0.new += 1; $0.stored += UInt64(stored)
+            }
+        }
     }
 
     /// Encodes, stores and publishes a manifest as the latest version of `image`.
@@ -90,10 +96,12 @@ public final class ImageImporter: @unchecked Sendable {
         let encoded = ManifestCodec.encode(manifest)
         // Refuse to publish anything an agent would refuse.
         _ = try ManifestCodec.decode(encoded)
-        let id = try store.publish(image: image, manifest: encoded, entries: manifest.entries.count, bytes: manifest.contentBytes, now: now)
+        let id = try store.publish(
+            image: image, manifest: encoded, entries: manifest.entries.count, bytes: manifest.contentBytes, now: now)
         let c = counters.withLock { $0 }
         return ImportResult(
-            image: image, version: id, entries: manifest.entries.count, contentBytes: manifest.contentBytes, chunks: c.chunks,
+            image: image, version: id, entries: manifest.entries.count, contentBytes: manifest.contentBytes,
+            chunks: c.chunks,
             newObjects: c.new, newStoredBytes: c.stored)
     }
 
@@ -111,7 +119,9 @@ public final class ImageImporter: @unchecked Sendable {
         for p in paths {
             let o = observed[p]!
             if p.isEmpty && o.kind != .directory { throw SystemError("importing", path, cause: "not a directory") }
-            if !p.isEmpty, let problem = PathRules.problem(p) { throw SystemError("importing", displayPath(p), cause: problem) }
+            if !p.isEmpty, let problem = PathRules.problem(p) {
+                throw SystemError("importing", displayPath(p), cause: problem)
+            }
             if o.kind != .directory && o.links > 1 {
                 if let first = firstOfInode[o.inode] {
                     var link = Entry(path: p, kind: .hardlink)

@@ -95,7 +95,8 @@ public enum ManifestCodec {
         r.offset = 4
         let version = try r.byte(nil)
         guard version == formatVersion else {
-            throw ManifestError(entry: nil, "format version \(version) is not supported (this agent reads \(formatVersion))")
+            throw ManifestError(
+                entry: nil, "format version \(version) is not supported (this agent reads \(formatVersion))")
         }
         let count = try r.varint(nil)
         guard count <= UInt64(ManifestLimits.maxEntries) else {
@@ -103,7 +104,8 @@ public enum ManifestCodec {
         }
         // Every entry takes at least 3 bytes; refuse counts the data cannot hold before reserving.
         guard count <= UInt64(buffer.count) / 3 else {
-            throw ManifestError(entry: nil, "declares \(count) entries but holds only \(buffer.count) bytes (truncated?)")
+            throw ManifestError(
+                entry: nil, "declares \(count) entries but holds only \(buffer.count) bytes (truncated?)")
         }
         var entries: [Entry] = []
         entries.reserveCapacity(Int(count))
@@ -129,7 +131,8 @@ public enum ManifestCodec {
             } else {
                 if let problem = PathRules.problem(path) { throw ManifestError(entry: name, problem) }
                 guard pathLess(previous, path) else {
-                    throw ManifestError(entry: name, "paths are not in strictly increasing order (duplicate or unsorted)")
+                    throw ManifestError(
+                        entry: name, "paths are not in strictly increasing order (duplicate or unsorted)")
                 }
                 if path.starts(with: stateDirectoryName)
                     && (path.count == stateDirectoryName.count || path[stateDirectoryName.count] == UInt8(ascii: "/"))
@@ -161,7 +164,9 @@ public enum ManifestCodec {
                 let zz = try r.varint(name)
                 e.mtimeSeconds = Int64(bitPattern: zz >> 1) ^ -Int64(bitPattern: zz & 1)
                 let ns = try r.varint(name)
-                guard ns < 1_000_000_000 else { throw ManifestError(entry: name, "mtime nanoseconds \(ns) out of range") }
+                guard ns < 1_000_000_000 else {
+                    throw ManifestError(entry: name, "mtime nanoseconds \(ns) out of range")
+                }
                 e.mtimeNanoseconds = UInt32(ns)
                 let xcount = try r.varint(name)
                 guard xcount <= 4096 else { throw ManifestError(entry: name, "\(xcount) xattrs, more than 4096") }
@@ -174,7 +179,8 @@ public enum ManifestCodec {
                     guard !xname.contains(0) else { throw ManifestError(entry: name, "xattr name contains NUL") }
                     let v = try r.varint(name)
                     guard v <= UInt64(ManifestLimits.maxXattrValue) else {
-                        throw ManifestError(entry: name, "xattr value of \(v) bytes, more than \(ManifestLimits.maxXattrValue)")
+                        throw ManifestError(
+                            entry: name, "xattr value of \(v) bytes, more than \(ManifestLimits.maxXattrValue)")
                     }
                     e.xattrs.append(Xattr(name: xname, value: try r.bytes(Int(v), name)))
                 }
@@ -182,7 +188,8 @@ public enum ManifestCodec {
                 case .file:
                     e.size = try r.varint(name)
                     guard e.size <= ManifestLimits.maxFileSize else {
-                        throw ManifestError(entry: name, "size \(e.size) is more than the \(ManifestLimits.maxFileSize) allowed")
+                        throw ManifestError(
+                            entry: name, "size \(e.size) is more than the \(ManifestLimits.maxFileSize) allowed")
                     }
                     let n = try r.varint(name)
                     guard n <= e.size, n <= UInt64(r.remaining / 33) else {
@@ -193,7 +200,8 @@ public enum ManifestCodec {
                     for _ in 0..<Int(n) {
                         let length = try r.varint(name)
                         guard length >= 1, length <= UInt64(ManifestLimits.maxChunk) else {
-                            throw ManifestError(entry: name, "chunk of \(length) bytes (1 to \(ManifestLimits.maxChunk))")
+                            throw ManifestError(
+                                entry: name, "chunk of \(length) bytes (1 to \(ManifestLimits.maxChunk))")
                         }
                         total += length
                         e.chunks.append(Chunk(length: UInt32(length), hash: try r.hash(name)))
@@ -235,7 +243,9 @@ public enum PathRules {
     /// Why `path` is not an acceptable relative path, or nil if it is.
     public static func problem(_ path: [UInt8]) -> String? {
         if path.isEmpty { return "empty path" }
-        if path.count > ManifestLimits.maxPath { return "path of \(path.count) bytes, more than \(ManifestLimits.maxPath)" }
+        if path.count > ManifestLimits.maxPath {
+            return "path of \(path.count) bytes, more than \(ManifestLimits.maxPath)"
+        }
         if path.first == UInt8(ascii: "/") { return "absolute path" }
         if path.contains(0) { return "path contains NUL" }
         for component in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {

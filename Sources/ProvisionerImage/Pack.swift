@@ -86,7 +86,9 @@ public struct PackDecoder: Sendable {
         }
         if !sawHeader {
             guard available >= 4 else { return nil }
-            guard Array(buffer[start..<(start + 4)]) == PackFormat.magic else { throw PackError(problem: "no PPK1 header") }
+            guard Array(buffer[start..<(start + 4)]) == PackFormat.magic else {
+                throw PackError(problem: "no PPK1 header")
+            }
             start += 4
             sawHeader = true
         }

@@ -40,6 +40,12 @@ public protocol ObjectSource: AnyObject, Sendable {
     func objects(_ hashes: [ObjectHash]) throws -> any ObjectStream
     /// Bytes received so far (as the transport carries them, without TLS/HTTP framing).
     var bytesReceived: Int { get }
+    /// One object again, after the copy from attempt `attempt - 1` was damaged (mirrors move on).
+    func refetch(_ hash: ObjectHash, attempt: Int) throws -> any ObjectStream
+}
+
+extension ObjectSource {
+    public func refetch(_ hash: ObjectHash, attempt: Int) throws -> any ObjectStream { try objects([hash]) }
 }
 
 /// A store directory on this machine (tests, local mirrors, the benchmark).
@@ -70,12 +76,15 @@ public final class LocalStoreSource: ObjectSource {
             return id
         }
         guard let id = ObjectHash(hex: version) else {
-            throw SourceError(source: label, what: "image \(image)@\(version)", cause: "a version is \"latest\" or 64 hex digits")
+            throw SourceError(
+                source: label, what: "image \(image)@\(version)", cause: "a version is \"latest\" or 64 hex digits")
         }
         return id
     }
 
-    public func manifest(image: String, version: ObjectHash, previous: (id: ObjectHash, bytes: [UInt8])?) throws -> [UInt8] {
+    public func manifest(image: String, version: ObjectHash, previous: (id: ObjectHash, bytes: [UInt8])?) throws
+        -> [UInt8]
+    {
         guard let stored = try store.storedManifest(image: image, version: version) else {
             throw SourceError(source: label, what: "manifest \(image)@\(version.hex)", cause: "no such version")
         }
@@ -132,7 +141,7 @@ public final class MirrorSource: ObjectSource {
     public var bytesReceived: Int { mirrors.reduce(0) { $0 + $1.bytesReceived } }
 
     /// Tries each mirror once, starting at the current one; moves on after a failure.
-    func attempt<T>(_ body: (any ObjectSource) throws -> T) throws -> T {
+    func withFailover<T>(_ body: (any ObjectSource) throws -> T) throws -> T {
         var lastError: (any Error)?
         let first = current.load(ordering: .relaxed)
         for step in 0..<mirrors.count {
@@ -152,21 +161,37 @@ public final class MirrorSource: ObjectSource {
     }
 
     public func resolve(image: String, version: String) throws -> ObjectHash {
-        try attempt { try $0.resolve(image: image, version: version) }
+        try withFailover { try $0.resolve(image: image, version: version) }
     }
 
-    public func manifest(image: String, version: ObjectHash, previous: (id: ObjectHash, bytes: [UInt8])?) throws -> [UInt8] {
-        try attempt { source in
+    public func manifest(image: String, version: ObjectHash, previous: (id: ObjectHash, bytes: [UInt8])?) throws
+        -> [UInt8]
+    {
+        try withFailover { source in
             let bytes = try source.manifest(image: image, version: version, previous: previous)
             guard ObjectHash.of(bytes) == version else {
-                throw SourceError(source: source.label, what: "manifest \(image)@\(version.hex)", cause: "damaged: its hash is not the version id")
+                throw SourceError(
+                    source: source.label, what: "manifest \(image)@\(version.hex)",
+                    cause: "damaged: its hash is not the version id")
             }
             return bytes
         }
     }
 
     public func objects(_ hashes: [ObjectHash]) throws -> any ObjectStream {
-        try attempt { try $0.objects(hashes) }
+        try withFailover { try $0.objects(hashes) }
+    }
+
+    /// A damaged object is asked for again from the current mirror (the damaged copy may have come
+    /// from a stream opened before a switch), then from the next ones, which later requests use too.
+    public func refetch(_ hash: ObjectHash, attempt: Int) throws -> any ObjectStream {
+        if mirrors.count > 1 && attempt > 1 {
+            let now = current.load(ordering: .relaxed)
+            current.store((now + 1) % mirrors.count, ordering: .relaxed)
+            printWarning(
+                "mirror \(mirrors[now].label) sent a damaged object; using \(mirrors[(now + 1) % mirrors.count].label)")
+        }
+        return try withFailover { try $0.objects([hash]) }
     }
 }
 

@@ -76,7 +76,9 @@ public struct ImageStore: Sendable {
     }
 
     /// Adds a version of `image` (creating the image) and makes it the latest. Returns its id.
-    public func publish(image: String, manifest encoded: [UInt8], entries: Int, bytes: UInt64, now: Int64) throws -> ObjectHash {
+    public func publish(image: String, manifest encoded: [UInt8], entries: Int, bytes: UInt64, now: Int64) throws
+        -> ObjectHash
+    {
         guard Self.isValidName(image) else {
             throw SystemError("publishing image", image, cause: "not a valid image name ([a-z0-9][a-z0-9._-]{0,63})")
         }
@@ -124,7 +126,9 @@ public struct ImageStore: Sendable {
             try Zstd.decompress($0, expectedSize: nil, subject: "manifest \(image)@\(version.hex)")
         }
         guard ObjectHash.of(bytes) == version else {
-            throw SystemError("reading manifest", manifestPath(image: image, version: version), cause: "its hash is not its version id (damaged)")
+            throw SystemError(
+                "reading manifest", manifestPath(image: image, version: version),
+                cause: "its hash is not its version id (damaged)")
         }
         return bytes
     }
@@ -139,7 +143,8 @@ public struct ImageStore: Sendable {
                 let f = line.split(separator: " ")
                 guard f.count == 4, ObjectHash(hex: f[0]) != nil else { continue }
                 info.versions.append(
-                    ImageVersionInfo(id: String(f[0]), created: Int64(f[1]) ?? 0, entries: Int(f[2]) ?? 0, bytes: UInt64(f[3]) ?? 0))
+                    ImageVersionInfo(
+                        id: String(f[0]), created: Int64(f[1]) ?? 0, entries: Int(f[2]) ?? 0, bytes: UInt64(f[3]) ?? 0))
             }
             out.append(info)
         }

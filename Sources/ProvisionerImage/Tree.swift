@@ -83,8 +83,12 @@ enum Xattrs {
         var list = [UInt8](repeating: 0, count: size)
         while true {
             let n = list.withUnsafeMutableBytes { buf in
-                if let fd { return CImageSys_flistxattr(fd, buf.baseAddress!.assumingMemoryBound(to: CChar.self), size) }
-                return withCName(name) { CImageSys_listxattrat(dirfd, $0, buf.baseAddress!.assumingMemoryBound(to: CChar.self), size) }
+                if let fd {
+                    return CImageSys_flistxattr(fd, buf.baseAddress!.assumingMemoryBound(to: CChar.self), size)
+                }
+                return withCName(name) {
+                    CImageSys_listxattrat(dirfd, $0, buf.baseAddress!.assumingMemoryBound(to: CChar.self), size)
+                }
             }
             if n >= 0 {
                 if n == 0 { return [] }
@@ -120,7 +124,8 @@ enum Xattrs {
                     continue
                 }
                 if errno == ENODATA { break }  // removed meanwhile
-                throw SystemError.fromErrno("reading extended attribute \(String(decoding: attr, as: UTF8.self)) of", displayPath(path))
+                throw SystemError.fromErrno(
+                    "reading extended attribute \(String(decoding: attr, as: UTF8.self)) of", displayPath(path))
             }
         }
         out.sort { pathLess($0.name, $1.name) }
@@ -139,7 +144,8 @@ enum Xattrs {
                 return withCName(name) { CImageSys_removexattrat(dirfd, $0, cattr) }
             }
             if r != 0 && errno != ENODATA {
-                throw SystemError.fromErrno("removing extended attribute \(String(decoding: x.name, as: UTF8.self)) of", displayPath(path))
+                throw SystemError.fromErrno(
+                    "removing extended attribute \(String(decoding: x.name, as: UTF8.self)) of", displayPath(path))
             }
         }
         let have = Dictionary(current.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
@@ -151,7 +157,8 @@ enum Xattrs {
                 }
             }
             if r != 0 {
-                throw SystemError.fromErrno("setting extended attribute \(String(decoding: x.name, as: UTF8.self)) on", displayPath(path))
+                throw SystemError.fromErrno(
+                    "setting extended attribute \(String(decoding: x.name, as: UTF8.self)) on", displayPath(path))
             }
         }
     }
@@ -181,7 +188,9 @@ public struct TreeScanner {
     /// Every entry below `rootfd` by relative path; the root itself under "".
     public func scan(rootfd: Int32) throws -> [[UInt8]: Observed] {
         var st = stat()
-        guard fstat(rootfd, &st) == 0, var root = Observed(stat: st) else { throw SystemError.fromErrno("reading", "the target directory") }
+        guard fstat(rootfd, &st) == 0, var root = Observed(stat: st) else {
+            throw SystemError.fromErrno("reading", "the target directory")
+        }
         root.xattrs = try Xattrs.read(dirfd: rootfd, name: [], fd: rootfd, path: [])
         let work = Work()
         let dup = Glibc.dup(rootfd)
@@ -271,7 +280,9 @@ public struct TreeScanner {
                 if o.kind == .symlink {
                     var buf = [UInt8](repeating: 0, count: 4096)
                     let n = withCName(name) { cname in
-                        buf.withUnsafeMutableBytes { readlinkat(fd, cname, $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4096) }
+                        buf.withUnsafeMutableBytes {
+                            readlinkat(fd, cname, $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4096)
+                        }
                     }
                     if n < 0 { throw SystemError.fromErrno("reading symlink", displayPath(path)) }
                     o.target = Array(buf[0..<n])
@@ -297,11 +308,13 @@ func runWorkers(_ count: Int, _ body: @escaping @Sendable () -> Void) {
     for _ in 1..<count {
         var thread = pthread_t()
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        let r = pthread_create(&thread, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box)
+        let r = pthread_create(
+            &thread, nil,
+            { raw in
+                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                box.body()
+                return nil
+            }, box)
         if r == 0 { threads.append(thread) } else { Unmanaged<Box>.fromOpaque(box).release() }
     }
     body()

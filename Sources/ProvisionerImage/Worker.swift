@@ -99,26 +99,30 @@ final class Worker {
                             throw SourceError(source: source.label, what: "objects", cause: "the stream ended early")
                         }
                         guard object.hash == c.hash else {
-                            throw SourceError(source: source.label, what: "object \(c.hash.hex)", cause: "sent \(object.hash.hex) instead")
+                            throw SourceError(
+                                source: source.label, what: "object \(c.hash.hex)",
+                                cause: "sent \(object.hash.hex) instead")
                         }
                         got = decodeVerified(object.stored, c)
                         if got { run.stats.withLock { $0.fetched += 1 } }
                     }
                     if !got { try refetch(c) }
-                    let isZero = buffer.withUnsafeBytes { allZero(UnsafeRawBufferPointer(rebasing: $0[0..<length])) }
-                    if isZero { zeroChunks.insert(c.hash) }
-                    if !isZero {
-                        try buffer.withUnsafeBytes { (b) throws in
-                            try FileIO.writeAll(fd: fd, UnsafeRawBufferPointer(rebasing: b[0..<length]), at: Int(offset), path: e.pathString)
-                        }
-                        bytesWritten += UInt64(length)
+                    let n = try buffer.withUnsafeBytes { b in
+                        try writeSparse(
+                            fd: fd, UnsafeRawBufferPointer(rebasing: b[0..<length]), at: Int(offset), path: e.pathString
+                        )
                     }
+                    if n == 0 { zeroChunks.insert(c.hash) }
+                    bytesWritten += UInt64(n)
                     if inFile[c.hash] == nil { inFile[c.hash] = offset }
                     offset += UInt64(length)
                 }
-                guard ftruncate(fd, off_t(e.size)) == 0 else { throw SystemError.fromErrno("setting the size of", e.pathString) }
+                guard ftruncate(fd, off_t(e.size)) == 0 else {
+                    throw SystemError.fromErrno("setting the size of", e.pathString)
+                }
                 try setMetadata(fd: fd, e, fresh: true)
-                guard withCName(tmp, { t in withCName(PathRules.name(e.path)) { renameat(dirfd, t, dirfd, $0) } }) == 0 else {
+                guard withCName(tmp, { t in withCName(PathRules.name(e.path)) { renameat(dirfd, t, dirfd, $0) } }) == 0
+                else {
                     throw SystemError.fromErrno("renaming into place", e.pathString)
                 }
             } catch {
@@ -148,7 +152,8 @@ final class Worker {
             try stored.withUnsafeBytes { (src) throws in
                 try buffer.withUnsafeMutableBytes { (dst) throws in
                     try Zstd.decompress(
-                        src, into: UnsafeMutableRawBufferPointer(rebasing: dst[0..<length]), subject: "object \(c.hash.hex)",
+                        src, into: UnsafeMutableRawBufferPointer(rebasing: dst[0..<length]),
+                        subject: "object \(c.hash.hex)",
                         context: zstd)
                 }
             }
@@ -161,15 +166,16 @@ final class Worker {
     /// Fetches one object again after a damaged copy; tries twice more (a mirror source moves
     /// on to the next mirror on failure) before giving up.
     func refetch(_ c: Chunk) throws {
-        for _ in 0..<2 {
+        for attempt in 1...3 {
             run.stats.withLock { $0.refetched += 1 }
-            var s = try source.objects([c.hash])
+            var s = try source.refetch(c.hash, attempt: attempt)
             if let object = try s.next(), object.hash == c.hash, decodeVerified(object.stored, c) {
                 printWarning("object \(c.hash.hex) was damaged; fetched it again")
                 return
             }
         }
-        throw SourceError(source: source.label, what: "object \(c.hash.hex)", cause: "damaged (its content does not match its hash)")
+        throw SourceError(
+            source: source.label, what: "object \(c.hash.hex)", cause: "damaged (its content does not match its hash)")
     }
 
     /// Reads a chunk from a file on the target into `buffer`; false if it is not there or wrong.
@@ -178,7 +184,9 @@ final class Worker {
             if let readFile { close(readFile.fd) }
             readFile = nil
             guard let dirfd = try? readDirs.open(PathRules.parent(path)) else { return false }
-            let fd = withCName(PathRules.name(path)) { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
+            let fd = withCName(PathRules.name(path)) {
+                openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+            }
             if fd < 0 { return false }
             var st = stat()
             guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
@@ -226,7 +234,9 @@ final class Worker {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw SystemError.fromErrno("reading", e.pathString) }
         if st.st_uid != e.uid || st.st_gid != e.gid {
-            guard fchown(fd, e.uid, e.gid) == 0 else { throw SystemError.fromErrno("changing the owner of", e.pathString) }
+            guard fchown(fd, e.uid, e.gid) == 0 else {
+                throw SystemError.fromErrno("changing the owner of", e.pathString)
+            }
         }
         let current = try Xattrs.read(dirfd: -1, name: [], fd: fd, path: e.path)
         try Xattrs.apply(e.xattrs, current: current, dirfd: -1, name: [], fd: fd, path: e.path)
@@ -245,7 +255,9 @@ final class Worker {
             let current = try Xattrs.read(dirfd: dirfd, name: name, path: e.path)
             try Xattrs.apply(e.xattrs, current: current, dirfd: dirfd, name: name, fd: nil, path: e.path)
             if e.kind != .symlink {
-                guard fchmodat(dirfd, cname, mode_t(e.mode), 0) == 0 else { throw SystemError.fromErrno("changing the mode of", e.pathString) }
+                guard fchmodat(dirfd, cname, mode_t(e.mode), 0) == 0 else {
+                    throw SystemError.fromErrno("changing the mode of", e.pathString)
+                }
             }
             guard CImageSys_utimensat_mtime(dirfd, cname, e.mtimeSeconds, Int(e.mtimeNanoseconds)) == 0 else {
                 throw SystemError.fromErrno("setting the mtime of", e.pathString)
@@ -276,7 +288,9 @@ final class Worker {
             return
         }
         let dirfd = try writeDirs.open(PathRules.parent(e.path))
-        let fd = withCName(PathRules.name(e.path)) { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        let fd = withCName(PathRules.name(e.path)) {
+            openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        }
         guard fd >= 0 else { throw SystemError.fromErrno("opening directory", e.pathString) }
         defer { close(fd) }
         try setMetadata(fd: fd, e, fresh: false)
@@ -308,7 +322,8 @@ final class Worker {
         guard r == 0 else { throw SystemError.fromErrno("creating \(e.kind.name)", e.pathString) }
         do {
             try setMetadata(dirfd: dirfd, name: tmp, e)
-            guard withCName(tmp, { t in withCName(PathRules.name(e.path)) { renameat(dirfd, t, dirfd, $0) } }) == 0 else {
+            guard withCName(tmp, { t in withCName(PathRules.name(e.path)) { renameat(dirfd, t, dirfd, $0) } }) == 0
+            else {
                 throw SystemError.fromErrno("renaming into place", e.pathString)
             }
         } catch {
@@ -332,7 +347,8 @@ final class Worker {
             return false
         }
         let tmp = temporaryName()
-        guard withCName(PathRules.name(primary.path), { p in withCName(tmp) { linkat(pdir, p, dirfd, $0, 0) } }) == 0 else {
+        guard withCName(PathRules.name(primary.path), { p in withCName(tmp) { linkat(pdir, p, dirfd, $0, 0) } }) == 0
+        else {
             throw SystemError.fromErrno("linking \(primary.pathString) as", e.pathString)
         }
         guard withCName(tmp, { t in withCName(PathRules.name(e.path)) { renameat(dirfd, t, dirfd, $0) } }) == 0 else {
@@ -382,6 +398,33 @@ final class Worker {
             }
         }
     }
+}
+
+/// Writes `bytes` at `offset`, leaving 4 KiB blocks (aligned in the file) that are all zeros
+/// unwritten, so they stay holes in the fresh file. Returns the bytes written.
+func writeSparse(fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, path: String) throws -> Int {
+    let block = 4096
+    var written = 0
+    var runStart = -1
+    var i = 0
+    while i < bytes.count {
+        let end = min(bytes.count, (offset + i) / block * block + block - offset)
+        let zero = allZero(UnsafeRawBufferPointer(rebasing: bytes[i..<end]))
+        if !zero && runStart < 0 { runStart = i }
+        if zero && runStart >= 0 {
+            try FileIO.writeAll(
+                fd: fd, UnsafeRawBufferPointer(rebasing: bytes[runStart..<i]), at: offset + runStart, path: path)
+            written += i - runStart
+            runStart = -1
+        }
+        i = end
+    }
+    if runStart >= 0 {
+        try FileIO.writeAll(
+            fd: fd, UnsafeRawBufferPointer(rebasing: bytes[runStart..<bytes.count]), at: offset + runStart, path: path)
+        written += bytes.count - runStart
+    }
+    return written
 }
 
 /// True if every byte is zero (such regions are left as holes).

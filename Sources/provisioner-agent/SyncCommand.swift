@@ -64,7 +64,8 @@ extension Agent {
                 let started = monotonicSeconds()
                 let report: SyncReport
                 do {
-                    report = try SyncEngine(target: to, source: source, options: options).run(image: name, version: version)
+                    report = try SyncEngine(target: to, source: source, options: options).run(
+                        image: name, version: version)
                 } catch let error as SourceError {
                     throw AgentFailure(message: "\(error)", exitCode: 4)
                 } catch let error as ManifestError {
@@ -93,7 +94,8 @@ extension Agent {
         static func summary(_ r: SyncReport, seconds: Double) -> String {
             let time = "\(Int(seconds * 1000)) ms"
             if r.upToDate {
-                return "\(r.image)@\(r.version.hex.prefix(12)): up to date (verify \(r.verify.rawValue), \(r.entries) entries, \(time))"
+                return
+                    "\(r.image)@\(r.version.hex.prefix(12)): up to date (verify \(r.verify.rawValue), \(r.entries) entries, \(time))"
             }
             var lines = [
                 "\(r.image)@\(r.version.hex.prefix(12)): applied \(r.entries) entries in \(time)"

@@ -63,7 +63,8 @@ extension Ctl.Image {
             } else {
                 print(
                     "\(result.image)@\(result.version.hex): \(result.entries) entries, \(result.contentBytes) bytes "
-                        + "in \(result.chunks) chunks; \(result.newObjects) new objects (\(result.newStoredBytes) bytes stored)")
+                        + "in \(result.chunks) chunks; \(result.newObjects) new objects (\(result.newStoredBytes) bytes stored)"
+                )
             }
         }
     }
@@ -118,7 +119,9 @@ struct TarImporter {
     }
 
     func importArchive(_ path: String, image: String, now: Int64) throws -> ImportResult {
-        guard let archive = archive_read_new() else { throw SystemError("reading", path, cause: "libarchive: out of memory") }
+        guard let archive = archive_read_new() else {
+            throw SystemError("reading", path, cause: "libarchive: out of memory")
+        }
         defer { archive_read_free(archive) }
         archive_read_support_filter_all(archive)
         archive_read_support_format_all(archive)
@@ -153,7 +156,9 @@ struct TarImporter {
             case S_IFBLK: kind = .blockDevice
             case S_IFIFO: kind = .fifo
             case S_IFSOCK: kind = .socket
-            default: throw SystemError("importing archive member", String(decoding: name, as: UTF8.self), cause: "unknown type")
+            default:
+                throw SystemError(
+                    "importing archive member", String(decoding: name, as: UTF8.self), cause: "unknown type")
             }
             var e = Entry(path: name, kind: kind)
             e.mode = UInt32(archive_entry_perm(ae)) & 0o7777
@@ -218,7 +223,9 @@ struct TarImporter {
                 current = link
                 steps += 1
                 guard steps < 64, byPath[current] != nil else {
-                    throw SystemError("importing hard link", String(decoding: p, as: UTF8.self), cause: "its target is not in the archive")
+                    throw SystemError(
+                        "importing hard link", String(decoding: p, as: UTF8.self),
+                        cause: "its target is not in the archive")
                 }
             }
             return current
