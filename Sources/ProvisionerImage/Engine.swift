@@ -104,7 +104,9 @@ public final class SyncEngine: @unchecked Sendable {
 
         // The manifest: as a delta from the one applied last, when there is one.
         let previous = state.previousManifest()
-        let bytes = try source.manifest(image: image, version: id, previous: previous)
+        // The node keeps the manifest it applied last: the same version needs no transfer at all.
+        let bytes =
+            previous?.id == id ? previous!.bytes : try source.manifest(image: image, version: id, previous: previous)
         guard ObjectHash.of(bytes) == id else {
             throw SourceError(
                 source: source.label, what: "manifest \(image)@\(id.hex)",
@@ -115,7 +117,6 @@ public final class SyncEngine: @unchecked Sendable {
             throw SourceError(source: source.label, what: "manifest \(image)@\(id.hex)", cause: "\(error)")
         }
         report.entries = manifest.entries.count
-        let previousManifest: Manifest? = previous.flatMap { try? ManifestCodec.decode($0.bytes) }
 
         var verify = options.verify == .stamp ? VerifyLevel.metadata : options.verify
         if interrupted && verify == .metadata {
@@ -157,6 +158,9 @@ public final class SyncEngine: @unchecked Sendable {
         try state.remove("applied")
         try state.sync()
 
+        // The previous manifest says where content already on the node is (moved or copied files).
+        let previousManifest: Manifest? =
+            plan.writeFiles.isEmpty || previous?.id == id ? nil : previous.flatMap { try? ManifestCodec.decode($0.bytes) }
         try run.apply(plan, previous: previousManifest)
 
         guard CImageSys_syncfs(rootfd) == 0 else { throw SystemError.fromErrno("flushing the filesystem of", target) }

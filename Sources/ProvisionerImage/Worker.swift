@@ -106,7 +106,9 @@ final class Worker {
                         got = decodeVerified(object.stored, c)
                         if got { run.stats.withLock { $0.fetched += 1 } }
                     }
-                    if !got { try refetch(c) }
+                    if !got {
+                        if case .stream = origin { try refetch(c) } else { try fetchOne(c) }
+                    }
                     let n = try buffer.withUnsafeBytes { b in
                         try writeSparse(
                             fd: fd, UnsafeRawBufferPointer(rebasing: b[0..<length]), at: Int(offset), path: e.pathString
@@ -131,6 +133,10 @@ final class Worker {
                 throw error
             }
             close(fd)
+            if let open = readFile, open.path == e.path {  // it held the replaced inode
+                close(open.fd)
+                readFile = nil
+            }
             var offset: UInt64 = 0
             for c in e.chunks {
                 if written[c.hash] == nil { written[c.hash] = (e.path, offset) }
@@ -161,6 +167,16 @@ final class Worker {
             return false
         }
         return buffer.withUnsafeBytes { ObjectHash.of(UnsafeRawBufferPointer(rebasing: $0[0..<length])) } == c.hash
+    }
+
+    /// Fetches one object that was expected on the node but was not there (or not the same).
+    func fetchOne(_ c: Chunk) throws {
+        var s = try source.objects([c.hash])
+        if let object = try s.next(), object.hash == c.hash, decodeVerified(object.stored, c) {
+            run.stats.withLock { $0.fetched += 1 }
+            return
+        }
+        try refetch(c)
     }
 
     /// Fetches one object again after a damaged copy; tries twice more (a mirror source moves

@@ -12,6 +12,7 @@ import Testing
 @Suite(.serialized) struct SyncTests {
     @Test func hardCasesConvergeThroughUpdates() throws {
         let root = try scratch("hard")
+        defer { try? sh("rm -rf '\(root)'") }
         let src = "\(root)/src"
         let dst = "\(root)/dst"
         let store = "\(root)/store"
@@ -45,6 +46,7 @@ import Testing
 
     @Test func preservedPathsAreKept() throws {
         let root = try scratch("preserve")
+        defer { try? sh("rm -rf '\(root)'") }
         let (src, dst, store) = ("\(root)/src", "\(root)/dst", "\(root)/store")
         try sh("mkdir -p '\(src)'")
         try makeHardTree(src)
@@ -63,6 +65,7 @@ import Testing
 
     @Test func neverFollowsSymlinksOutOfTheTarget() throws {
         let root = try scratch("escape")
+        defer { try? sh("rm -rf '\(root)'") }
         let (src, dst, store, outside) = ("\(root)/src", "\(root)/dst", "\(root)/store", "\(root)/outside")
         try sh(
             "mkdir -p '\(src)/etc' '\(dst)' '\(outside)' && echo image > '\(src)/etc/passwd' && echo victim > '\(outside)/passwd'"
@@ -77,6 +80,7 @@ import Testing
 
     @Test func injectedInterruptionsAtEveryStepConverge() throws {
         let root = try scratch("interrupt")
+        defer { try? sh("rm -rf '\(root)'") }
         let (a, b, store) = ("\(root)/a", "\(root)/b", "\(root)/store")
         try sh("mkdir -p '\(a)'")
         try makeHardTree(a)
@@ -115,6 +119,7 @@ import Testing
             return
         }
         let root = try scratch("kill")
+        defer { try? sh("rm -rf '\(root)'") }
         let (src, store) = ("\(root)/src", "\(root)/store")
         try sh("mkdir -p '\(src)' && for i in $(seq 1 300); do head -c $((i * 997)) /dev/urandom > '\(src)'/f$i; done")
         try makeHardTree(src)
@@ -168,6 +173,7 @@ import Testing
 
     @Test func damagedObjectInTransitIsRefusedAndFetchedAgain() throws {
         let root = try scratch("transit")
+        defer { try? sh("rm -rf '\(root)'") }
         let (src, dst, store) = ("\(root)/src", "\(root)/dst", "\(root)/store")
         try sh("mkdir -p '\(src)' && head -c 100000 /dev/urandom > '\(src)/data'")
         try importTree(src, store: store)
@@ -182,6 +188,7 @@ import Testing
 
     @Test func damagedObjectInStoreFailsOverToAMirror() throws {
         let root = try scratch("mirror")
+        defer { try? sh("rm -rf '\(root)'") }
         let (src, dst, good, bad) = ("\(root)/src", "\(root)/dst", "\(root)/good", "\(root)/bad")
         try sh("mkdir -p '\(src)' && head -c 100000 /dev/urandom > '\(src)/data'")
         try importTree(src, store: good)
@@ -202,6 +209,7 @@ import Testing
 
     @Test func unreachableSourceAndTruncatedManifestChangeNothing() throws {
         let root = try scratch("unreachable")
+        defer { try? sh("rm -rf '\(root)'") }
         let (src, dst, store) = ("\(root)/src", "\(root)/dst", "\(root)/store")
         try sh("mkdir -p '\(src)' && echo a > '\(src)/a'")
         let id = try importTree(src, store: store)
@@ -227,6 +235,7 @@ import Testing
             return
         }
         let root = try scratch("tar")
+        defer { try? sh("rm -rf '\(root)'") }
         let (src, dst, store) = ("\(root)/src", "\(root)/dst", "\(root)/store")
         try sh(
             """
