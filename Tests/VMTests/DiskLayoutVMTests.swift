@@ -227,6 +227,11 @@ struct DiskLayoutVMTests {
             cat > /tmp/layout.yaml <<'EOF'
             \(Self.example("layout-simple-sata.yaml"))
             EOF
+            cat > /tmp/refused.yaml <<'EOF'
+            disk: { type: virtio }
+            volumes: [ { mount: /, size: rest } ]
+            EOF
+            step refused provisioner-agent apply --layout /tmp/refused.yaml --root /mnt/refused
             step apply provisioner-agent apply --layout /tmp/layout.yaml --root /sysroot
             step replan provisioner-agent plan --layout /tmp/layout.yaml --json
             step mounts findmnt -rn -o TARGET,SOURCE,FSTYPE -R /sysroot
@@ -237,6 +242,10 @@ struct DiskLayoutVMTests {
             step shutdown sh -c 'sync; umount -R /sysroot'
             """
         let run = try VMEnvironment.machine(disks: [sata, bystander]).run(script: script, name: "layout-f")
+        // A layout that would overwrite the bystander's ext4 under wipe: never is refused, and writes nothing.
+        let refused = try run.step("refused")
+        #expect(refused.status == 4, "\(refused)")
+        #expect(refused.stdout.contains("REFUSED") && refused.stdout.contains("wipe policy is never"), "\(refused)")
         let apply = try run.step("apply")
         #expect(apply.status == 0, "\(apply)")
         #expect(try Self.plan(run, "replan").converged)
