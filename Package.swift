@@ -73,6 +73,9 @@ let package = Package(
         ),
         // The wire types of the agent <-> server protocol (docs/server-api.md). Agent-safe.
         .target(name: "ProvisionerAPI", dependencies: ["ProvisionerCore"]),
+        // The built-in node plugins (hostname, network, fstab, ssh-keys, units): pure decisions, thin writes.
+        .target(name: "ProvisionerPlugins", dependencies: ["ProvisionerCore", "ProvisionerAPI"]),
+        .testTarget(name: "ProvisionerPluginsTests", dependencies: ["ProvisionerPlugins"]),
         // The agent's HTTPS client: mutual TLS, JSON calls, ranged downloads, mirrors. Agent-safe.
         .target(
             name: "ProvisionerClient",
