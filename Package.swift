@@ -118,6 +118,7 @@ let package = Package(
                 "ProvisionerServer", "ProvisionerClient", "ProvisionerAPI", "ProvisionerPKI", "ProvisionerCore",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
