@@ -4,6 +4,7 @@
 #   make test       all tests: unit, libblkid on image files, and VM tests under QEMU
 #   make agent      the static, stripped agent   -> build/bin/provisioner-agent
 #   make initramfs  the node initramfs           -> build/initramfs/initramfs-$(KVER).img
+#   make bench-sync image sync vs rsync over SSH  -> docs/bench-sync.md (a benchmark, not a test)
 #
 # Every target installs what it needs with apt-get first (set NO_APT=1 to skip).
 
@@ -21,16 +22,19 @@ KERNEL_COPY    := $(REPO)/build/initramfs/vmlinuz-$(KVER)
 
 # Debian packages for building, the initramfs, the VM tests and the demo.
 PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
+	libssl-dev libzstd-dev libarchive-dev attr acl \
 	qemu-system-x86 qemu-utils linux-image-amd64 dracut-core dracut-network systemd udev kmod \
 	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio
+# Only for make bench-sync.
+BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc
 
-.PHONY: all deps agent initramfs initramfs-test test demo clean help format \
-	build-agent build-initramfs build-initramfs-test run-tests run-demo
+.PHONY: all deps agent initramfs initramfs-test test demo clean help format bench-sync \
+	build-agent build-initramfs build-initramfs-test run-tests run-demo run-bench-sync
 
 all: agent initramfs
 
 help:
-	@sed -n '2,9p' $(REPO)/Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' $(REPO)/Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 deps:
@@ -52,6 +56,9 @@ test: deps
 	@$(SUBMAKE) run-tests
 demo: deps
 	@$(SUBMAKE) run-demo
+bench-sync: PACKAGES += $(BENCH_PACKAGES)
+bench-sync: deps
+	@$(SUBMAKE) run-bench-sync
 
 # One static release build, stripped: this is what goes into every node's initramfs.
 build-agent:
@@ -85,6 +92,12 @@ run-demo: build-initramfs-test
 	swift build --product provisioner-vm
 	KERNEL=$(KERNEL_COPY) INITRD=$(TEST_INITRAMFS) VM=$(REPO)/.build/debug/provisioner-vm \
 		$(REPO)/scripts/demo.sh
+
+# Our sync (static agent, local store) against rsync -aHAX over a loopback SSH, on a Debian root
+# plus generated files (>= 100k files, >= 1 GB); writes the measured table to docs/bench-sync.md.
+run-bench-sync: build-agent
+	swift build -c release --product provisionerctl
+	$(REPO)/scripts/bench-sync.sh
 
 # One formatting command for the whole tree (.swift-format: 4 spaces, 120 columns).
 format:

@@ -51,16 +51,31 @@ let package = Package(
             name: "ProvisionerSystem",
             dependencies: ["ProvisionerCore", "CBlkid"]
         ),
+        // Images: manifest, chunking, store, pack, differ and the sync engine (agent-safe:
+        // FoundationEssentials only). SHA-256 from libcrypto, zstd from libzstd, both static in the agent.
+        .target(name: "CImageHash", linkerSettings: [.linkedLibrary("crypto")]),
+        .target(name: "CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+        .target(name: "CImageSys"),
+        .target(
+            name: "ProvisionerImage",
+            dependencies: ["ProvisionerSystem", "CImageHash", "CZstd", "CImageSys"]
+        ),
+        // libarchive for importing tarballs (server side only: provisionerctl).
+        .target(name: "CArchive", linkerSettings: [.linkedLibrary("archive")]),
         .executableTarget(
             name: "provisioner-agent",
             dependencies: [
                 "ProvisionerCore",
                 "ProvisionerSystem",
+                "ProvisionerImage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // The wire types of the agent <-> server protocol (docs/server-api.md). Agent-safe.
         .target(name: "ProvisionerAPI", dependencies: ["ProvisionerCore"]),
+        // The built-in node plugins (hostname, network, fstab, ssh-keys, units): pure decisions, thin writes.
+        .target(name: "ProvisionerPlugins", dependencies: ["ProvisionerCore", "ProvisionerAPI"]),
+        .testTarget(name: "ProvisionerPluginsTests", dependencies: ["ProvisionerPlugins"]),
         // The agent's HTTPS client: mutual TLS, JSON calls, ranged downloads, mirrors. Agent-safe.
         .target(
             name: "ProvisionerClient",
@@ -108,7 +123,7 @@ let package = Package(
         .executableTarget(
             name: "provisionerctl",
             dependencies: [
-                "ProvisionerCore", "ProvisionerAPI", "ProvisionerClient", "ProvisionerPKI",
+                "ProvisionerCore", "ProvisionerAPI", "ProvisionerClient", "ProvisionerPKI", "ProvisionerImage", "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -123,6 +138,7 @@ let package = Package(
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
         .testTarget(name: "ProvisionerSystemTests", dependencies: ["ProvisionerSystem"]),
+        .testTarget(name: "ProvisionerImageTests", dependencies: ["ProvisionerImage", "CImageSys"]),
         // The QEMU harness that device tests and `make demo` boot VMs with.
         .target(name: "VMHarness"),
         .executableTarget(

@@ -182,6 +182,9 @@ extension Agent {
                     """
             )
 
+            @Option(help: "Report mount points relative to this directory (e.g. /sysroot in the initramfs).")
+            var root: String = "/"
+
             func run() throws {
                 try reporting {
                     let inventory = try DiskInventoryReader().read()
@@ -207,12 +210,20 @@ extension Agent {
                     guard let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { continue }
                     let source = String(fields[dash + 2])
                     guard source.hasPrefix("/dev/") else { continue }
-                    let mountPoint = String(fields[4])
+                    guard let mountPoint = relative(String(fields[4])) else { continue }
                     let device = realPath(source)
                     if result[device] == nil { result[device] = mountPoint }
                     for alias in lvmAliases(device) where result[alias] == nil { result[alias] = mountPoint }
                 }
                 return result
+            }
+
+            /// `/sysroot/var` → `/var` with `--root /sysroot`; nil outside the root.
+            func relative(_ mountPoint: String) -> String? {
+                let base = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+                if base == "/" { return mountPoint }
+                if mountPoint == base { return "/" }
+                return mountPoint.hasPrefix(base + "/") ? String(mountPoint.dropFirst(base.count)) : nil
             }
 
             /// `/dev/dm-3` is also `/dev/<vg>/<lv>`: the name LVM reports.

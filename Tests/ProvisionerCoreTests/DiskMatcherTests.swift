@@ -244,7 +244,7 @@ enum Fixture {
         ("disks: {disk0: {}}", "disks.disk0.match: is required"),
         ("disks: {0disk: {match: {}}}", "disks.0disk: \"0disk\" is not a valid disk name"),
         ("disks: {}", "disks: lists no disks"),
-        ("disk: {}", "disks: is required"),
+        ("disc: {}", "disks: is required"),
         ("disks: [a, b]", "disks: expected a mapping, found a list"),
         ("disks: {disk0: {match: {removable: maybe}}}", "disks.disk0.match.removable: expected true or false"),
         ("{", "(document): is not valid YAML or JSON"),

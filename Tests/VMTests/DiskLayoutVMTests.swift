@@ -227,13 +227,25 @@ struct DiskLayoutVMTests {
             cat > /tmp/layout.yaml <<'EOF'
             \(Self.example("layout-simple-sata.yaml"))
             EOF
+            cat > /tmp/refused.yaml <<'EOF'
+            disk: { type: virtio }
+            volumes: [ { mount: /, size: rest } ]
+            EOF
+            step refused provisioner-agent apply --layout /tmp/refused.yaml --root /mnt/refused
             step apply provisioner-agent apply --layout /tmp/layout.yaml --root /sysroot
             step replan provisioner-agent plan --layout /tmp/layout.yaml --json
             step mounts findmnt -rn -o TARGET,SOURCE,FSTYPE -R /sysroot
             step swap blkid -s TYPE -o value /dev/system/swap
+            step capture provisioner-agent layout capture --root /sysroot
+            provisioner-agent layout capture --root /sysroot > /tmp/captured.yaml
+            step captured-plan provisioner-agent plan --layout /tmp/captured.yaml --json
             step shutdown sh -c 'sync; umount -R /sysroot'
             """
         let run = try VMEnvironment.machine(disks: [sata, bystander]).run(script: script, name: "layout-f")
+        // A layout that would overwrite the bystander's ext4 under wipe: never is refused, and writes nothing.
+        let refused = try run.step("refused")
+        #expect(refused.status == 4, "\(refused)")
+        #expect(refused.stdout.contains("REFUSED") && refused.stdout.contains("wipe policy is never"), "\(refused)")
         let apply = try run.step("apply")
         #expect(apply.status == 0, "\(apply)")
         #expect(try Self.plan(run, "replan").converged)
@@ -241,6 +253,17 @@ struct DiskLayoutVMTests {
         #expect(mounts.contains("/sysroot /dev/mapper/system-root ext4"), "\(mounts)")
         #expect(mounts.contains("/sysroot/boot/efi /dev/sda1 vfat"), "\(mounts)")
         #expect(try run.step("swap").stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "swap")
+        // The captured layout describes this machine: it reads back and plans nothing.
+        let captured = try run.step("capture")
+        #expect(captured.status == 0, "\(captured)")
+        let layout = try DiskLayout(parsing: captured.stdout, source: "captured")
+        #expect(layout.disks.count == 1, "the bystander has no partition table and is left out:\n\(captured.stdout)")
+        #expect(layout.disks.first?.criteria.serial?.pattern == "SATA-1")
+        let volumes = layout.volumeGroups.first?.volumes ?? []
+        #expect(volumes.first { $0.name == "root" }?.filesystem?.mount == "/", "\(captured.stdout)")
+        #expect(volumes.first { $0.name == "swap" }?.filesystem?.type == .swap)
+        #expect(layout.disks.first?.partitions.first?.filesystem?.mount == "/boot/efi")
+        #expect(try Self.plan(run, "captured-plan").converged)
         #expect(try Self.sha256(bystander.file) == before)
     }
 }

@@ -1,0 +1,36 @@
+#ifndef CIMAGESYS_H
+#define CIMAGESYS_H
+
+// Linux calls the image sync needs that Swift's Glibc module does not import
+// (sys/xattr.h, UTIME_OMIT, the dev_t macros). Every symbol is prefixed CImageSys_.
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// Extended attributes of the entry `name` in the open directory `dirfd`, never following a
+/// symlink: the call goes through /proc/self/fd/DIRFD/NAME with the l*xattr variants, so
+/// only the last component is looked up, beneath an already-validated directory.
+ssize_t CImageSys_listxattrat(int dirfd, const char *name, char *list, size_t size);
+ssize_t CImageSys_getxattrat(int dirfd, const char *name, const char *attr, void *value, size_t size);
+int CImageSys_setxattrat(int dirfd, const char *name, const char *attr, const void *value, size_t size);
+int CImageSys_removexattrat(int dirfd, const char *name, const char *attr);
+
+ssize_t CImageSys_flistxattr(int fd, char *list, size_t size);
+ssize_t CImageSys_fgetxattr(int fd, const char *attr, void *value, size_t size);
+int CImageSys_fsetxattr(int fd, const char *attr, const void *value, size_t size);
+int CImageSys_fremovexattr(int fd, const char *attr);
+
+/// Sets only the modification time (atime left alone), of an open file or of `name`
+/// in `dirfd` without following a symlink.
+int CImageSys_futimens_mtime(int fd, int64_t sec, long nsec);
+int CImageSys_utimensat_mtime(int dirfd, const char *name, int64_t sec, long nsec);
+
+/// Flushes the filesystem holding `fd` (syncfs).
+int CImageSys_syncfs(int fd);
+
+uint32_t CImageSys_major(uint64_t dev);
+uint32_t CImageSys_minor(uint64_t dev);
+uint64_t CImageSys_makedev(uint32_t major, uint32_t minor);
+
+#endif

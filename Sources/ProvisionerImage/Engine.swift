@@ -1,0 +1,245 @@
+import CImageSys
+import ProvisionerSystem
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+public struct SyncOptions: Sendable {
+    public var verify: VerifyLevel = .metadata
+    /// Relative paths the node owns: never created, changed or deleted.
+    public var preserved: [[UInt8]] = []
+    public var threads = 2
+    /// Tests: stop with `SyncInterrupted` after this many changes to the target.
+    public var interruptAfter: Int?
+    public init() {}
+}
+
+/// Thrown by the injected interruption point (tests).
+public struct SyncInterrupted: Error, CustomStringConvertible {
+    public var description: String { "sync interrupted on purpose (test)" }
+}
+
+public struct SyncReport: Sendable {
+    public var image = ""
+    public var version = ObjectHash.zero
+    public var upToDate = false
+    public var verify = VerifyLevel.metadata
+    /// The previous sync was interrupted, so file contents were rehashed.
+    public var recovered = false
+    public var entries = 0
+    public var removed = 0
+    public var directoriesCreated = 0
+    public var filesWritten = 0
+    public var othersCreated = 0
+    public var linksMade = 0
+    public var metadataFixed = 0
+    public var deleted = 0
+    public var contentMismatches = 0
+    public var bytesWritten: UInt64 = 0
+    public var bytesReceived = 0
+    public var chunksFetched = 0
+    public var chunksReused = 0
+    public var objectsRefetched = 0
+    public var conflicts: [String] = []
+}
+
+/// Makes a target directory identical to an image version (docs/image-format.md).
+///
+/// Works relative to an open descriptor of the target and of each directory in it, opening
+/// every component with O_NOFOLLOW, so a symlink on the target is never followed. Files are
+/// written under a temporary name and renamed into place. The applied-version record is
+/// removed before the first change and written after everything else is on disk.
+public final class SyncEngine: @unchecked Sendable {
+    public let target: String
+    public let source: any ObjectSource
+    public let options: SyncOptions
+    private let changes = Atomic<Int>(0)
+
+    public init(target: String, source: any ObjectSource, options: SyncOptions = SyncOptions()) {
+        self.target = target
+        self.source = source
+        self.options = options
+    }
+
+    static let stateName = String(decoding: stateDirectoryName, as: UTF8.self)
+
+    /// Counts a change and fails at the injected point.
+    func step() throws {
+        let n = changes.add(1, ordering: .relaxed).newValue
+        if let limit = options.interruptAfter, n > limit { throw SyncInterrupted() }
+    }
+
+    public func run(image: String, version: String = "latest") throws -> SyncReport {
+        var report = SyncReport()
+        report.image = image
+        report.verify = options.verify
+        for p in options.preserved {
+            if let problem = PathRules.problem(p) {
+                throw SystemError("preserving", displayPath(p), cause: problem)
+            }
+        }
+        var rootfd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if rootfd < 0 && errno == ENOENT {
+            try FileIO.makeDirectories(target)
+            rootfd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        }
+        guard rootfd >= 0 else { throw SystemError.fromErrno("opening the target directory", target) }
+        defer { close(rootfd) }
+        let state = try StateDirectory(rootfd: rootfd, target: target)
+        defer { close(state.fd) }
+
+        let id = try source.resolve(image: image, version: version)
+        report.version = id
+        let applied = state.applied()
+        let interrupted = state.exists("in-progress")
+        if options.verify == .stamp && !interrupted && applied.map { $0.0 == image && $0.1 == id } == true {
+            report.upToDate = true
+            report.bytesReceived = source.bytesReceived
+            return report
+        }
+
+        // The manifest: as a delta from the one applied last, when there is one.
+        let previous = state.previousManifest()
+        // The node keeps the manifest it applied last: the same version needs no transfer at all.
+        let bytes =
+            previous?.id == id ? previous!.bytes : try source.manifest(image: image, version: id, previous: previous)
+        guard ObjectHash.of(bytes) == id else {
+            throw SourceError(
+                source: source.label, what: "manifest \(image)@\(id.hex)",
+                cause: "damaged: its hash is not the version id")
+        }
+        let manifest: Manifest
+        do { manifest = try ManifestCodec.decode(bytes) } catch {
+            throw SourceError(source: source.label, what: "manifest \(image)@\(id.hex)", cause: "\(error)")
+        }
+        report.entries = manifest.entries.count
+
+        var verify = options.verify == .stamp ? VerifyLevel.metadata : options.verify
+        if interrupted && verify == .metadata {
+            verify = .content  // a cut write may have left right metadata over wrong bytes
+            report.recovered = true
+        }
+        let observed = try TreeScanner(preserved: options.preserved, threads: options.threads).scan(rootfd: rootfd)
+        var plan = Differ.plan(manifest: manifest, observed: observed, preserved: options.preserved, verify: verify)
+        report.conflicts = plan.conflicts
+
+        let run = Run(engine: self, rootfd: rootfd, manifest: manifest, observed: observed, report: report)
+        if !plan.checkContent.isEmpty {
+            let bad = try run.checkContent(plan.checkContent)
+            run.report.contentMismatches = bad.count
+            if !bad.isEmpty {
+                plan.writeFiles = (plan.writeFiles + bad).sorted()
+                // A rewritten primary needs its other names linked again.
+                let set = Set(bad)
+                for (i, e) in manifest.entries.enumerated() where e.kind == .hardlink && set.contains(e.linkIndex) {
+                    if !plan.links.contains(i) { plan.links.append(i) }
+                }
+                plan.links.sort()
+                plan.fixMetadata.removeAll { set.contains($0) }
+                for i in bad {
+                    let parent = manifest.entries.firstIndex { $0.path == PathRules.parent(manifest.entries[i].path) }
+                    if let parent, !plan.directoryMetadata.contains(parent) { plan.directoryMetadata.append(parent) }
+                }
+                plan.directoryMetadata.sort { pathLess(manifest.entries[$1].path, manifest.entries[$0].path) }
+            }
+        }
+        if plan.isEmpty && applied.map { $0.0 == image && $0.1 == id } == true && !interrupted {
+            run.report.upToDate = true
+            run.report.bytesReceived = source.bytesReceived
+            return run.report
+        }
+
+        // From here on the target changes: first say so, durably.
+        try state.write("in-progress", Array("image \(image)\nversion \(id.hex)\n".utf8))
+        try state.remove("applied")
+        try state.sync()
+
+        // The previous manifest says where content already on the node is (moved or copied files).
+        let previousManifest: Manifest? =
+            plan.writeFiles.isEmpty || previous?.id == id ? nil : previous.flatMap { try? ManifestCodec.decode($0.bytes) }
+        try run.apply(plan, previous: previousManifest)
+
+        guard CImageSys_syncfs(rootfd) == 0 else { throw SystemError.fromErrno("flushing the filesystem of", target) }
+        try state.write("manifest", Zstd.compress(bytes, level: 3))
+        try state.write("applied", Array("image \(image)\nversion \(id.hex)\n".utf8))
+        try state.remove("in-progress")
+        try state.sync()
+        run.report.bytesReceived = source.bytesReceived
+        return run.report
+    }
+}
+
+/// `.provisioner-state/` in the target.
+struct StateDirectory {
+    let fd: Int32
+    let path: String
+
+    init(rootfd: Int32, target: String) throws {
+        path = "\(target)/\(SyncEngine.stateName)"
+        if mkdirat(rootfd, SyncEngine.stateName, 0o700) != 0 && errno != EEXIST {
+            throw SystemError.fromErrno("creating", path)
+        }
+        fd = openat(rootfd, SyncEngine.stateName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError.fromErrno("opening (it must be a directory, not a symlink)", path) }
+    }
+
+    func read(_ name: String) -> [UInt8]? {
+        let f = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard f >= 0 else { return nil }
+        defer { close(f) }
+        return try? FileIO.readAll(fd: f, path: "\(path)/\(name)")
+    }
+
+    func exists(_ name: String) -> Bool {
+        var st = stat()
+        return fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0
+    }
+
+    /// The image and version last applied completely.
+    func applied() -> (String, ObjectHash)? {
+        guard let bytes = read("applied") else { return nil }
+        var image: String?
+        var version: ObjectHash?
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            if line.hasPrefix("image ") { image = String(line.dropFirst(6)) }
+            if line.hasPrefix("version ") { version = ObjectHash(hex: line.dropFirst(8)) }
+        }
+        guard let image, let version else { return nil }
+        return (image, version)
+    }
+
+    /// The manifest applied last (kept for deltas and for reusing content already on the node).
+    func previousManifest() -> (id: ObjectHash, bytes: [UInt8])? {
+        guard let stored = read("manifest"),
+            let bytes = try? stored.withUnsafeBytes({
+                try Zstd.decompress($0, expectedSize: nil, subject: "the previous manifest")
+            })
+        else { return nil }
+        return (ObjectHash.of(bytes), bytes)
+    }
+
+    func write(_ name: String, _ bytes: [UInt8]) throws {
+        let tmp = "\(name).tmp"
+        unlinkat(fd, tmp, 0)
+        let f = openat(fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard f >= 0 else { throw SystemError.fromErrno("creating", "\(path)/\(tmp)") }
+        defer { close(f) }
+        try bytes.withUnsafeBytes { (b) throws in try FileIO.writeAll(fd: f, b, at: 0, path: "\(path)/\(tmp)") }
+        guard fsync(f) == 0 else { throw SystemError.fromErrno("flushing", "\(path)/\(tmp)") }
+        guard renameat(fd, tmp, fd, name) == 0 else {
+            throw SystemError.fromErrno("renaming into place", "\(path)/\(name)")
+        }
+    }
+
+    func remove(_ name: String) throws {
+        if unlinkat(fd, name, 0) != 0 && errno != ENOENT { throw SystemError.fromErrno("removing", "\(path)/\(name)") }
+    }
+
+    func sync() throws {
+        guard fsync(fd) == 0 else { throw SystemError.fromErrno("flushing", path) }
+    }
+}

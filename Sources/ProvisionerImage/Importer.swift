@@ -1,0 +1,194 @@
+import ProvisionerSystem
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// What an import made.
+public struct ImportResult: Sendable {
+    public var image: String
+    public var version: ObjectHash
+    public var entries: Int
+    public var contentBytes: UInt64
+    public var chunks: Int
+    public var newObjects: Int
+    public var newStoredBytes: UInt64
+}
+
+/// Builds image versions in a store: chunks content, stores each object once, publishes
+/// the manifest. Directory trees are read here; tarballs are read by the caller (libarchive)
+/// and fed through `storeContent`.
+public final class ImageImporter: @unchecked Sendable {
+    public let store: ImageStore
+    public let threads: Int
+    private let known = Mutex<Set<ObjectHash>>([])
+    private let counters = Mutex<(chunks: Int, new: Int, stored: UInt64)>((0, 0, 0))
+
+    public init(store: ImageStore, threads: Int = 2) {
+        self.store = store
+        self.threads = threads
+    }
+
+    /// Chunks a stream of content (`read` fills a buffer and returns the byte count, 0 at the
+    /// end), stores the new objects and returns the size and chunks.
+    public func storeContent(_ read: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> (
+        size: UInt64, chunks: [Chunk]
+    ) {
+        let capacity = 8 << 20
+        var buffer = [UInt8](repeating: 0, count: capacity)
+        var start = 0
+        var end = 0
+        var eof = false
+        var chunks: [Chunk] = []
+        var size: UInt64 = 0
+        while true {
+            if !eof && end - start < Chunker.maxSize {
+                if start > 0 {
+                    buffer.withUnsafeMutableBytes { b in
+                        _ = memmove(b.baseAddress!, b.baseAddress! + start, end - start)
+                    }
+                    end -= start
+                    start = 0
+                }
+                while end < capacity {
+                    let n = try buffer.withUnsafeMutableBytes { b in
+                        try read(UnsafeMutableRawBufferPointer(rebasing: b[end..<capacity]))
+                    }
+                    if n == 0 {
+                        eof = true
+                        break
+                    }
+                    end += n
+                }
+            }
+            if start == end { break }
+            try buffer.withUnsafeBytes { b in
+                let window = UnsafeRawBufferPointer(rebasing: b[start..<end])
+                let n = (eof || window.count >= Chunker.maxSize) ? Chunker.cut(window) : window.count
+                let piece = UnsafeRawBufferPointer(rebasing: window[0..<n])
+                let hash = ObjectHash.of(piece)
+                try self.put(hash, piece)
+                chunks.append(Chunk(length: UInt32(n), hash: hash))
+                size += UInt64(n)
+                start += n
+            }
+        }
+        return (size, chunks)
+    }
+
+    func put(_ hash: ObjectHash, _ content: UnsafeRawBufferPointer) throws {
+        let isNew = known.withLock { $0.insert(hash).inserted }
+        counters.withLock { $0.chunks += 1 }
+        guard isNew else { return }
+        let (stored, new) = try store.putObject(hash, content: content)
+        if new {
+            counters.withLock {
+                $0.new += 1; $0.stored += UInt64(stored)
+            }
+        }
+    }
+
+    /// Encodes, stores and publishes a manifest as the latest version of `image`.
+    public func publish(image: String, manifest: Manifest, now: Int64) throws -> ImportResult {
+        let encoded = ManifestCodec.encode(manifest)
+        // Refuse to publish anything an agent would refuse.
+        _ = try ManifestCodec.decode(encoded)
+        let id = try store.publish(
+            image: image, manifest: encoded, entries: manifest.entries.count, bytes: manifest.contentBytes, now: now)
+        let c = counters.withLock { $0 }
+        return ImportResult(
+            image: image, version: id, entries: manifest.entries.count, contentBytes: manifest.contentBytes,
+            chunks: c.chunks,
+            newObjects: c.new, newStoredBytes: c.stored)
+    }
+
+    /// Imports a directory tree (as root, to read every owner and xattr faithfully).
+    public func importDirectory(_ path: String, image: String, now: Int64) throws -> ImportResult {
+        let rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard rootfd >= 0 else { throw SystemError.fromErrno("opening the directory to import", path) }
+        defer { close(rootfd) }
+        let observed = try TreeScanner(threads: threads).scan(rootfd: rootfd)
+        let paths = observed.keys.sorted(by: pathLess)
+        var entries: [Entry] = []
+        entries.reserveCapacity(paths.count)
+        var firstOfInode: [UInt64: Int] = [:]  // hardlinks: (inode) -> index of the first name
+        var files: [Int] = []
+        for p in paths {
+            let o = observed[p]!
+            if p.isEmpty && o.kind != .directory { throw SystemError("importing", path, cause: "not a directory") }
+            if !p.isEmpty, let problem = PathRules.problem(p) {
+                throw SystemError("importing", displayPath(p), cause: problem)
+            }
+            if o.kind != .directory && o.links > 1 {
+                if let first = firstOfInode[o.inode] {
+                    var link = Entry(path: p, kind: .hardlink)
+                    link.linkIndex = first
+                    entries.append(link)
+                    continue
+                }
+                firstOfInode[o.inode] = entries.count
+            }
+            var e = Entry(path: p, kind: o.kind)
+            e.mode = o.mode
+            e.uid = o.uid
+            e.gid = o.gid
+            e.mtimeSeconds = o.mtimeSeconds
+            e.mtimeNanoseconds = o.mtimeNanoseconds
+            e.xattrs = o.xattrs
+            e.target = o.target
+            e.major = o.major
+            e.minor = o.minor
+            e.size = o.size
+            if o.kind == .file { files.append(entries.count) }
+            entries.append(e)
+        }
+        // Contents on all threads.
+        final class Shared: @unchecked Sendable {
+            var entries: [Entry]
+            let files: [Int]
+            let next = Atomic<Int>(0)
+            let failure = Mutex<(any Error)?>(nil)
+            init(_ entries: [Entry], _ files: [Int]) {
+                self.entries = entries
+                self.files = files
+            }
+        }
+        let shared = Shared(entries, files)
+        let results = Mutex<[(Int, UInt64, [Chunk])]>([])
+        runWorkers(threads) {
+            let dirs = DirectoryChain(rootfd: rootfd)
+            var mine: [(Int, UInt64, [Chunk])] = []
+            while shared.failure.withLock({ $0 == nil }) {
+                let k = shared.next.add(1, ordering: .relaxed).oldValue
+                if k >= shared.files.count { break }
+                let i = shared.files[k]
+                let p = shared.entries[i].path
+                do {
+                    let dirfd = try dirs.open(PathRules.parent(p))
+                    let fd = withCName(PathRules.name(p)) { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+                    guard fd >= 0 else { throw SystemError.fromErrno("opening", displayPath(p)) }
+                    defer { close(fd) }
+                    let (size, chunks) = try self.storeContent { buf in
+                        let n = FileIO.retrySize { Glibc.read(fd, buf.baseAddress, buf.count) }
+                        if n < 0 { throw SystemError.fromErrno("reading", displayPath(p)) }
+                        return n
+                    }
+                    mine.append((i, size, chunks))
+                } catch {
+                    shared.failure.withLock { if $0 == nil { $0 = error } }
+                }
+            }
+            let found = mine
+            results.withLock { $0.append(contentsOf: found) }
+        }
+        if let error = shared.failure.withLock({ $0 }) { throw error }
+        for (i, size, chunks) in results.withLock({ $0 }) {
+            entries[i].size = size
+            entries[i].chunks = chunks
+        }
+        return try publish(image: image, manifest: Manifest(entries: entries), now: now)
+    }
+}

@@ -1,0 +1,126 @@
+/// The pack stream (docs/image-format.md, "Pack stream"): many objects in one response.
+public enum PackFormat {
+    public static let magic: [UInt8] = Array("PPK1".utf8)
+    public static let maxObject = 64 << 20
+    static let object = UInt8(ascii: "O")
+    static let missing = UInt8(ascii: "M")
+    static let end = UInt8(ascii: "E")
+}
+
+/// Builds a pack stream piece by piece; the server writes each piece as it is made.
+public enum PackEncoder {
+    public static func header() -> [UInt8] { PackFormat.magic }
+
+    /// One object frame: `stored` is the object file as stored (a zstd frame).
+    public static func object(_ hash: ObjectHash, stored: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = [PackFormat.object]
+        out.reserveCapacity(37 + stored.count)
+        hash.append(to: &out)
+        let n = UInt32(stored.count)
+        out.append(contentsOf: [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)])
+        out.append(contentsOf: stored)
+        return out
+    }
+
+    public static func missing(_ hash: ObjectHash) -> [UInt8] {
+        var out: [UInt8] = [PackFormat.missing]
+        hash.append(to: &out)
+        return out
+    }
+
+    public static func end() -> [UInt8] { [PackFormat.end] }
+
+    /// A whole pack of `hashes` from `store`, written through `write` frame by frame
+    /// (what `POST /v1/objects/pack` sends).
+    public static func stream(_ hashes: [ObjectHash], from store: ImageStore, write: ([UInt8]) throws -> Void) throws {
+        try write(header())
+        for hash in hashes {
+            if let stored = try store.storedObject(hash) {
+                try write(object(hash, stored: stored))
+            } else {
+                try write(missing(hash))
+            }
+        }
+        try write(end())
+    }
+}
+
+/// A pack stream that breaks the format.
+public struct PackError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var problem: String
+    public var description: String { "invalid pack stream: \(problem)" }
+}
+
+public enum PackFrame: Hashable, Sendable {
+    case object(ObjectHash, stored: [UInt8])
+    case missing(ObjectHash)
+    case end
+}
+
+/// Decodes a pack stream incrementally: feed bytes as they arrive, take whole frames out.
+public struct PackDecoder: Sendable {
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var sawHeader = false
+    public private(set) var finished = false
+
+    public init() {}
+
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) {
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeSubrange(0..<start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    public mutating func feed(_ bytes: [UInt8]) { bytes.withUnsafeBytes { feed($0) } }
+
+    private var available: Int { buffer.count - start }
+
+    /// The next whole frame, or nil if more bytes are needed.
+    public mutating func next() throws -> PackFrame? {
+        if finished {
+            if available > 0 { throw PackError(problem: "\(available) bytes after the end frame") }
+            return nil
+        }
+        if !sawHeader {
+            guard available >= 4 else { return nil }
+            guard Array(buffer[start..<(start + 4)]) == PackFormat.magic else {
+                throw PackError(problem: "no PPK1 header")
+            }
+            start += 4
+            sawHeader = true
+        }
+        guard available >= 1 else { return nil }
+        switch buffer[start] {
+        case PackFormat.end:
+            start += 1
+            finished = true
+            return .end
+        case PackFormat.missing:
+            guard available >= 33 else { return nil }
+            let hash = buffer.withUnsafeBytes { ObjectHash(raw: $0.baseAddress! + start + 1) }
+            start += 33
+            return .missing(hash)
+        case PackFormat.object:
+            guard available >= 37 else { return nil }
+            let n = buffer[(start + 33)..<(start + 37)].reduce(0) { $0 << 8 | Int($1) }
+            guard n <= PackFormat.maxObject else {
+                throw PackError(problem: "object of \(n) bytes, more than the \(PackFormat.maxObject) allowed")
+            }
+            guard available >= 37 + n else { return nil }
+            let hash = buffer.withUnsafeBytes { ObjectHash(raw: $0.baseAddress! + start + 1) }
+            let stored = Array(buffer[(start + 37)..<(start + 37 + n)])
+            start += 37 + n
+            return .object(hash, stored: stored)
+        default:
+            throw PackError(problem: "unknown frame type \(buffer[start])")
+        }
+    }
+
+    /// Call when the stream ended: refuses a pack without its end frame.
+    public func finish() throws {
+        guard finished else { throw PackError(problem: "truncated (no end frame)") }
+    }
+}

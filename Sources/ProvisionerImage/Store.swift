@@ -1,0 +1,153 @@
+import CImageSys
+import ProvisionerSystem
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// One version of an image, as the store's log records it.
+public struct ImageVersionInfo: Codable, Hashable, Sendable {
+    public var id: String
+    /// Unix seconds of the import.
+    public var created: Int64
+    public var entries: Int
+    public var bytes: UInt64
+}
+
+/// An image and its versions, oldest first.
+public struct ImageInfo: Codable, Hashable, Sendable {
+    public var name: String
+    public var latest: String?
+    public var versions: [ImageVersionInfo]
+}
+
+/// The image store on disk (docs/image-format.md, "Store layout"): content-addressed objects
+/// and per-image manifests. Objects and manifests are immutable and written atomically.
+public struct ImageStore: Sendable {
+    public let root: String
+
+    public init(root: String) {
+        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+    }
+
+    /// Image names: [a-z0-9][a-z0-9._-]{0,63}.
+    public static func isValidName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...64).contains(bytes.count) else { return false }
+        func ok(_ c: UInt8, first: Bool) -> Bool {
+            (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (!first && (c == 0x2e || c == 0x5f || c == 0x2d))
+        }
+        return bytes.enumerated().allSatisfy { ok($1, first: $0 == 0) }
+    }
+
+    public func objectPath(_ hash: ObjectHash) -> String {
+        let hex = hash.hex
+        return "\(root)/objects/\(hex.prefix(2))/\(hex)"
+    }
+
+    func imageDirectory(_ name: String) -> String { "\(root)/images/\(name)" }
+
+    public func manifestPath(image: String, version: ObjectHash) -> String {
+        "\(imageDirectory(image))/versions/\(version.hex)"
+    }
+
+    public func hasObject(_ hash: ObjectHash) -> Bool { FileIO.exists(objectPath(hash)) }
+
+    /// The object as stored (a zstd frame), nil if the store does not have it.
+    public func storedObject(_ hash: ObjectHash) throws -> [UInt8]? {
+        try FileIO.read(objectPath(hash), limit: PackFormat.maxObject)
+    }
+
+    /// Stores an object (its uncompressed bytes) unless already there; returns the stored size
+    /// and whether it was new. Objects are not fsynced one by one: `publish` syncs the filesystem
+    /// before a manifest can name them.
+    @discardableResult
+    public func putObject(_ hash: ObjectHash, content: UnsafeRawBufferPointer) throws -> (stored: Int, new: Bool) {
+        let path = objectPath(hash)
+        var st = stat()
+        if lstat(path, &st) == 0 { return (Int(st.st_size), false) }
+        let compressed = Zstd.compress(content, level: 3)
+        let dir = String(path[..<path.lastIndex(of: "/")!])
+        try FileIO.makeDirectories(dir)
+        try FileIO.writeAtomically(path, compressed, sync: false)
+        return (compressed.count, true)
+    }
+
+    /// Adds a version of `image` (creating the image) and makes it the latest. Returns its id.
+    public func publish(image: String, manifest encoded: [UInt8], entries: Int, bytes: UInt64, now: Int64) throws
+        -> ObjectHash
+    {
+        guard Self.isValidName(image) else {
+            throw SystemError("publishing image", image, cause: "not a valid image name ([a-z0-9][a-z0-9._-]{0,63})")
+        }
+        let id = ManifestCodec.versionID(of: encoded)
+        let dir = imageDirectory(image)
+        try FileIO.makeDirectories("\(dir)/versions")
+        // Every object the manifest names must be on disk before the manifest is.
+        let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            _ = CImageSys_syncfs(fd)
+            close(fd)
+        }
+        let path = manifestPath(image: image, version: id)
+        if !FileIO.exists(path) {
+            try FileIO.writeAtomically(path, Zstd.compress(encoded, level: 9))
+        }
+        var log = try FileIO.read("\(dir)/log") ?? []
+        log.append(contentsOf: Array("\(id.hex) \(now) \(entries) \(bytes)\n".utf8))
+        try FileIO.writeAtomically("\(dir)/log", log)
+        try FileIO.writeAtomically("\(dir)/latest", Array("\(id.hex)\n".utf8))
+        return id
+    }
+
+    /// The latest version of an image; nil if the image does not exist.
+    public func latest(image: String) throws -> ObjectHash? {
+        guard Self.isValidName(image) else { return nil }
+        guard let text = try FileIO.read("\(imageDirectory(image))/latest", limit: 4096) else { return nil }
+        let line = String(decoding: text, as: UTF8.self).split(whereSeparator: { $0 == "\n" || $0 == " " }).first ?? ""
+        guard let id = ObjectHash(hex: line) else {
+            throw SystemError("reading", "\(imageDirectory(image))/latest", cause: "does not hold a version id")
+        }
+        return id
+    }
+
+    /// The stored manifest (a zstd frame), nil if there is no such version.
+    public func storedManifest(image: String, version: ObjectHash) throws -> [UInt8]? {
+        guard Self.isValidName(image) else { return nil }
+        return try FileIO.read(manifestPath(image: image, version: version))
+    }
+
+    /// The encoded manifest of a version, decompressed and checked against its id.
+    public func manifestBytes(image: String, version: ObjectHash) throws -> [UInt8]? {
+        guard let stored = try storedManifest(image: image, version: version) else { return nil }
+        let bytes = try stored.withUnsafeBytes {
+            try Zstd.decompress($0, expectedSize: nil, subject: "manifest \(image)@\(version.hex)")
+        }
+        guard ObjectHash.of(bytes) == version else {
+            throw SystemError(
+                "reading manifest", manifestPath(image: image, version: version),
+                cause: "its hash is not its version id (damaged)")
+        }
+        return bytes
+    }
+
+    /// Every image with its versions (`GET /v1/images`).
+    public func listImages() throws -> [ImageInfo] {
+        var out: [ImageInfo] = []
+        for name in try FileIO.list("\(root)/images") ?? [] where Self.isValidName(name) {
+            var info = ImageInfo(name: name, latest: try latest(image: name)?.hex, versions: [])
+            let log = try FileIO.read("\(imageDirectory(name))/log") ?? []
+            for line in String(decoding: log, as: UTF8.self).split(separator: "\n") {
+                let f = line.split(separator: " ")
+                guard f.count == 4, ObjectHash(hex: f[0]) != nil else { continue }
+                info.versions.append(
+                    ImageVersionInfo(
+                        id: String(f[0]), created: Int64(f[1]) ?? 0, entries: Int(f[2]) ?? 0, bytes: UInt64(f[3]) ?? 0))
+            }
+            out.append(info)
+        }
+        return out
+    }
+}

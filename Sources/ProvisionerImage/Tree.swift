@@ -1,0 +1,322 @@
+import CImageSys
+import ProvisionerSystem
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// An entry as found on the target: what the differ compares with the manifest.
+public struct Observed: Hashable, Sendable {
+    public var kind: EntryKind
+    public var mode: UInt32 = 0
+    public var uid: UInt32 = 0
+    public var gid: UInt32 = 0
+    public var mtimeSeconds: Int64 = 0
+    public var mtimeNanoseconds: UInt32 = 0
+    public var size: UInt64 = 0
+    public var xattrs: [Xattr] = []
+    public var target: [UInt8] = []
+    public var major: UInt32 = 0
+    public var minor: UInt32 = 0
+    /// Identity, for hardlinks.
+    public var device: UInt64 = 0
+    public var inode: UInt64 = 0
+    public var links: UInt64 = 1
+
+    public init(kind: EntryKind) { self.kind = kind }
+}
+
+/// Calls with a NUL-terminated copy of a name.
+@inline(__always)
+func withCName<T>(_ name: [UInt8], _ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
+    var z = name
+    z.append(0)
+    return try z.withUnsafeBufferPointer { try $0.withMemoryRebound(to: CChar.self) { try body($0.baseAddress!) } }
+}
+
+func displayPath(_ path: [UInt8]) -> String { path.isEmpty ? "." : String(decoding: path, as: UTF8.self) }
+
+extension Observed {
+    /// From lstat-style results.
+    init?(stat st: stat) {
+        let kind: EntryKind
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: kind = .file
+        case S_IFDIR: kind = .directory
+        case S_IFLNK: kind = .symlink
+        case S_IFCHR: kind = .charDevice
+        case S_IFBLK: kind = .blockDevice
+        case S_IFIFO: kind = .fifo
+        case S_IFSOCK: kind = .socket
+        default: return nil
+        }
+        self.init(kind: kind)
+        mode = UInt32(st.st_mode & 0o7777)
+        uid = st.st_uid
+        gid = st.st_gid
+        mtimeSeconds = Int64(st.st_mtim.tv_sec)
+        mtimeNanoseconds = UInt32(st.st_mtim.tv_nsec)
+        size = kind == .file ? UInt64(st.st_size) : 0
+        if kind == .charDevice || kind == .blockDevice {
+            major = CImageSys_major(UInt64(st.st_rdev))
+            minor = CImageSys_minor(UInt64(st.st_rdev))
+        }
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        links = UInt64(st.st_nlink)
+    }
+}
+
+/// Extended attributes, read and written relative to an open directory.
+enum Xattrs {
+    /// Parses a NUL-separated name list.
+    static func names(_ list: UnsafeRawBufferPointer) -> [[UInt8]] {
+        list.split(separator: 0).map { Array($0) }
+    }
+
+    /// All xattrs of `name` in `dirfd` (or of the open `fd` if given), sorted by name.
+    static func read(dirfd: Int32, name: [UInt8], fd: Int32? = nil, path: [UInt8]) throws -> [Xattr] {
+        var size = 256
+        var list = [UInt8](repeating: 0, count: size)
+        while true {
+            let n = list.withUnsafeMutableBytes { buf in
+                if let fd {
+                    return CImageSys_flistxattr(fd, buf.baseAddress!.assumingMemoryBound(to: CChar.self), size)
+                }
+                return withCName(name) {
+                    CImageSys_listxattrat(dirfd, $0, buf.baseAddress!.assumingMemoryBound(to: CChar.self), size)
+                }
+            }
+            if n >= 0 {
+                if n == 0 { return [] }
+                list.removeSubrange(n...)
+                break
+            }
+            if errno == ERANGE {
+                size *= 4
+                list = [UInt8](repeating: 0, count: size)
+                continue
+            }
+            if errno == ENOTSUP { return [] }
+            throw SystemError.fromErrno("listing extended attributes of", displayPath(path))
+        }
+        var out: [Xattr] = []
+        for attr in list.withUnsafeBytes({ names($0) }) {
+            var vsize = 256
+            while true {
+                var value = [UInt8](repeating: 0, count: vsize)
+                let n = withCName(attr) { cattr in
+                    value.withUnsafeMutableBytes { buf in
+                        if let fd { return CImageSys_fgetxattr(fd, cattr, buf.baseAddress, vsize) }
+                        return withCName(name) { CImageSys_getxattrat(dirfd, $0, cattr, buf.baseAddress, vsize) }
+                    }
+                }
+                if n >= 0 {
+                    value.removeSubrange(n...)
+                    out.append(Xattr(name: attr, value: value))
+                    break
+                }
+                if errno == ERANGE && vsize < 1 << 20 {
+                    vsize *= 16
+                    continue
+                }
+                if errno == ENODATA { break }  // removed meanwhile
+                throw SystemError.fromErrno(
+                    "reading extended attribute \(String(decoding: attr, as: UTF8.self)) of", displayPath(path))
+            }
+        }
+        out.sort { pathLess($0.name, $1.name) }
+        return out
+    }
+
+    /// Makes the xattrs of an entry exactly `wanted`, given what it has now.
+    static func apply(
+        _ wanted: [Xattr], current: [Xattr], dirfd: Int32, name: [UInt8], fd: Int32?, path: [UInt8]
+    ) throws {
+        if wanted == current { return }
+        let keep = Set(wanted.map(\.name))
+        for x in current where !keep.contains(x.name) {
+            let r = withCName(x.name) { cattr in
+                if let fd { return CImageSys_fremovexattr(fd, cattr) }
+                return withCName(name) { CImageSys_removexattrat(dirfd, $0, cattr) }
+            }
+            if r != 0 && errno != ENODATA {
+                throw SystemError.fromErrno(
+                    "removing extended attribute \(String(decoding: x.name, as: UTF8.self)) of", displayPath(path))
+            }
+        }
+        let have = Dictionary(current.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
+        for x in wanted where have[x.name] != x.value {
+            let r = withCName(x.name) { cattr in
+                x.value.withUnsafeBytes { v in
+                    if let fd { return CImageSys_fsetxattr(fd, cattr, v.baseAddress, v.count) }
+                    return withCName(name) { CImageSys_setxattrat(dirfd, $0, cattr, v.baseAddress, v.count) }
+                }
+            }
+            if r != 0 {
+                throw SystemError.fromErrno(
+                    "setting extended attribute \(String(decoding: x.name, as: UTF8.self)) on", displayPath(path))
+            }
+        }
+    }
+}
+
+/// Reads the target tree relative to an open directory, never following a symlink, on
+/// several threads. Skips the state directory and preserved paths.
+public struct TreeScanner {
+    public var preserved: [[UInt8]]
+    public var threads: Int
+
+    public init(preserved: [[UInt8]] = [], threads: Int = 2) {
+        self.preserved = preserved
+        self.threads = threads
+    }
+
+    final class Work: @unchecked Sendable {
+        struct Item {
+            var path: [UInt8]
+            var fd: Int32
+        }
+        let queue = Mutex<(items: [Item], active: Int)>(([], 0))
+        let results = Mutex<[[UInt8]: Observed]>([:])
+        let failure = Mutex<(any Error)?>(nil)
+    }
+
+    /// Every entry below `rootfd` by relative path; the root itself under "".
+    public func scan(rootfd: Int32) throws -> [[UInt8]: Observed] {
+        var st = stat()
+        guard fstat(rootfd, &st) == 0, var root = Observed(stat: st) else {
+            throw SystemError.fromErrno("reading", "the target directory")
+        }
+        root.xattrs = try Xattrs.read(dirfd: rootfd, name: [], fd: rootfd, path: [])
+        let work = Work()
+        let dup = Glibc.dup(rootfd)
+        guard dup >= 0 else { throw SystemError.fromErrno("duplicating a descriptor of", "the target directory") }
+        work.queue.withLock { $0.items.append(.init(path: [], fd: dup)) }
+        work.results.withLock { $0[[]] = root }
+        let preserved = self.preserved
+        runWorkers(threads) {
+            var local: [[UInt8]: Observed] = [:]
+            while true {
+                let item: Work.Item? = work.queue.withLock { q in
+                    if let item = q.items.popLast() {
+                        q.active += 1
+                        return item
+                    }
+                    return nil
+                }
+                guard let item else {
+                    let done = work.queue.withLock { $0.active == 0 && $0.items.isEmpty }
+                    if done || work.failure.withLock({ $0 != nil }) { break }
+                    usleep(100)
+                    continue
+                }
+                do {
+                    let children = try Self.scanDirectory(item.path, fd: item.fd, preserved: preserved, into: &local)
+                    work.queue.withLock { q in
+                        q.items.append(contentsOf: children)
+                        q.active -= 1
+                    }
+                } catch {
+                    work.failure.withLock { $0 = error }
+                    work.queue.withLock { $0.active -= 1 }
+                }
+            }
+            let found = local
+            work.results.withLock { $0.merge(found) { a, _ in a } }
+        }
+        if let failure = work.failure.withLock({ $0 }) {
+            work.queue.withLock { q in for item in q.items { close(item.fd) } }
+            throw failure
+        }
+        return work.results.withLock { $0 }
+    }
+
+    /// Lists one directory (closing `fd`), returning its subdirectories (opened) to scan.
+    static func scanDirectory(
+        _ dirPath: [UInt8], fd: Int32, preserved: [[UInt8]], into out: inout [[UInt8]: Observed]
+    ) throws -> [Work.Item] {
+        guard let dir = fdopendir(fd) else {
+            close(fd)
+            throw SystemError.fromErrno("listing", displayPath(dirPath))
+        }
+        defer { closedir(dir) }
+        var children: [Work.Item] = []
+        while true {
+            errno = 0
+            guard let ent = readdir(dir) else {
+                if errno != 0 { throw SystemError.fromErrno("listing", displayPath(dirPath)) }
+                break
+            }
+            let name: [UInt8] = withUnsafeBytes(of: ent.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+            if name == [0x2e] || name == [0x2e, 0x2e] { continue }
+            if dirPath.isEmpty && name == stateDirectoryName { continue }
+            var path = dirPath
+            if !path.isEmpty { path.append(UInt8(ascii: "/")) }
+            path.append(contentsOf: name)
+            if preserved.contains(where: { PathRules.isWithin(path, $0) }) { continue }
+            var st = stat()
+            let r = withCName(name) { fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }
+            if r != 0 {
+                if errno == ENOENT { continue }
+                throw SystemError.fromErrno("reading", displayPath(path))
+            }
+            guard var o = Observed(stat: st) else { continue }
+            if o.kind == .directory {
+                let sub = withCName(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                if sub < 0 { throw SystemError.fromErrno("opening directory", displayPath(path)) }
+                do {
+                    o.xattrs = try Xattrs.read(dirfd: fd, name: name, fd: sub, path: path)
+                } catch {
+                    close(sub)
+                    throw error
+                }
+                children.append(.init(path: path, fd: sub))
+            } else {
+                o.xattrs = try Xattrs.read(dirfd: fd, name: name, path: path)
+                if o.kind == .symlink {
+                    var buf = [UInt8](repeating: 0, count: 4096)
+                    let n = withCName(name) { cname in
+                        buf.withUnsafeMutableBytes {
+                            readlinkat(fd, cname, $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4096)
+                        }
+                    }
+                    if n < 0 { throw SystemError.fromErrno("reading symlink", displayPath(path)) }
+                    o.target = Array(buf[0..<n])
+                }
+            }
+            out[path] = o
+        }
+        return children
+    }
+}
+
+/// Runs `body` on `count` threads (the calling thread included) and waits for all.
+func runWorkers(_ count: Int, _ body: @escaping @Sendable () -> Void) {
+    if count <= 1 {
+        body()
+        return
+    }
+    final class Box: @unchecked Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    var threads: [pthread_t] = []
+    for _ in 1..<count {
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        let r = pthread_create(
+            &thread, nil,
+            { raw in
+                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                box.body()
+                return nil
+            }, box)
+        if r == 0 { threads.append(thread) } else { Unmanaged<Box>.fromOpaque(box).release() }
+    }
+    body()
+    for t in threads { pthread_join(t, nil) }
+}

@@ -1,0 +1,263 @@
+import ArgumentParser
+import CArchive
+import Foundation
+import ProvisionerImage
+import ProvisionerSystem
+
+extension Ctl {
+    struct Image: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Image store: import root filesystems as image versions, list them.",
+            subcommands: [Import.self, List.self]
+        )
+    }
+}
+
+extension Ctl.Image {
+    struct Import: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a new version of an image from a directory tree or a tarball.",
+            discussion: """
+                Objects already in the store are reused. Run as root so that every owner, \
+                device node and security.* xattr can be read. See docs/image-format.md.
+                """
+        )
+
+        @Argument(help: "Image name ([a-z0-9][a-z0-9._-]{0,63}).")
+        var name: String
+
+        @Option(help: "A root filesystem directory or a tar archive (any compression libarchive reads).")
+        var from: String
+
+        @Option(help: "The image store directory (created if missing).")
+        var store: String
+
+        @Flag(help: "Print JSON instead of text.")
+        var json = false
+
+        func validate() throws {
+            guard ImageStore.isValidName(name) else {
+                throw ValidationError("image name \"\(name)\" must match [a-z0-9][a-z0-9._-]{0,63}")
+            }
+        }
+
+        func run() throws {
+            let importer = ImageImporter(store: ImageStore(root: store))
+            let now = Int64(Date().timeIntervalSince1970)
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: from, isDirectory: &isDirectory) else {
+                throw ValidationError("--from \(from) does not exist")
+            }
+            let result =
+                isDirectory.boolValue
+                ? try importer.importDirectory(from, image: name, now: now)
+                : try TarImporter(importer: importer).importArchive(from, image: name, now: now)
+            if json {
+                let out: [String: Any] = [
+                    "image": result.image, "version": result.version.hex, "entries": result.entries,
+                    "contentBytes": result.contentBytes, "chunks": result.chunks, "newObjects": result.newObjects,
+                    "newStoredBytes": result.newStoredBytes,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(
+                    "\(result.image)@\(result.version.hex): \(result.entries) entries, \(result.contentBytes) bytes "
+                        + "in \(result.chunks) chunks; \(result.newObjects) new objects (\(result.newStoredBytes) bytes stored)"
+                )
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the images of a store and their versions.")
+
+        @Option(help: "The image store directory.")
+        var store: String
+
+        @Flag(help: "Print JSON (the same as GET /v1/images).")
+        var json = false
+
+        func run() throws {
+            let images = try ImageStore(root: store).listImages()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(images), as: UTF8.self))
+                return
+            }
+            if images.isEmpty {
+                print("no images in \(store)")
+                return
+            }
+            for image in images {
+                print(image.name)
+                for v in image.versions.reversed() {
+                    let date = Date(timeIntervalSince1970: TimeInterval(v.created))
+                    let mark = v.id == image.latest ? "  (latest)" : ""
+                    print("  \(v.id)  \(date)  \(v.entries) entries  \(v.bytes) bytes\(mark)")
+                }
+            }
+        }
+    }
+}
+
+/// Reads a tarball with libarchive into an image version.
+struct TarImporter {
+    let importer: ImageImporter
+
+    struct Pending {
+        var entry: Entry
+        /// For hard links: the path (normalized) of the name it links to.
+        var linkTo: [UInt8]?
+    }
+
+    static func normalize(_ raw: String) -> [UInt8] {
+        var parts: [Substring] = []
+        for p in raw.split(separator: "/") where p != "." && !p.isEmpty { parts.append(p) }
+        return Array(parts.joined(separator: "/").utf8)
+    }
+
+    func importArchive(_ path: String, image: String, now: Int64) throws -> ImportResult {
+        guard let archive = archive_read_new() else {
+            throw SystemError("reading", path, cause: "libarchive: out of memory")
+        }
+        defer { archive_read_free(archive) }
+        archive_read_support_filter_all(archive)
+        archive_read_support_format_all(archive)
+        func fail(_ what: String) -> SystemError {
+            let message = archive_error_string(archive).map { String(cString: $0) } ?? "unknown error"
+            return SystemError(what, path, cause: message)
+        }
+        guard archive_read_open_filename(archive, path, 1 << 20) == ARCHIVE_OK else { throw fail("opening archive") }
+        var byPath: [[UInt8]: Pending] = [:]
+        var entryPointer: OpaquePointer?
+        while true {
+            let r = archive_read_next_header(archive, &entryPointer)
+            if r == ARCHIVE_EOF { break }
+            guard r == ARCHIVE_OK || r == ARCHIVE_WARN, let ae = entryPointer else { throw fail("reading archive") }
+            let name = Self.normalize(String(cString: archive_entry_pathname(ae)))
+            if !name.isEmpty, let problem = PathRules.problem(name) {
+                throw SystemError("importing archive member", String(decoding: name, as: UTF8.self), cause: problem)
+            }
+            if let link = archive_entry_hardlink(ae) {
+                var e = Entry(path: name, kind: .hardlink)
+                e.linkIndex = -1
+                byPath[name] = Pending(entry: e, linkTo: Self.normalize(String(cString: link)))
+                continue
+            }
+            let type = archive_entry_filetype(ae)
+            let kind: EntryKind
+            switch type {
+            case S_IFREG: kind = .file
+            case S_IFDIR: kind = .directory
+            case S_IFLNK: kind = .symlink
+            case S_IFCHR: kind = .charDevice
+            case S_IFBLK: kind = .blockDevice
+            case S_IFIFO: kind = .fifo
+            case S_IFSOCK: kind = .socket
+            default:
+                throw SystemError(
+                    "importing archive member", String(decoding: name, as: UTF8.self), cause: "unknown type")
+            }
+            var e = Entry(path: name, kind: kind)
+            e.mode = UInt32(archive_entry_perm(ae)) & 0o7777
+            e.uid = UInt32(truncatingIfNeeded: archive_entry_uid(ae))
+            e.gid = UInt32(truncatingIfNeeded: archive_entry_gid(ae))
+            e.mtimeSeconds = Int64(archive_entry_mtime(ae))
+            e.mtimeNanoseconds = UInt32(truncatingIfNeeded: archive_entry_mtime_nsec(ae))
+            if kind == .symlink, let t = archive_entry_symlink(ae) { e.target = Array(String(cString: t).utf8) }
+            if kind == .charDevice || kind == .blockDevice {
+                e.major = UInt32(archive_entry_rdevmajor(ae))
+                e.minor = UInt32(archive_entry_rdevminor(ae))
+            }
+            var xattrs: [Xattr] = []
+            archive_entry_xattr_reset(ae)
+            var xname: UnsafePointer<CChar>?
+            var xvalue: UnsafeRawPointer?
+            var xsize = 0
+            while archive_entry_xattr_next(ae, &xname, &xvalue, &xsize) == ARCHIVE_OK {
+                guard let xname else { continue }
+                let value = xvalue.map { Array(UnsafeRawBufferPointer(start: $0, count: xsize)) } ?? []
+                xattrs.append(Xattr(name: Array(String(cString: xname).utf8), value: value))
+            }
+            e.xattrs = xattrs.sorted { $0.name.lexicographicallyPrecedes($1.name) }
+            if kind == .file {
+                let (size, chunks) = try importer.storeContent { buf in
+                    let n = archive_read_data(archive, buf.baseAddress, buf.count)
+                    if n < 0 { throw fail("reading the content of \(String(decoding: name, as: UTF8.self)) in") }
+                    return n
+                }
+                e.size = size
+                e.chunks = chunks
+            }
+            byPath[name] = Pending(entry: e, linkTo: nil)
+        }
+        return try importer.publish(image: image, manifest: try Self.manifest(byPath), now: now)
+    }
+
+    /// Sorts the members, adds missing parent directories, and turns hard links into links to
+    /// the first name of each inode in manifest order.
+    static func manifest(_ members: [[UInt8]: Pending]) throws -> Manifest {
+        var byPath = members
+        if byPath[[]] == nil {
+            var root = Entry(path: [], kind: .directory)
+            root.mode = 0o755
+            byPath[[]] = Pending(entry: root)
+        }
+        for p in Array(byPath.keys) {
+            var parent = PathRules.parent(p)
+            while !p.isEmpty && byPath[parent] == nil {
+                var d = Entry(path: parent, kind: .directory)
+                d.mode = 0o755
+                byPath[parent] = Pending(entry: d)
+                if parent.isEmpty { break }
+                parent = PathRules.parent(parent)
+            }
+        }
+        // Each hard link group's data lives with the member that has content; follow chains.
+        func root(of p: [UInt8]) throws -> [UInt8] {
+            var current = p
+            var steps = 0
+            while let link = byPath[current]?.linkTo {
+                current = link
+                steps += 1
+                guard steps < 64, byPath[current] != nil else {
+                    throw SystemError(
+                        "importing hard link", String(decoding: p, as: UTF8.self),
+                        cause: "its target is not in the archive")
+                }
+            }
+            return current
+        }
+        var groups: [[UInt8]: [[UInt8]]] = [:]
+        for (p, m) in byPath where m.linkTo != nil { groups[try root(of: p), default: []].append(p) }
+        for (owner, links) in groups {
+            let names = ([owner] + links).sorted(by: pathLess)
+            let first = names[0]
+            if first != owner {
+                var e = byPath[owner]!.entry
+                e.path = first
+                byPath[first] = Pending(entry: e)
+                var l = Entry(path: owner, kind: .hardlink)
+                l.linkIndex = -1
+                byPath[owner] = Pending(entry: l, linkTo: first)
+            }
+            for n in names.dropFirst() {
+                var l = Entry(path: n, kind: .hardlink)
+                l.linkIndex = -1
+                byPath[n] = Pending(entry: l, linkTo: first)
+            }
+        }
+        let paths = byPath.keys.sorted(by: pathLess)
+        var index: [[UInt8]: Int] = [:]
+        var entries: [Entry] = []
+        for p in paths {
+            var e = byPath[p]!.entry
+            if let link = byPath[p]!.linkTo { e.linkIndex = index[link]! }
+            index[p] = entries.count
+            entries.append(e)
+        }
+        return Manifest(entries: entries)
+    }
+}

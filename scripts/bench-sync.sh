@@ -1,0 +1,212 @@
+#!/bin/bash
+# The image sync benchmark (make bench-sync): our sync against rsync -aHAX over SSH on the same
+# tree in the same run, plus the floors (cp -a, a metadata walk). Writes docs/bench-sync.md.
+# Not a test: numbers, not pass/fail. Needs root, ~6 GB free in $BENCH_DIR.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+AGENT=${AGENT:-$REPO/build/bin/provisioner-agent}
+CTL=${CTL:-$REPO/.build/release/provisionerctl}
+W=${BENCH_DIR:-/var/tmp/provisioner-bench}
+OUT=${BENCH_OUT:-$REPO/docs/bench-sync.md}
+GEN_FILES=${GEN_FILES:-100000}
+GEN_BYTES=${GEN_BYTES:-1200000000}
+PORT=${BENCH_SSH_PORT:-2299}
+
+log() { echo "bench-sync: $*" >&2; }
+mkdir -p "$W"
+
+# --- the tree: a Debian root (mmdebstrap) plus generated files --------------------------------
+if [ ! -f "$W/tree.done" ]; then
+    rm -rf "$W/tree"
+    # The mirror this machine's apt uses (deb822 sources first, then sources.list).
+    mirror=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
+    [ -n "$mirror" ] || mirror=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -n1 || true)
+    log "mmdebstrap from $mirror"
+    mmdebstrap --quiet --variant=minbase --include=systemd-sysv,udev,iproute2,openssh-server,python3,perl,locales \
+        bookworm "$W/tree" "$mirror"
+    log "generating $GEN_FILES files, $GEN_BYTES bytes"
+    python3 "$REPO/scripts/bench-gen.py" "$W/tree/srv/data" "$GEN_FILES" "$GEN_BYTES"
+    touch "$W/tree.done"
+fi
+ENTRIES=$(find "$W/tree" | wc -l)
+TREE_BYTES=$(du -sb --apparent-size "$W/tree" | cut -f1)
+log "tree: $ENTRIES entries, $TREE_BYTES bytes"
+
+# --- a loopback sshd of our own, stopped by its pid -------------------------------------------
+SSHD_PID=
+cleanup() { if [ -n "$SSHD_PID" ]; then kill "$SSHD_PID" 2>/dev/null || true; wait "$SSHD_PID" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+S="$W/ssh"
+rm -rf "$S" && mkdir -p "$S" /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f "$S/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$S/client_key"
+cp "$S/client_key.pub" "$S/authorized_keys"
+cat > "$S/sshd_config" <<CONF
+ListenAddress 127.0.0.1
+Port $PORT
+HostKey $S/host_key
+AuthorizedKeysFile $S/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile $S/sshd.pid
+CONF
+/usr/sbin/sshd -D -f "$S/sshd_config" -E "$S/sshd.log" &
+SSHD_PID=$!
+SSH="ssh -p $PORT -i $S/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR"
+for _ in $(seq 50); do $SSH root@127.0.0.1 true 2>/dev/null && break; sleep 0.1; done
+$SSH root@127.0.0.1 true
+
+# --- measuring --------------------------------------------------------------------------------
+# Wall and CPU (user+sys of everything started, including reaped children), bytes written
+# (write_bytes of /proc/PID/io, which includes reaped children), for this shell and for sshd
+# (rsync's receiving side and the SSH server run under it).
+io_write() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
+cpu_children() { awk '{print $16 + $17}' "/proc/$1/stat"; }  # cutime + cstime, clock ticks
+TCK=$(getconf CLK_TCK)
+now() { date +%s.%N; }
+
+# measure NAME CMD...: runs CMD then sync; sets M_WALL M_CPU M_WRITTEN.
+measure() {
+    sync
+    local t0 w0 s0 sw0 r0
+    t0=$(now); w0=$(io_write $$); s0=$(cpu_children "$SSHD_PID"); sw0=$(io_write "$SSHD_PID")
+    read -r c0 < <(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
+    "$@" > "$W/last.out" 2> "$W/last.err"
+    sync
+    local t1 w1 s1 sw1 c1
+    t1=$(now); w1=$(io_write $$); s1=$(cpu_children "$SSHD_PID"); sw1=$(io_write "$SSHD_PID")
+    read -r c1 < <(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
+    M_WALL=$(echo "$t1 - $t0" | bc -l)
+    M_CPU=$(echo "($c1 - $c0 + $s1 - $s0) / $TCK" | bc -l)
+    M_WRITTEN=$(( (w1 - w0) + (sw1 - sw0) ))
+}
+
+RSYNC_OPTS=(-aHAX --numeric-ids --delete --stats)
+rsync_run() { rsync "${RSYNC_OPTS[@]}" -e "$SSH" "$W/tree/" "root@127.0.0.1:$1/"; }
+rsync_wire() { awk '/^Total bytes sent:/ {gsub(",","",$4); s=$4} /^Total bytes received:/ {gsub(",","",$4); r=$4} END {print s + r}' "$W/last.out"; }
+ours_run() { "$AGENT" sync --source "$W/store" --image bench --to "$1" --json "${@:2}"; }
+ours_wire() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytesReceived"])' "$W/last.out"; }
+
+declare -A R
+record() { R[$1.wall]=$M_WALL; R[$1.cpu]=$M_CPU; R[$1.written]=$M_WRITTEN; R[$1.wire]=${2:--}; log "$1: wall ${M_WALL}s cpu ${M_CPU}s written $M_WRITTEN wire ${2:--}"; }
+
+rm -rf "$W/store" "$W/ours" "$W/rsync" "$W/cp"
+
+log "import into the store"
+measure "$CTL" image import bench --from "$W/tree" --store "$W/store"
+record import
+STORE_BYTES=$(du -sb "$W/store" | cut -f1)
+
+# (a) full install into an empty directory
+log "(a) full install"
+measure cp -a "$W/tree" "$W/cp"; record a.cp
+rm -rf "$W/cp"
+measure rsync_run "$W/rsync"; record a.rsync "$(rsync_wire)"
+measure ours_run "$W/ours"; record a.ours "$(ours_wire)"
+
+# (b) nothing changed
+log "(b) nothing changed"
+measure find "$W/ours" -printf '%s %T@ %m %U %G\n'; record b.walk
+measure rsync_run "$W/rsync"; record b.rsync "$(rsync_wire)"
+measure ours_run "$W/ours" --verify metadata; record b.ours "$(ours_wire)"
+measure ours_run "$W/ours" --verify stamp; record b.stamp "$(ours_wire)"
+measure ours_run "$W/ours" --verify content; record b.content "$(ours_wire)"
+
+# (c) 1% of the files changed, plus a few bytes inside a large file
+log "(c) 1% changed"
+python3 - "$W/tree" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(7)
+files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if os.path.isfile(os.path.join(d, f)) and not os.path.islink(os.path.join(d, f)))
+for p in rng.sample(files, len(files) // 100):
+    if "/big/" in p:
+        continue
+    size = os.path.getsize(p)
+    with open(p, "r+b") as f:  # rewrite a small part in place, as a package update or a log append would
+        f.seek(rng.randrange(0, max(1, size)))
+        f.write(os.urandom(min(64, max(1, size // 10))))
+with open(os.path.join(root, "srv/data/big/random.img"), "r+b") as f:
+    f.seek(100 << 20)
+    f.write(b"a few bytes")
+PY
+measure "$CTL" image import bench --from "$W/tree" --store "$W/store"; record import2
+measure rsync_run "$W/rsync"; record c.rsync "$(rsync_wire)"
+measure ours_run "$W/ours"; record c.ours "$(ours_wire)"
+
+# Both targets must equal the tree.
+for t in ours rsync; do
+    if ! rsync -aHAXn --numeric-ids --delete --exclude=/.provisioner-state -i "$W/tree/" "$W/$t/" | grep -q . ; then
+        log "$t: identical to the tree"
+        R[$t.same]=yes
+    else
+        log "$t: DIFFERS from the tree"; R[$t.same]=NO
+    fi
+done
+
+# --- the table -------------------------------------------------------------------------------
+f2() { printf '%.2f' "$1"; }
+f3() { printf '%.3f' "$1"; }
+mb() { if [ "$1" = - ]; then echo -; else printf '%.1f MB' "$(echo "$1 / 1000000" | bc -l)"; fi; }
+ratio() { if [ "$1" = - ] || [ "$2" = - ] || [ "$(echo "$2 == 0" | bc)" = 1 ]; then echo -; else printf '%.2f×' "$(echo "$1 / $2" | bc -l)"; fi; }
+row() { echo "| $1 | $(f3 "${R[$2.wall]}") s | $(f2 "${R[$2.cpu]}") s | $(mb "${R[$2.wire]}") | $(mb "${R[$2.written]}") |"; }
+
+cat > "$OUT" <<DOC
+# Image sync benchmark
+
+Measured by \`make bench-sync\` ([scripts/bench-sync.sh](../scripts/bench-sync.sh)) on $(date -u +%Y-%m-%d), on this
+project's standard machine ($(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo),
+$(findmnt -no FSTYPE -T "$W") on a virtual disk), page cache warm, every timing followed by \`sync\`
+(our sync also \`syncfs\`es before recording the applied version; rsync and cp do not).
+
+Tree: a Debian bookworm root from mmdebstrap (minbase + systemd, udev, openssh-server, python3, perl,
+locales) plus generated files: **$ENTRIES entries, $(mb "$TREE_BYTES")** (apparent size). Store after
+the first import: $(mb "$STORE_BYTES") (zstd level 3 objects).
+
+- **ours**: \`provisioner-agent sync --source STORE\` (the static agent) reading a **local store directory**:
+  the HTTPS source is not in this branch yet (issue 4 builds the client). Bytes "on the wire" are what the
+  HTTPS transport carries for the same sync: stored (compressed) objects with pack framing, the manifest
+  (or its delta from the applied one), the pack requests' hash lists; no TLS/HTTP framing.
+- **rsync**: \`rsync -aHAX --numeric-ids --delete\` over SSH to a loopback sshd started by the script; wire
+  bytes are rsync's \`--stats\` total sent + received (inside SSH). CPU includes the ssh client, sshd and
+  the receiving rsync (as children of our sshd).
+- CPU is user+system seconds of every process involved; written is \`write_bytes\` from /proc/PID/io.
+
+| case | wall | CPU | on the wire | written |
+|------|-----:|----:|------------:|--------:|
+DOC
+{
+    row "import into the store (server side, once)" import
+    row "(a) cp -a into an empty directory (floor)" a.cp
+    row "(a) rsync, full install" a.rsync
+    row "(a) ours, full install" a.ours
+    row "(b) find -printf metadata walk (floor)" b.walk
+    row "(b) rsync, nothing changed" b.rsync
+    row "(b) ours --verify metadata, nothing changed" b.ours
+    row "(b) ours --verify stamp, nothing changed" b.stamp
+    row "(b) ours --verify content, nothing changed" b.content
+    row "re-import after the change (server side)" import2
+    row "(c) rsync, 1% of files + bytes in a large file" c.rsync
+    row "(c) ours, 1% of files + bytes in a large file" c.ours
+    echo
+    echo "| ratio | measured |"
+    echo "|-------|---------:|"
+    echo "| (a) ours / cp -a, wall (target ≤ 1.2×) | $(ratio "${R[a.ours.wall]}" "${R[a.cp.wall]}") |"
+    echo "| (a) rsync / ours, wall | $(ratio "${R[a.rsync.wall]}" "${R[a.ours.wall]}") |"
+    echo "| (a) rsync / ours, CPU | $(ratio "${R[a.rsync.cpu]}" "${R[a.ours.cpu]}") |"
+    echo "| (a) ours / rsync, bytes on the wire | $(ratio "${R[a.ours.wire]}" "${R[a.rsync.wire]}") |"
+    echo "| (b) rsync / ours metadata, wall (target ≥ 5×) | $(ratio "${R[b.rsync.wall]}" "${R[b.ours.wall]}") |"
+    echo "| (b) ours metadata / walk, wall (target ≤ 1.5×) | $(ratio "${R[b.ours.wall]}" "${R[b.walk.wall]}") |"
+    echo "| (b) ours stamp, wall | $(printf '%.1f ms' "$(echo "${R[b.stamp.wall]} * 1000" | bc -l)") |"
+    echo "| (c) ours / rsync, bytes on the wire (target ≤ 1×) | $(ratio "${R[c.ours.wire]}" "${R[c.rsync.wire]}") |"
+    echo "| (c) rsync / ours, wall | $(ratio "${R[c.rsync.wall]}" "${R[c.ours.wall]}") |"
+    echo "| (c) ours / rsync, bytes written | $(ratio "${R[c.ours.written]}" "${R[c.rsync.written]}") |"
+    echo
+    echo "After (c) both targets were compared with the tree (\`rsync -aHAXn --delete -i\`, which lists"
+    echo "any difference): ours ${R[ours.same]} identical, rsync ${R[rsync.same]} identical."
+} >> "$OUT"
+log "wrote $OUT"
