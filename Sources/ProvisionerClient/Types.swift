@@ -233,7 +233,8 @@ public struct ClientResponse: Sendable {
     }
 
     /// The JSON body of a 2xx answer; `ClientError.status` for any other.
-    static func decodeJSON<T: Decodable>(_ type: T.Type, _ response: ClientResponse, request: ClientRequest) throws -> T {
+    static func decodeJSON<T: Decodable>(_ type: T.Type, _ response: ClientResponse, request: ClientRequest) throws -> T
+    {
         let checked = try response.checked(path: "\(request.method) \(request.path)")
         do {
             return try JSONDecoder().decode(T.self, from: Data(checked.body.readableBytesView))

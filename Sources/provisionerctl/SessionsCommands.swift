@@ -109,7 +109,8 @@ extension Ctl.Sessions {
         @OptionGroup var server: ServerOptions
         @Argument(help: "Node name.") var node: String
         @Flag(name: .long, help: "Wait for the node's next session instead of showing a finished one.") var next = false
-        @Option(name: .long, help: "Seconds between polls while waiting for a session (--next).") var interval: Double = 1
+        @Option(name: .long, help: "Seconds between polls while waiting for a session (--next).") var interval: Double =
+            1
         @Option(name: .long, help: "Seconds one long poll for events may wait (at most 30).") var wait = 20
 
         func run() async throws {

@@ -51,7 +51,9 @@ import Testing
         let dir = try TempDir()
         defer { dir.remove() }
         let tls = dir.path + "/tls"
-        let initRun = try Self.ctl(["ca", "init", "--dir", tls, "--name", "localhost", "--ip", "127.0.0.1", "--admin", "carol"])
+        let initRun = try Self.ctl([
+            "ca", "init", "--dir", tls, "--name", "localhost", "--ip", "127.0.0.1", "--admin", "carol",
+        ])
         #expect(initRun.status == 0, "\(initRun.stderr)")
         for key in ["ca-key.pem", "server-key.pem", "client-key.pem", "admin-key.pem"] {
             let mode = try FileManager.default.attributesOfItem(atPath: tls + "/" + key)[.posixPermissions] as? Int
@@ -83,16 +85,22 @@ import Testing
             #expect(nodes.map(\.name) == ["web1", "web2"])
             #expect(nodes.first?.layout == "disks:\n  disk0: { match: { type: nvme, size: 1TB } }\n")
             let again = try Self.ctl(["nodes", "import", dir.path + "/cluster.yaml", "--json"] + common)
-            #expect(try JSONDecoder().decode(ImportResult.self, from: Data(again.stdout.utf8)).unchanged == ["web1", "web2"])
+            #expect(
+                try JSONDecoder().decode(ImportResult.self, from: Data(again.stdout.utf8)).unchanged == [
+                    "web1", "web2",
+                ])
 
             // The node certificate ca init made opens a session for an unknown machine.
             let agent = try ProvisionerClient(
                 ClientConfiguration(
                     servers: [Endpoint(host: "127.0.0.1", port: server.apiPort)],
-                    tls: try ClientTLS(caFile: tls + "/ca.pem", certificateFile: tls + "/client.pem", keyFile: tls + "/client-key.pem")))
+                    tls: try ClientTLS(
+                        caFile: tls + "/ca.pem", certificateFile: tls + "/client.pem", keyFile: tls + "/client-key.pem")
+                ))
             let session: SessionResponse = try await agent.json(
                 .POST, "/api/v1/sessions",
-                body: SessionOpenRequest(macs: ["52:54:00:00:50:02"], facts: HardwareFacts(dmi: DMIFacts(serial: "XYZ"))))
+                body: SessionOpenRequest(
+                    macs: ["52:54:00:00:50:02"], facts: HardwareFacts(dmi: DMIFacts(serial: "XYZ"))))
             #expect(session.status == .unassigned)
 
             let pending = try Self.ctl(["nodes", "pending", "--json"] + common)

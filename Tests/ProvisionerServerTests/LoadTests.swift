@@ -1,6 +1,6 @@
 import Foundation
-import ProvisionerAPI
 import NIOHTTP1
+import ProvisionerAPI
 import ProvisionerClient
 import Testing
 
@@ -95,13 +95,16 @@ import Testing
 
     /// What an agent's boot needs from the client, over fresh or shared connections.
     protocol Transport {
-        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?) async throws -> T
+        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?)
+            async throws -> T
         func download(_ request: ClientRequest) async throws -> Int
     }
 
     struct PerRequest: Transport {
         let client: ProvisionerClient
-        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?) async throws -> T {
+        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?)
+            async throws -> T
+        {
             try await client.json(method, path, body: body)
         }
         func download(_ request: ClientRequest) async throws -> Int {
@@ -115,12 +118,16 @@ import Testing
 
     struct Shared: Transport {
         let connection: ClientConnection
-        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?) async throws -> T {
+        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?)
+            async throws -> T
+        {
             try await connection.json(method, path, body: body)
         }
         func download(_ request: ClientRequest) async throws -> Int {
             try await connection.execute(request) { head, body in
-                guard (200..<300).contains(head.status) else { throw ClientError.status(head.status, nil, request.path) }
+                guard (200..<300).contains(head.status) else {
+                    throw ClientError.status(head.status, nil, request.path)
+                }
                 var count = 0
                 while let chunk = try await body.next() { count += chunk.readableBytes }
                 return count
@@ -143,11 +150,15 @@ import Testing
             }
         }
         guard
-            let session: SessionResponse = await timed("open", {
-                try await transport.json(.POST, "/api/v1/sessions", body: SessionOpenRequest(macs: [mac(i)]))
-            })
+            let session: SessionResponse = await timed(
+                "open",
+                {
+                    try await transport.json(.POST, "/api/v1/sessions", body: SessionOpenRequest(macs: [mac(i)]))
+                })
         else { return run }
-        if session.node?.name != "node\(i)" { run.errors.append("agent \(i): got node \(session.node?.name ?? "none")") }
+        if session.node?.name != "node\(i)" {
+            run.errors.append("agent \(i): got node \(session.node?.name ?? "none")")
+        }
         let id = session.sessionID
         let _: SessionResponse? = await timed("poll") {
             try await transport.json(.GET, "/api/v1/sessions/\(id)", body: Optional<Empty>.none)
@@ -158,7 +169,8 @@ import Testing
             try await transport.download(.get("/files/initramfs/default", from: 4096, through: 8191))
         }
         if let ranged, ranged != 4096 { run.errors.append("agent \(i): range has \(ranged) bytes") }
-        let events = EventBatch(events: (0..<10).map { AgentEvent(phase: "image", step: "fetch", message: "step \($0)") })
+        let events = EventBatch(
+            events: (0..<10).map { AgentEvent(phase: "image", step: "fetch", message: "step \($0)") })
         let _: EventsAccepted? = await timed("events") {
             try await transport.json(.POST, "/api/v1/sessions/\(id)/events", body: events)
         }
