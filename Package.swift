@@ -100,7 +100,7 @@ let package = Package(
         .target(
             name: "ProvisionerServer",
             dependencies: [
-                "ProvisionerCore", "ProvisionerAPI", "ProvisionerPKI",
+                "ProvisionerCore", "ProvisionerAPI", "ProvisionerPKI", "ProvisionerImage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -131,8 +131,10 @@ let package = Package(
             name: "ProvisionerServerTests",
             dependencies: [
                 "ProvisionerServer", "ProvisionerClient", "ProvisionerAPI", "ProvisionerPKI", "ProvisionerCore",
+                "ProvisionerImage",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),

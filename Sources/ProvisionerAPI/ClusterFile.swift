@@ -37,7 +37,9 @@ public enum ClusterFile {
     public static func parseNode(name: String, _ node: ConfigNode, path: String) throws(ConfigError) -> NodeConfig {
         let m = try node.mapping()
         var config = NodeConfig(name: name)
-        if let macs = m.optional("macs") { config.macs = try macs.list().map { n throws(ConfigError) in try n.string() } }
+        if let macs = m.optional("macs") {
+            config.macs = try macs.list().map { n throws(ConfigError) in try n.string() }
+        }
         if let image = m.optional("image") {
             let i = try image.mapping()
             config.image = ImageRef(

@@ -147,7 +147,8 @@ public struct NodeConfig: Codable, Hashable, Sendable {
             }
         }
         for (i, plugin) in plugins.enumerated() where !Names.isSimpleName(plugin.name) {
-            throw ConfigError(field: field("plugins[\(i)].name"), problem: "\"\(plugin.name)\" is not a valid plugin name")
+            throw ConfigError(
+                field: field("plugins[\(i)].name"), problem: "\"\(plugin.name)\" is not a valid plugin name")
         }
         for (i, arg) in kernelArgs.enumerated()
         where arg.isEmpty || arg.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "\"" }) {

@@ -73,22 +73,8 @@ public final class ProvisionerClient: Sendable {
         _ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Empty>.none,
         as type: Response.Type = Response.self
     ) async throws -> Response {
-        var request = ClientRequest(method: method, path: path)
-        request.headers.add(name: "Accept", value: "application/json")
-        if let body {
-            do {
-                request.body = Array(try JSONEncoder().encode(body))
-            } catch {
-                throw ClientError.protocolError("cannot encode the request to \(path): \(error)")
-            }
-            request.headers.add(name: "Content-Type", value: "application/json")
-        }
-        let response = try await send(request).checked(path: path)
-        do {
-            return try JSONDecoder().decode(Response.self, from: Data(response.body.readableBytesView))
-        } catch {
-            throw ClientError.protocolError("the answer to \(method) \(path) is not the expected JSON: \(error)")
-        }
+        let request = try ClientRequest.json(method, path, body: body)
+        return try ClientResponse.decodeJSON(Response.self, try await send(request), request: request)
     }
 
     // MARK: Streaming

@@ -3,6 +3,12 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
 /// One open HTTPS connection (HTTP/1.1 keep-alive) to one server; requests on it run one after
 /// the other. Get one from `ProvisionerClient.withConnection`.
 public final class ClientConnection {
@@ -94,6 +100,19 @@ public final class ClientConnection {
         let keepAlive = responseHead.isKeepAlive
         reusable = keepAlive
         return result
+    }
+
+    /// A JSON call on this connection (see `ProvisionerClient.json`); non-2xx throws `ClientError.status`.
+    public func json<Response: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Empty>.none,
+        as type: Response.Type = Response.self
+    ) async throws -> Response {
+        let request = try ClientRequest.json(method, path, body: body)
+        let limit = configuration.maxBufferedBodyBytes
+        let response = try await execute(request) { head, body in
+            ClientResponse(head: head, body: try await body.collect(upTo: limit))
+        }
+        return try ClientResponse.decodeJSON(Response.self, response, request: request)
     }
 
     private func readHead() async throws -> HTTPResponseHead {

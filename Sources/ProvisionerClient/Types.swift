@@ -29,7 +29,9 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
             throw ClientError.configuration("\(text): only https:// servers are supported")
         }
         while rest.hasSuffix("/") { rest = rest.dropLast() }
-        guard !rest.contains("/") else { throw ClientError.configuration("\(text): a server is https://host:port, no path") }
+        guard !rest.contains("/") else {
+            throw ClientError.configuration("\(text): a server is https://host:port, no path")
+        }
         var host: Substring
         var portText: Substring?
         if rest.hasPrefix("[") {
@@ -38,7 +40,9 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
             }
             host = rest[rest.index(after: rest.startIndex)..<close]
             let after = rest[rest.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+            if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else if !after.isEmpty {
                 throw ClientError.configuration("\(text): unexpected text after the address")
             }
         } else if let colon = rest.lastIndex(of: ":") {
@@ -182,6 +186,21 @@ public struct ClientRequest: Sendable {
         ClientRequest(method: .POST, path: path, headers: ["Content-Type": contentType], body: body)
     }
 
+    /// A request with `body` encoded as JSON (no body when nil) that asks for JSON.
+    public static func json(_ method: HTTPMethod, _ path: String, body: (some Encodable)?) throws -> ClientRequest {
+        var request = ClientRequest(method: method, path: path)
+        request.headers.add(name: "Accept", value: "application/json")
+        if let body {
+            do {
+                request.body = Array(try JSONEncoder().encode(body))
+            } catch {
+                throw ClientError.protocolError("cannot encode the request to \(path): \(error)")
+            }
+            request.headers.add(name: "Content-Type", value: "application/json")
+        }
+        return request
+    }
+
     var isIdempotent: Bool { method == .GET || method == .HEAD }
 }
 
@@ -211,6 +230,18 @@ public struct ClientResponse: Sendable {
             throw ClientError.status(status, Self.errorBody(body), path)
         }
         return self
+    }
+
+    /// The JSON body of a 2xx answer; `ClientError.status` for any other.
+    static func decodeJSON<T: Decodable>(_ type: T.Type, _ response: ClientResponse, request: ClientRequest) throws -> T
+    {
+        let checked = try response.checked(path: "\(request.method) \(request.path)")
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(checked.body.readableBytesView))
+        } catch {
+            throw ClientError.protocolError(
+                "the answer to \(request.method) \(request.path) is not the expected JSON: \(error)")
+        }
     }
 
     static func errorBody(_ buffer: ByteBuffer) -> ErrorBody? {
@@ -267,7 +298,8 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
         case .bodyTooLarge(let limit): "the answer is larger than \(limit) bytes"
         case .protocolError(let m): m
         case .allServersFailed(let what, let failures):
-            failures.count == 1 ? "\(what): \(failures[0])" : "\(what): every server failed: \(failures.joined(separator: "; "))"
+            failures.count == 1
+                ? "\(what): \(failures[0])" : "\(what): every server failed: \(failures.joined(separator: "; "))"
         }
     }
 

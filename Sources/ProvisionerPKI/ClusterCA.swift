@@ -31,7 +31,9 @@ public struct ClusterCA: Sendable {
     private let key: P256.Signing.PrivateKey
 
     /// A new CA, valid for `validityDays` from an hour ago (clock skew).
-    public static func create(commonName: String = "provisioner cluster CA", validityDays: Int = 3650) throws -> ClusterCA {
+    public static func create(commonName: String = "provisioner cluster CA", validityDays: Int = 3650) throws
+        -> ClusterCA
+    {
         let key = P256.Signing.PrivateKey()
         let certKey = Certificate.PrivateKey(key)
         let name = try DistinguishedName {
@@ -46,7 +48,8 @@ public struct ClusterCA: Sendable {
         }
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: certKey.publicKey,
-            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(Double(validityDays) * 86400),
+            notValidBefore: now.addingTimeInterval(-3600),
+            notValidAfter: now.addingTimeInterval(Double(validityDays) * 86400),
             issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
             issuerPrivateKey: certKey)
         return ClusterCA(certificate: certificate, key: key)
@@ -111,10 +114,12 @@ public struct ClusterCA: Sendable {
         }
         let leaf = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: leafCertKey.publicKey,
-            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(Double(validityDays) * 86400),
+            notValidBefore: now.addingTimeInterval(-3600),
+            notValidAfter: now.addingTimeInterval(Double(validityDays) * 86400),
             issuer: certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(key))
-        return IssuedCredential(certificatePEM: try leaf.serializeAsPEM().pemString, privateKeyPEM: leafKey.pemRepresentation)
+        return IssuedCredential(
+            certificatePEM: try leaf.serializeAsPEM().pemString, privateKeyPEM: leafKey.pemRepresentation)
     }
 
     static func ipAddressBytes(_ text: String) -> [UInt8]? {

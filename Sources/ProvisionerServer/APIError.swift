@@ -68,7 +68,8 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 ErrorBody(status: error.status.code, code: code, message: message), status: error.status)
         } catch let error as DecodingError {
             return APIError.jsonResponse(
-                ErrorBody(status: 400, code: "bad-json", message: "the body is not the expected JSON: \(describe(error))"),
+                ErrorBody(
+                    status: 400, code: "bad-json", message: "the body is not the expected JSON: \(describe(error))"),
                 status: .badRequest)
         } catch let error as any HTTPResponseError {
             return APIError.jsonResponse(

@@ -23,7 +23,10 @@ extension Services {
         }
 
         group.get("whoami") { _, context -> Response in
-            json(WhoAmI(name: context.peer?.name ?? "unknown", role: context.peer?.role?.rawValue, remoteAddress: context.remoteAddress))
+            json(
+                WhoAmI(
+                    name: context.peer?.name ?? "unknown", role: context.peer?.role?.rawValue,
+                    remoteAddress: context.remoteAddress))
         }
         group.get("nodes") { _, _ -> Response in
             json(try await store.nodes())
@@ -74,8 +77,21 @@ extension Services {
                 guard let n = Int(text), n >= 0 else { throw APIError.badRequest("after must be a number") }
                 after = n
             }
-            return json(
-                try await store.session(id, afterSeq: after, limit: try limit(request, default: 1000, max: 10000)))
+            let max = try limit(request, default: 1000, max: 10000)
+            // `wait=SECONDS` (at most 30): long poll, answer as soon as there is a newer event or
+            // the session ends (what `provisionerctl sessions watch` uses).
+            var waitSeconds = 0
+            if let text = request.uri.queryParameters["wait"] {
+                guard let n = Int(text), n >= 0 else { throw APIError.badRequest("wait must be a number of seconds") }
+                waitSeconds = min(n, 30)
+            }
+            let deadline = ContinuousClock.now + .seconds(waitSeconds)
+            var detail = try await store.session(id, afterSeq: after, limit: max)
+            while detail.events.isEmpty && !detail.session.state.isFinished && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(250))
+                detail = try await store.session(id, afterSeq: after, limit: max)
+            }
+            return json(detail)
         }
         group.get("audit") { request, _ -> Response in
             let subject = request.uri.queryParameters["subject"].map(String.init)

@@ -37,12 +37,15 @@ public func buildBootRouter(_ services: Services) -> Router<ProvisionerContext> 
 /// The server's TLS settings: its certificate, and client certificates required and checked
 /// against the cluster CA (and nothing else).
 public func makeServerTLSConfiguration(_ config: ServerConfig) throws -> TLSConfiguration {
-    for (what, path) in [("CA certificate", config.caPath), ("server certificate", config.certificatePath),
-        ("server key", config.keyPath)]
+    for (what, path) in [
+        ("CA certificate", config.caPath), ("server certificate", config.certificatePath),
+        ("server key", config.keyPath),
+    ]
     where !FileManager.default.fileExists(atPath: path) {
         throw ServerSetupError(
             "the \(what) \(path) does not exist; create the cluster CA and certificates with "
-                + "`provisionerctl ca init --dir \(config.tlsDirectory) --name HOST --ip ADDRESS` or set tls: in the config")
+                + "`provisionerctl ca init --dir \(config.tlsDirectory) --name HOST --ip ADDRESS` or set tls: in the config"
+        )
     }
     do {
         let chain = try NIOSSLCertificate.fromPEMFile(config.certificatePath)
@@ -56,7 +59,8 @@ public func makeServerTLSConfiguration(_ config: ServerConfig) throws -> TLSConf
         tls.minimumTLSVersion = .tlsv12
         return tls
     } catch {
-        throw ServerSetupError("loading TLS files (\(config.certificatePath), \(config.keyPath), \(config.caPath)): \(error)")
+        throw ServerSetupError(
+            "loading TLS files (\(config.certificatePath), \(config.keyPath), \(config.caPath)): \(error)")
     }
 }
 
@@ -122,9 +126,11 @@ public func buildApplication(
 public func prepareStateDirectory(_ config: ServerConfig) throws {
     let fm = FileManager.default
     do {
-        try fm.createDirectory(atPath: config.stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        try fm.createDirectory(
+            atPath: config.stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
         for kind in FileKind.allCases {
-            try fm.createDirectory(atPath: config.filesDirectory + "/" + kind.rawValue, withIntermediateDirectories: true)
+            try fm.createDirectory(
+                atPath: config.filesDirectory + "/" + kind.rawValue, withIntermediateDirectories: true)
         }
         try fm.createDirectory(atPath: config.imagesDirectory, withIntermediateDirectories: true)
     } catch {

@@ -26,7 +26,9 @@ public enum IPXEScript {
     ) -> String {
         let kernel = node?.kernel ?? "default"
         let initramfs = node?.initramfs ?? "default"
-        var args = ["initrd=initramfs", "root=provisioner", "provisioner.server=\(serverURL)", "provisioner.mac=\(mac)"]
+        var args = [
+            "initrd=initramfs", "root=provisioner", "provisioner.server=\(serverURL)", "provisioner.mac=\(mac)",
+        ]
         if !mirrors.isEmpty { args.append("provisioner.mirrors=\(mirrors.joined(separator: ","))") }
         args += node?.kernelArgs ?? []
         return """
@@ -79,8 +81,10 @@ extension Services {
                 return String(v.prefix(256))
             }
             let facts = HardwareFacts(
-                dmi: DMIFacts(serial: fact("serial"), uuid: fact("uuid"), vendor: fact("manufacturer"), product: fact("product")))
-            _ = try await store.openSession(macs: [mac], facts: facts, remoteAddress: context.remoteAddress, source: "ipxe")
+                dmi: DMIFacts(
+                    serial: fact("serial"), uuid: fact("uuid"), vendor: fact("manufacturer"), product: fact("product")))
+            _ = try await store.openSession(
+                macs: [mac], facts: facts, remoteAddress: context.remoteAddress, source: "ipxe")
             switch config.unknownMachines {
             case .wait:
                 return self.script(IPXEScript.wait(mac: mac, seconds: config.pollAfterSeconds, bootBase: base))

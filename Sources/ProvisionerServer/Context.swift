@@ -68,7 +68,8 @@ struct RoleMiddleware: RouterMiddleware {
         guard let role = peer.role, roles.contains(role) else {
             let wanted = roles.map(\.rawValue).sorted().joined(separator: " or ")
             throw APIError.forbidden(
-                "certificate \"\(peer.name)\" (role \(peer.role?.rawValue ?? "none")) may not use this route; it needs role \(wanted)")
+                "certificate \"\(peer.name)\" (role \(peer.role?.rawValue ?? "none")) may not use this route; it needs role \(wanted)"
+            )
         }
         return try await next(request, context)
     }

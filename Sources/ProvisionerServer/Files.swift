@@ -36,7 +36,7 @@ public struct FileServer: Sendable {
     }
 
     public func respond(
-        _ components: [String], request: Request, context: some RequestContext, knownDigest: String? = nil
+        _ components: [String], request: Request, context: some RequestContext, etag knownETag: String? = nil, contentType: String = "application/octet-stream"
     ) async throws -> Response {
         let path = try path(components)
         var info = stat()
@@ -44,12 +44,16 @@ public struct FileServer: Sendable {
             throw APIError.notFound("no-such-file", "no file \(components.joined(separator: "/"))")
         }
         let size = Int(info.st_size)
-        let digest: String
-        if let knownDigest { digest = knownDigest } else { digest = try await digests.digest(path: path, info: info) }
-        let etag = "\"sha256:\(digest)\""
+        // Content-addressed callers know the tag (the object's hash); otherwise it is the SHA-256.
+        let etag: String
+        if let knownETag {
+            etag = knownETag
+        } else {
+            etag = "\"sha256:\(try await digests.digest(path: path, info: info))\""
+        }
         var headers: HTTPFields = [
             .eTag: etag, .acceptRanges: "bytes", .cacheControl: cacheControl,
-            .contentType: "application/octet-stream",
+            .contentType: contentType,
         ]
         if let inm = request.headers[.ifNoneMatch], Self.matches(inm, etag) {
             return Response(status: .notModified, headers: headers)
@@ -66,7 +70,8 @@ public struct FileServer: Sendable {
                     var response = APIError.jsonResponse(
                         ErrorBody(
                             status: 416, code: "range-not-satisfiable",
-                            message: "\(rangeHeader) is outside the file's \(size) bytes"), status: .rangeNotSatisfiable)
+                            message: "\(rangeHeader) is outside the file's \(size) bytes"), status: .rangeNotSatisfiable
+                    )
                     for field in h { response.headers[field.name] = field.value }
                     response.headers[.contentType] = "application/json"
                     return response

@@ -48,7 +48,8 @@ public struct Services: Sendable {
 /// Reads a JSON body of at most `limit` bytes; malformed JSON is a 400 naming the problem.
 func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, limit: Int = 4 << 20) async throws -> T {
     if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
-        throw APIError(.contentTooLarge, "body-too-large", "the body has \(length) bytes; this route takes at most \(limit)")
+        throw APIError(
+            .contentTooLarge, "body-too-large", "the body has \(length) bytes; this route takes at most \(limit)")
     }
     let buffer: ByteBuffer
     do {

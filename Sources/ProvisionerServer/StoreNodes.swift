@@ -100,7 +100,8 @@ extension Store {
                     guard !keep.contains(old.name) else { continue }
                     _ = try await query("DELETE FROM node_macs WHERE node = ?", [.text(old.name)])
                     _ = try await query("DELETE FROM nodes WHERE name = ?", [.text(old.name)])
-                    try await audit(actor, "node.delete", "node/\(old.name)", before: StoredJSON.encode(old), after: nil)
+                    try await audit(
+                        actor, "node.delete", "node/\(old.name)", before: StoredJSON.encode(old), after: nil)
                     result.deleted.append(old.name)
                 }
             }
@@ -162,7 +163,8 @@ extension Store {
             {
                 throw APIError.conflict("MAC \(mac) already belongs to node \(other)")
             }
-            _ = try await query("INSERT OR IGNORE INTO node_macs (mac, node) VALUES (?, ?)", [.text(mac), .text(config.name)])
+            _ = try await query(
+                "INSERT OR IGNORE INTO node_macs (mac, node) VALUES (?, ?)", [.text(mac), .text(config.name)])
         }
     }
 }

@@ -20,13 +20,17 @@ extension Store {
             {
                 _ = try await query(
                     "UPDATE sessions SET updated_at = ?, remote = ?, facts = ? WHERE id = ?",
-                    [.integer(now), remoteAddress.map { .text($0) } ?? .null, .text(StoredJSON.encode(facts)), .text(existing)])
+                    [
+                        .integer(now), remoteAddress.map { .text($0) } ?? .null, .text(StoredJSON.encode(facts)),
+                        .text(existing),
+                    ])
                 return (try await summary(existing)!, nil)
             }
             if source != "ipxe" {
                 for old in try await sessionsSharing(macs: normal, states: [.waiting, .running]) {
                     _ = try await query(
-                        "UPDATE sessions SET state = 'abandoned', updated_at = ? WHERE id = ?", [.integer(now), .text(old)])
+                        "UPDATE sessions SET state = 'abandoned', updated_at = ? WHERE id = ?",
+                        [.integer(now), .text(old)])
                 }
             }
             let id = UUID().uuidString.lowercased()
@@ -42,7 +46,8 @@ extension Store {
                     remoteAddress.map { .text($0) } ?? .null, .text(source),
                 ])
             for mac in normal {
-                _ = try await query("INSERT OR IGNORE INTO session_macs (mac, session) VALUES (?, ?)", [.text(mac), .text(id)])
+                _ = try await query(
+                    "INSERT OR IGNORE INTO session_macs (mac, session) VALUES (?, ?)", [.text(mac), .text(id)])
             }
             return (try await summary(id)!, node)
         }
@@ -102,7 +107,10 @@ extension Store {
             let state: SessionState = finish.succeeded ? .succeeded : .failed
             _ = try await query(
                 "UPDATE sessions SET state = ?, updated_at = ?, last_message = COALESCE(?, last_message) WHERE id = ?",
-                [.text(state.rawValue), .integer(Clock.nowMillis()), finish.message.map { .text($0) } ?? .null, .text(id)])
+                [
+                    .text(state.rawValue), .integer(Clock.nowMillis()), finish.message.map { .text($0) } ?? .null,
+                    .text(id),
+                ])
             return try await summary(id)!
         }
     }
@@ -114,7 +122,8 @@ extension Store {
                     "SELECT * FROM sessions WHERE node = ? ORDER BY opened_at DESC, rowid DESC LIMIT ?",
                     [.text(node), .integer(limit)])
             }
-            return try await query("SELECT * FROM sessions ORDER BY opened_at DESC, rowid DESC LIMIT ?", [.integer(limit)])
+            return try await query(
+                "SELECT * FROM sessions ORDER BY opened_at DESC, rowid DESC LIMIT ?", [.integer(limit)])
         }
         return try rows.map(Self.sessionSummary)
     }
@@ -142,7 +151,8 @@ extension Store {
     /// Machines waiting for an assignment, newest first.
     public func pending() async throws -> [PendingMachine] {
         let rows = try await read {
-            try await query("SELECT * FROM sessions WHERE state = 'waiting' AND node IS NULL ORDER BY updated_at DESC, rowid DESC")
+            try await query(
+                "SELECT * FROM sessions WHERE state = 'waiting' AND node IS NULL ORDER BY updated_at DESC, rowid DESC")
         }
         return try rows.map { row in
             PendingMachine(
@@ -229,7 +239,9 @@ extension Store {
     static func normalize(_ macs: [String]) throws -> [String] {
         var out: [String] = []
         for mac in macs {
-            guard let n = MACAddress.normalize(mac) else { throw APIError.badRequest("\"\(mac)\" is not a MAC address") }
+            guard let n = MACAddress.normalize(mac) else {
+                throw APIError.badRequest("\"\(mac)\" is not a MAC address")
+            }
             if !out.contains(n) { out.append(n) }
         }
         guard !out.isEmpty else { throw APIError.badRequest("a session needs at least one MAC address") }

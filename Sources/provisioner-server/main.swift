@@ -10,7 +10,8 @@ struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "provisioner-server",
         abstract: "Serves nodes, boot sessions, files and images over HTTPS with client certificates.",
-        discussion: "With no options: state in /var/lib/provisioner, HTTPS on 0.0.0.0:8443, iPXE over HTTP on 0.0.0.0:8080.")
+        discussion:
+            "With no options: state in /var/lib/provisioner, HTTPS on 0.0.0.0:8443, iPXE over HTTP on 0.0.0.0:8080.")
 
     @Option(name: .long, help: "YAML configuration file (server/provisioner-server.yaml shows every field).")
     var config: String?
@@ -30,7 +31,8 @@ struct ServerCommand: AsyncParsableCommand {
     func run() async throws {
         var settings = ServerConfig()
         if let config {
-            guard let data = FileManager.default.contents(atPath: config), let text = String(data: data, encoding: .utf8)
+            guard let data = FileManager.default.contents(atPath: config),
+                let text = String(data: data, encoding: .utf8)
             else {
                 throw ValidationError("cannot read the configuration file \(config)")
             }

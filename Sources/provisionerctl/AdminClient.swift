@@ -12,7 +12,11 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .long, help: "Server URL (default: $PROVISIONER_SERVER or https://127.0.0.1:8443).")
     var server: String?
 
-    @Option(name: .long, help: "Directory with ca.pem, admin.pem, admin-key.pem (default: $PROVISIONER_TLS_DIR or /var/lib/provisioner/tls).")
+    @Option(
+        name: .long,
+        help:
+            "Directory with ca.pem, admin.pem, admin-key.pem (default: $PROVISIONER_TLS_DIR or /var/lib/provisioner/tls)."
+    )
     var tlsDir: String?
 
     @Option(name: .long, help: "Cluster CA certificate (default: TLS-DIR/ca.pem).")
@@ -102,6 +106,8 @@ func readFile(_ path: String, what: String) throws -> String {
         data = FileManager.default.contents(atPath: path)
     }
     guard let data else { throw CtlFailure("cannot read the \(what) \(path)") }
-    guard let text = String(data: data, encoding: .utf8) else { throw CtlFailure("the \(what) \(path) is not UTF-8 text") }
+    guard let text = String(data: data, encoding: .utf8) else {
+        throw CtlFailure("the \(what) \(path) is not UTF-8 text")
+    }
     return text
 }

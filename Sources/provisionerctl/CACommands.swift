@@ -6,7 +6,8 @@ extension Ctl {
     /// `provisionerctl ca init|issue`: the cluster CA and its certificates (docs/certificates.md).
     struct CA: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "ca", abstract: "Creates the cluster CA and the certificates the server, nodes and admins use.",
+            commandName: "ca",
+            abstract: "Creates the cluster CA and the certificates the server, nodes and admins use.",
             subcommands: [Init.self, Issue.self])
     }
 }
@@ -14,7 +15,8 @@ extension Ctl {
 extension Ctl.CA {
     struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Creates a cluster CA, a server certificate, the nodes' client certificate and an admin certificate.",
+            abstract:
+                "Creates a cluster CA, a server certificate, the nodes' client certificate and an admin certificate.",
             discussion: """
                 Writes into DIR: ca.pem, ca-key.pem (the CA; keep ca-key.pem offline if you can), server.pem and
                 server-key.pem (provisioner-server), client.pem and client-key.pem (embedded in the initramfs:
@@ -25,7 +27,9 @@ extension Ctl.CA {
         @Option(name: .long, help: "Output directory (default: /var/lib/provisioner/tls, where the server looks).")
         var dir = "/var/lib/provisioner/tls"
 
-        @Option(name: .long, help: "A DNS name the server is reached at (repeatable; default: this host's name and localhost).")
+        @Option(
+            name: .long,
+            help: "A DNS name the server is reached at (repeatable; default: this host's name and localhost).")
         var name: [String] = []
 
         @Option(name: .long, help: "An IP address the server is reached at (repeatable; default: 127.0.0.1).")
@@ -52,10 +56,12 @@ extension Ctl.CA {
                 do {
                     let ca = try ClusterCA.create(validityDays: caDays)
                     let server = try ca.issue(
-                        role: .server, commonName: names.first ?? "provisioner-server", dnsNames: names, ipAddresses: ips)
+                        role: .server, commonName: names.first ?? "provisioner-server", dnsNames: names,
+                        ipAddresses: ips)
                     let node = try ca.issue(role: .node, commonName: "provisioner-node")
                     let adminCert = try ca.issue(role: .admin, commonName: adminName)
-                    try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                    try fm.createDirectory(
+                        atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                     try write(try ca.certificatePEM, "ca.pem", mode: 0o644)
                     try write(ca.privateKeyPEM, "ca-key.pem", mode: 0o600)
                     try write(server.certificatePEM, "server.pem", mode: 0o644)
@@ -71,14 +77,18 @@ extension Ctl.CA {
                 }
                 print("cluster CA and certificates written to \(dir)")
                 print("  server: names \(names.joined(separator: ", ")); addresses \(ips.joined(separator: ", "))")
-                print("  nodes:  client.pem / client-key.pem (make initramfs CA_CERT=\(dir)/ca.pem CLIENT_CERT=\(dir)/client.pem CLIENT_KEY=\(dir)/client-key.pem)")
+                print(
+                    "  nodes:  client.pem / client-key.pem (make initramfs CA_CERT=\(dir)/ca.pem CLIENT_CERT=\(dir)/client.pem CLIENT_KEY=\(dir)/client-key.pem)"
+                )
                 print("  admin:  admin.pem / admin-key.pem (\(adminName))")
             }
         }
 
         func write(_ text: String, _ file: String, mode: Int) throws {
             let path = dir + "/" + file
-            guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+            guard
+                FileManager.default.createFile(
+                    atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
             else { throw CtlFailure("cannot write \(path)") }
             // createFile keeps an existing file's mode; make sure keys are private.
             try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
@@ -124,7 +134,8 @@ extension Ctl.CA {
                 }
                 let issued: IssuedCredential
                 do {
-                    issued = try ca.issue(role: certificateRole, commonName: commonName, dnsNames: name, ipAddresses: ip)
+                    issued = try ca.issue(
+                        role: certificateRole, commonName: commonName, dnsNames: name, ipAddresses: ip)
                 } catch {
                     throw CtlFailure("issuing the certificate: \(error)")
                 }

@@ -9,8 +9,10 @@ extension Ctl {
     struct Nodes: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "nodes", abstract: "Defines nodes, imports and exports the cluster, assigns new machines.",
-            subcommands: [List.self, Show.self, Add.self, Set.self, Delete.self, Import.self, Export.self, Pending.self,
-                Assign.self])
+            subcommands: [
+                List.self, Show.self, Add.self, Set.self, Delete.self, Import.self, Export.self, Pending.self,
+                Assign.self,
+            ])
     }
 }
 
@@ -82,7 +84,6 @@ struct NodeFieldOptions: ParsableArguments {
         return plugin
     }
 }
-
 
 extension NodeMode: ExpressibleByArgument {}
 extension SyncVerify: ExpressibleByArgument {}
@@ -205,7 +206,9 @@ extension Ctl.Nodes {
                 print(
                     "created \(result.created.count), updated \(result.updated.count), unchanged \(result.unchanged.count), deleted \(result.deleted.count)"
                 )
-                for (what, names) in [("created", result.created), ("updated", result.updated), ("deleted", result.deleted)]
+                for (what, names) in [
+                    ("created", result.created), ("updated", result.updated), ("deleted", result.deleted),
+                ]
                 where !names.isEmpty {
                     print("  \(what): \(names.joined(separator: ", "))")
                 }
@@ -245,11 +248,14 @@ extension Ctl.Nodes {
                 if server.json { return try printJSON(pending) }
                 var table = TextTable(["SESSION", "MACS", "VENDOR", "PRODUCT", "SERIAL", "DISKS", "LAST SEEN", "FROM"])
                 for p in pending {
-                    let disks = p.facts.inventory.map { inv in
-                        inv.disks.map { "\($0.transport.rawValue):\(ByteSize(bytes: $0.sizeBytes).description)" }.joined(separator: ",")
-                    } ?? "-"
+                    let disks =
+                        p.facts.inventory.map { inv in
+                            inv.disks.map { "\($0.transport.rawValue):\(ByteSize(bytes: $0.sizeBytes).description)" }
+                                .joined(separator: ",")
+                        } ?? "-"
                     table.add([
-                        p.sessionID, p.macs.joined(separator: ","), p.facts.dmi.vendor ?? "-", p.facts.dmi.product ?? "-",
+                        p.sessionID, p.macs.joined(separator: ","), p.facts.dmi.vendor ?? "-",
+                        p.facts.dmi.product ?? "-",
                         p.facts.dmi.serial ?? "-", disks, p.lastSeen, p.remoteAddress ?? "-",
                     ])
                 }

@@ -33,7 +33,9 @@ extension Ctl {
                 print(table.render())
                 if verbose {
                     for e in entries {
-                        print("\n#\(e.id) \(e.action) \(e.subject)\n  before: \(e.before ?? "-")\n  after:  \(e.after ?? "-")")
+                        print(
+                            "\n#\(e.id) \(e.action) \(e.subject)\n  before: \(e.before ?? "-")\n  after:  \(e.after ?? "-")"
+                        )
                     }
                 }
             }
@@ -85,10 +87,14 @@ extension Ctl.Sessions {
                 let detail = try await server.client().get("sessions/\(pathComponent(id))", as: SessionDetail.self)
                 if server.json { return try printJSON(detail) }
                 let s = detail.session
-                print("session \(s.id): node \(s.node ?? "-"), \(s.state.rawValue), opened \(s.openedAt) from \(s.remoteAddress ?? "-")")
+                print(
+                    "session \(s.id): node \(s.node ?? "-"), \(s.state.rawValue), opened \(s.openedAt) from \(s.remoteAddress ?? "-")"
+                )
                 print("MACs: \(s.macs.joined(separator: ", "))")
                 let dmi = detail.facts.dmi
-                print("DMI: vendor \(dmi.vendor ?? "-"), product \(dmi.product ?? "-"), serial \(dmi.serial ?? "-"), uuid \(dmi.uuid ?? "-")")
+                print(
+                    "DMI: vendor \(dmi.vendor ?? "-"), product \(dmi.product ?? "-"), serial \(dmi.serial ?? "-"), uuid \(dmi.uuid ?? "-")"
+                )
                 for e in detail.events { print(eventLine(e)) }
             }
         }
@@ -97,11 +103,15 @@ extension Ctl.Sessions {
     struct Watch: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Follows a node's current boot session live, until it ends.",
-            discussion: "Prints the events of the node's newest session as they arrive (polling once a second); waits for a session to start when the newest one has already ended and --next is given.")
+            discussion:
+                "Prints the events of the node's newest session as they arrive (long polls: the server answers as soon as there is news); waits for a session to start when the newest one has already ended and --next is given."
+        )
         @OptionGroup var server: ServerOptions
         @Argument(help: "Node name.") var node: String
         @Flag(name: .long, help: "Wait for the node's next session instead of showing a finished one.") var next = false
-        @Option(name: .long, help: "Seconds between polls.") var interval: Double = 1
+        @Option(name: .long, help: "Seconds between polls while waiting for a session (--next).") var interval: Double =
+            1
+        @Option(name: .long, help: "Seconds one long poll for events may wait (at most 30).") var wait = 20
 
         func run() async throws {
             try await reporting {
@@ -116,11 +126,13 @@ extension Ctl.Sessions {
                     }
                 }
                 guard let current = session else { throw CtlFailure("node \(node) has no boot session") }
-                if !server.json { print("session \(current.id) (\(current.state.rawValue)), opened \(current.openedAt)") }
+                if !server.json {
+                    print("session \(current.id) (\(current.state.rawValue)), opened \(current.openedAt)")
+                }
                 var after = 0
                 while true {
                     let detail = try await client.get(
-                        "sessions/\(pathComponent(current.id))?after=\(after)", as: SessionDetail.self)
+                        "sessions/\(pathComponent(current.id))?after=\(after)&wait=\(wait)", as: SessionDetail.self)
                     for e in detail.events {
                         if server.json {
                             let encoder = JSONEncoder()
@@ -135,7 +147,6 @@ extension Ctl.Sessions {
                         if !server.json { print("session \(current.id) \(detail.session.state.rawValue)") }
                         return
                     }
-                    if detail.events.isEmpty { try await Task.sleep(for: .seconds(interval)) }
                 }
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOHTTP1
 import ProvisionerAPI
 import ProvisionerClient
 import Testing
@@ -12,7 +13,16 @@ import Testing
 @Suite(.serialized) struct LoadTests {
     static let agents = 200
 
-    @Test(.timeLimit(.minutes(5))) func twoHundredAgentsBootAtOnce() async throws {
+    /// How each agent uses its connections.
+    enum Mode: String, CaseIterable, Sendable {
+        /// A new TLS connection per request (the worst case, `ProvisionerClient.json`/`stream`).
+        case connectionPerRequest
+        /// One keep-alive connection per agent for its whole boot (`withConnection`).
+        case keepAlive
+    }
+
+    @Test(.timeLimit(.minutes(5)), arguments: Mode.allCases)
+    func twoHundredAgentsBootAtOnce(mode: Mode) async throws {
         let dir = try TempDir()
         defer { dir.remove() }
         let pki = try TestPKI(writingTo: dir.path + "/tls")
@@ -32,7 +42,20 @@ import Testing
             let client = try pki.client(port: server.apiPort, credential: pki.node)
             results = await withTaskGroup(of: AgentRun.self) { group in
                 for i in 0..<Self.agents {
-                    group.addTask { await Self.boot(agent: i, client: client, kernel: kernel) }
+                    group.addTask {
+                        switch mode {
+                        case .connectionPerRequest:
+                            return await Self.boot(agent: i, over: PerRequest(client: client), kernel: kernel)
+                        case .keepAlive:
+                            do {
+                                return try await client.withConnection { connection in
+                                    await Self.boot(agent: i, over: Shared(connection: connection), kernel: kernel)
+                                }
+                            } catch {
+                                return AgentRun(errors: ["agent \(i) connect: \(error)"])
+                            }
+                        }
+                    }
                 }
                 var all: [AgentRun] = []
                 for await run in group { all.append(run) }
@@ -50,10 +73,11 @@ import Testing
         func pct(_ p: Double) -> String {
             guard !latencies.isEmpty else { return "-" }
             let d = latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
-            return String(format: "%.1f ms", Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000)
+            return String(
+                format: "%.1f ms", Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000)
         }
         print(
-            "load: \(Self.agents) agents, \(latencies.count) requests over TLS in \(wall), errors \(errors.count); "
+            "load (\(mode.rawValue)): \(Self.agents) agents, \(latencies.count) requests over TLS in \(wall), errors \(errors.count); "
                 + "latency p50 \(pct(0.5)), p90 \(pct(0.9)), p99 \(pct(0.99)), max \(pct(1.0))")
         for error in errors.prefix(5) { print("load error: \(error)") }
         #expect(errors.isEmpty)
@@ -69,7 +93,49 @@ import Testing
         var errors: [String] = []
     }
 
-    static func boot(agent i: Int, client: ProvisionerClient, kernel: [UInt8]) async -> AgentRun {
+    /// What an agent's boot needs from the client, over fresh or shared connections.
+    protocol Transport {
+        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?)
+            async throws -> T
+        func download(_ request: ClientRequest) async throws -> Int
+    }
+
+    struct PerRequest: Transport {
+        let client: ProvisionerClient
+        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?)
+            async throws -> T
+        {
+            try await client.json(method, path, body: body)
+        }
+        func download(_ request: ClientRequest) async throws -> Int {
+            try await client.stream(request) { _, body in
+                var count = 0
+                while let chunk = try await body.next() { count += chunk.readableBytes }
+                return count
+            }
+        }
+    }
+
+    struct Shared: Transport {
+        let connection: ClientConnection
+        func json<T: Decodable & Sendable>(_ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)?)
+            async throws -> T
+        {
+            try await connection.json(method, path, body: body)
+        }
+        func download(_ request: ClientRequest) async throws -> Int {
+            try await connection.execute(request) { head, body in
+                guard (200..<300).contains(head.status) else {
+                    throw ClientError.status(head.status, nil, request.path)
+                }
+                var count = 0
+                while let chunk = try await body.next() { count += chunk.readableBytes }
+                return count
+            }
+        }
+    }
+
+    static func boot(agent i: Int, over transport: some Transport, kernel: [UInt8]) async -> AgentRun {
         var run = AgentRun()
         let clock = ContinuousClock()
         func timed<T>(_ what: String, _ body: () async throws -> T) async -> T? {
@@ -84,32 +150,32 @@ import Testing
             }
         }
         guard
-            let session: SessionResponse = await timed("open", {
-                try await client.json(.POST, "/api/v1/sessions", body: SessionOpenRequest(macs: [mac(i)]))
-            })
+            let session: SessionResponse = await timed(
+                "open",
+                {
+                    try await transport.json(.POST, "/api/v1/sessions", body: SessionOpenRequest(macs: [mac(i)]))
+                })
         else { return run }
-        if session.node?.name != "node\(i)" { run.errors.append("agent \(i): got node \(session.node?.name ?? "none")") }
+        if session.node?.name != "node\(i)" {
+            run.errors.append("agent \(i): got node \(session.node?.name ?? "none")")
+        }
         let id = session.sessionID
-        let _: SessionResponse? = await timed("poll") { try await client.json(.GET, "/api/v1/sessions/\(id)") }
-        let fetched: Int? = await timed("kernel") {
-            try await client.stream(.get("/files/kernels/default")) { _, body in
-                var count = 0
-                while let chunk = try await body.next() { count += chunk.readableBytes }
-                return count
-            }
+        let _: SessionResponse? = await timed("poll") {
+            try await transport.json(.GET, "/api/v1/sessions/\(id)", body: Optional<Empty>.none)
         }
+        let fetched: Int? = await timed("kernel") { try await transport.download(.get("/files/kernels/default")) }
         if let fetched, fetched != kernel.count { run.errors.append("agent \(i): kernel has \(fetched) bytes") }
-        let _: Int? = await timed("initramfs range") {
-            try await client.stream(.get("/files/initramfs/default", from: 4096, through: 8191)) { head, body in
-                try await body.collect(upTo: 8192).readableBytes
-            }
+        let ranged: Int? = await timed("initramfs range") {
+            try await transport.download(.get("/files/initramfs/default", from: 4096, through: 8191))
         }
-        let events = EventBatch(events: (0..<10).map { AgentEvent(phase: "image", step: "fetch", message: "step \($0)") })
+        if let ranged, ranged != 4096 { run.errors.append("agent \(i): range has \(ranged) bytes") }
+        let events = EventBatch(
+            events: (0..<10).map { AgentEvent(phase: "image", step: "fetch", message: "step \($0)") })
         let _: EventsAccepted? = await timed("events") {
-            try await client.json(.POST, "/api/v1/sessions/\(id)/events", body: events)
+            try await transport.json(.POST, "/api/v1/sessions/\(id)/events", body: events)
         }
         let _: SessionSummary? = await timed("finish") {
-            try await client.json(.POST, "/api/v1/sessions/\(id)/finish", body: SessionFinish(succeeded: true))
+            try await transport.json(.POST, "/api/v1/sessions/\(id)/finish", body: SessionFinish(succeeded: true))
         }
         return run
     }

@@ -3,8 +3,8 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import ProvisionerAPI
-import ProvisionerCore
 import ProvisionerClient
+import ProvisionerCore
 import ProvisionerPKI
 import Testing
 
@@ -39,7 +39,9 @@ import Testing
                 #expect(early.status == .unassigned)
 
                 let node = NodeConfig(name: "n1", layout: layout)
-                #expect(try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(node)).status == .created)
+                #expect(
+                    try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(node)).status
+                        == .created)
                 let assigned = try await client.execute(
                     uri: "/api/v1/admin/pending/assign", method: .post,
                     body: try jsonBody(AssignRequest(machine: session.sessionID, node: "n1")))
@@ -52,9 +54,13 @@ import Testing
                 #expect(polled.status == .assigned)
                 #expect(polled.node?.name == "n1")
                 #expect(polled.node?.layout == layout)
-                #expect(try decode([PendingMachine].self, try await client.execute(uri: "/api/v1/admin/pending", method: .get)).isEmpty)
+                #expect(
+                    try decode(
+                        [PendingMachine].self, try await client.execute(uri: "/api/v1/admin/pending", method: .get)
+                    ).isEmpty)
 
-                let audit = try decode([AuditEntry].self, try await client.execute(uri: "/api/v1/admin/audit", method: .get))
+                let audit = try decode(
+                    [AuditEntry].self, try await client.execute(uri: "/api/v1/admin/audit", method: .get))
                 #expect(audit.map(\.action) == ["node.create", "node.assign"])
                 #expect(audit.allSatisfy { $0.actor == "alice" && $0.subject == "node/n1" })
                 #expect(audit[1].before?.contains("52:54:00:aa:bb:01") == false)
@@ -66,11 +72,13 @@ import Testing
     @Test func assignByMACAndKnownMachineGetsItsNodeAtOnce() async throws {
         try await withServices { services, _ in
             try await app(services).test(.router) { client in
-                try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(NodeConfig(name: "n2")))
+                try await client.execute(
+                    uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(NodeConfig(name: "n2")))
                 let first = try decode(
                     SessionResponse.self,
                     try await client.execute(
-                        uri: "/api/v1/sessions", method: .post, body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:02"]))))
+                        uri: "/api/v1/sessions", method: .post,
+                        body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:02"]))))
                 #expect(first.status == .unassigned)
                 let assign = try await client.execute(
                     uri: "/api/v1/admin/pending/assign", method: .post,
@@ -80,14 +88,17 @@ import Testing
                 let second = try decode(
                     SessionResponse.self,
                     try await client.execute(
-                        uri: "/api/v1/sessions", method: .post, body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:02"]))))
+                        uri: "/api/v1/sessions", method: .post,
+                        body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:02"]))))
                 #expect(second.status == .assigned)
                 #expect(second.node?.name == "n2")
                 let list = try decode(
-                    [SessionSummary].self, try await client.execute(uri: "/api/v1/admin/sessions?node=n2", method: .get))
+                    [SessionSummary].self, try await client.execute(uri: "/api/v1/admin/sessions?node=n2", method: .get)
+                )
                 #expect(list.map(\.state) == [.running, .abandoned])
                 let firstDetail = try decode(
-                    SessionDetail.self, try await client.execute(uri: "/api/v1/admin/sessions/\(first.sessionID)", method: .get))
+                    SessionDetail.self,
+                    try await client.execute(uri: "/api/v1/admin/sessions/\(first.sessionID)", method: .get))
                 #expect(firstDetail.session.state == .abandoned)
             }
         }
@@ -99,7 +110,8 @@ import Testing
                 let session = try decode(
                     SessionResponse.self,
                     try await client.execute(
-                        uri: "/api/v1/sessions", method: .post, body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:03"]))))
+                        uri: "/api/v1/sessions", method: .post,
+                        body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:03"]))))
                 let batch = EventBatch(events: [
                     AgentEvent(phase: "disks", step: "plan", message: "3 actions"),
                     AgentEvent(phase: "image", step: "fetch", message: "40%", progress: 0.4),
@@ -120,14 +132,17 @@ import Testing
             }
             // The admin reads them back, and from a sequence number on (what watch does).
             try await app(services).test(.router) { client in
-                let list = try decode([SessionSummary].self, try await client.execute(uri: "/api/v1/admin/sessions", method: .get))
+                let list = try decode(
+                    [SessionSummary].self, try await client.execute(uri: "/api/v1/admin/sessions", method: .get))
                 let id = try #require(list.first?.id)
-                let all = try decode(SessionDetail.self, try await client.execute(uri: "/api/v1/admin/sessions/\(id)", method: .get))
+                let all = try decode(
+                    SessionDetail.self, try await client.execute(uri: "/api/v1/admin/sessions/\(id)", method: .get))
                 #expect(all.events.map(\.seq) == [1, 2, 3])
                 #expect(all.events.map(\.event.phase) == ["disks", "image", "image"])
                 #expect(all.session.lastMessage == "image failed")
                 let tail = try decode(
-                    SessionDetail.self, try await client.execute(uri: "/api/v1/admin/sessions/\(id)?after=2", method: .get))
+                    SessionDetail.self,
+                    try await client.execute(uri: "/api/v1/admin/sessions/\(id)?after=2", method: .get))
                 #expect(tail.events.map(\.seq) == [3])
             }
         }
@@ -137,34 +152,44 @@ import Testing
         try await withServices { services, _ in
             try await app(services).test(.router) { client in
                 let ok = NodeConfig(name: "web1", macs: ["52:54:00:00:10:01"], layout: layout)
-                #expect(try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(ok)).status == .created)
+                #expect(
+                    try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(ok)).status
+                        == .created)
                 let cases: [(NodeConfig, Int, String)] = [
                     (ok, 409, "conflict"),
                     (NodeConfig(name: "web2", macs: ["52:54:00:00:10:01"]), 409, "conflict"),
                     (NodeConfig(name: "web3", macs: ["not-a-mac"]), 422, "invalid-node"),
                     (NodeConfig(name: "-bad", macs: []), 422, "invalid-node"),
-                    (NodeConfig(name: "web4", layout: "disks:\n  disk0:\n    match: { size: 12XB }\n"), 422, "invalid-node"),
+                    (
+                        NodeConfig(name: "web4", layout: "disks:\n  disk0:\n    match: { size: 12XB }\n"), 422,
+                        "invalid-node"
+                    ),
                     (NodeConfig(name: "web5", layout: "disks: {}\n"), 422, "invalid-node"),
                     (NodeConfig(name: "web6", image: ImageRef(name: "../etc")), 422, "invalid-node"),
                 ]
                 for (node, status, code) in cases {
-                    let response = try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(node))
+                    let response = try await client.execute(
+                        uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(node))
                     expectJSONError(response, status, code: code)
                 }
                 // The layout error names the field.
                 let bad = try await client.execute(
                     uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(cases[4].0))
                 #expect(String(buffer: bad.body).contains("disks.disk0.match.size"))
-                expectJSONError(try await client.execute(uri: "/api/v1/admin/nodes/nope", method: .get), 404, code: "unknown-node")
                 expectJSONError(
-                    try await client.execute(uri: "/api/v1/admin/nodes/web1", method: .put, body: try jsonBody(NodeConfig(name: "other"))),
+                    try await client.execute(uri: "/api/v1/admin/nodes/nope", method: .get), 404, code: "unknown-node")
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/nodes/web1", method: .put, body: try jsonBody(NodeConfig(name: "other"))),
                     400)
                 var changed = ok
                 changed.mode = .stateless
-                let put = try await client.execute(uri: "/api/v1/admin/nodes/web1", method: .put, body: try jsonBody(changed))
+                let put = try await client.execute(
+                    uri: "/api/v1/admin/nodes/web1", method: .put, body: try jsonBody(changed))
                 #expect(try decode(NodeRecord.self, put).config.mode == .stateless)
                 #expect(try await client.execute(uri: "/api/v1/admin/nodes/web1", method: .delete).status == .ok)
-                let audit = try decode([AuditEntry].self, try await client.execute(uri: "/api/v1/admin/audit", method: .get))
+                let audit = try decode(
+                    [AuditEntry].self, try await client.execute(uri: "/api/v1/admin/audit", method: .get))
                 #expect(audit.map(\.action) == ["node.create", "node.update", "node.delete"])
                 #expect(audit[2].after == nil && audit[2].before?.contains("stateless") == true)
             }
@@ -175,22 +200,26 @@ import Testing
         try await withServices { services, _ in
             try await app(services).test(.router) { client in
                 let first = ImportRequest(nodes: [
-                    NodeConfig(name: "a", macs: ["52:54:00:00:20:01"]), NodeConfig(name: "b", macs: ["52:54:00:00:20:02"]),
+                    NodeConfig(name: "a", macs: ["52:54:00:00:20:01"]),
+                    NodeConfig(name: "b", macs: ["52:54:00:00:20:02"]),
                 ])
                 let r1 = try decode(
                     ImportResult.self,
-                    try await client.execute(uri: "/api/v1/admin/nodes/import", method: .post, body: try jsonBody(first)))
+                    try await client.execute(
+                        uri: "/api/v1/admin/nodes/import", method: .post, body: try jsonBody(first)))
                 #expect(r1.created == ["a", "b"])
                 // MACs move from a to c in the same import; b is pruned.
                 let second = ImportRequest(
                     nodes: [NodeConfig(name: "a"), NodeConfig(name: "c", macs: ["52:54:00:00:20:01"])], prune: true)
                 let r2 = try decode(
                     ImportResult.self,
-                    try await client.execute(uri: "/api/v1/admin/nodes/import", method: .post, body: try jsonBody(second)))
+                    try await client.execute(
+                        uri: "/api/v1/admin/nodes/import", method: .post, body: try jsonBody(second)))
                 #expect(r2.created == ["c"])
                 #expect(r2.updated == ["a"])
                 #expect(r2.deleted == ["b"])
-                let nodes = try decode([NodeRecord].self, try await client.execute(uri: "/api/v1/admin/nodes", method: .get))
+                let nodes = try decode(
+                    [NodeRecord].self, try await client.execute(uri: "/api/v1/admin/nodes", method: .get))
                 #expect(nodes.map(\.config.name) == ["a", "c"])
             }
         }
@@ -199,12 +228,14 @@ import Testing
     @Test func rolesAreEnforced() async throws {
         try await withServices { services, _ in
             try await app(services, as: nodePeer).test(.router) { client in
-                expectJSONError(try await client.execute(uri: "/api/v1/admin/nodes", method: .get), 403, code: "forbidden")
+                expectJSONError(
+                    try await client.execute(uri: "/api/v1/admin/nodes", method: .get), 403, code: "forbidden")
             }
             try await app(services, as: nil).test(.router) { client in
                 expectJSONError(
                     try await client.execute(
-                        uri: "/api/v1/sessions", method: .post, body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:09"]))),
+                        uri: "/api/v1/sessions", method: .post,
+                        body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:09"]))),
                     401, code: "no-certificate")
                 expectJSONError(try await client.execute(uri: "/files/kernels/default", method: .get), 401)
             }
@@ -231,7 +262,10 @@ import Testing
                     ("/api/v1/sessions/nope/finish", .post, ByteBuffer(string: "{\"succeeded\": true}"), 404),
                     ("/api/v1/admin/sessions/nope", .get, nil, 404),
                     ("/api/v1/admin/sessions?limit=-1", .get, nil, 400),
-                    ("/api/v1/admin/pending/assign", .post, ByteBuffer(string: "{\"machine\": \"x\", \"node\": \"n\"}"), 404),
+                    (
+                        "/api/v1/admin/pending/assign", .post,
+                        ByteBuffer(string: "{\"machine\": \"x\", \"node\": \"n\"}"), 404
+                    ),
                     ("/files/kernels/..%2F..%2Fsecret", .get, nil, 400),
                     ("/files/kernels/%2E%2E", .get, nil, 400),
                     ("/files/kernels/.hidden", .get, nil, 400),
@@ -271,7 +305,8 @@ import Testing
                     ("items=1-2", .ok, content[...], nil),
                 ]
                 for (range, status, bytes, contentRange) in cases {
-                    let r = try await client.execute(uri: "/files/initramfs/default", method: .get, headers: [.range: range])
+                    let r = try await client.execute(
+                        uri: "/files/initramfs/default", method: .get, headers: [.range: range])
                     #expect(r.status == status, "\(range)")
                     #expect(Array(r.body.readableBytesView) == Array(bytes), "\(range)")
                     #expect(r.headers[.contentRange] == contentRange, "\(range)")
@@ -285,7 +320,8 @@ import Testing
                     uri: "/files/initramfs/default", method: .get, headers: [.ifNoneMatch: etag])
                 #expect(notModified.status == .notModified)
                 let staleIfRange = try await client.execute(
-                    uri: "/files/initramfs/default", method: .get, headers: [.range: "bytes=0-1", .ifRange: "\"sha256:00\""])
+                    uri: "/files/initramfs/default", method: .get,
+                    headers: [.range: "bytes=0-1", .ifRange: "\"sha256:00\""])
                 #expect(staleIfRange.status == .ok)
                 #expect(staleIfRange.body.readableBytes == 200)
                 let head = try await client.execute(uri: "/files/initramfs/default", method: .head)
@@ -304,23 +340,30 @@ import Testing
     @Test func iPXEScriptsPerMAC() async throws {
         try await withServices { services, _ in
             try await app(services).test(.router) { client in
-                let node = NodeConfig(name: "n7", macs: ["52:54:00:00:00:07"], kernelArgs: ["console=ttyS0"], kernel: "vmlinuz-6.1")
+                let node = NodeConfig(
+                    name: "n7", macs: ["52:54:00:00:00:07"], kernelArgs: ["console=ttyS0"], kernel: "vmlinuz-6.1")
                 try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(node))
             }
             let boot = Application(router: buildBootRouter(services))
             try await boot.test(.router) { client in
-                let known = String(buffer: try await client.execute(uri: "/boot/ipxe?mac=52-54-00-00-00-07", method: .get).body)
+                let known = String(
+                    buffer: try await client.execute(uri: "/boot/ipxe?mac=52-54-00-00-00-07", method: .get).body)
                 #expect(known.hasPrefix("#!ipxe\n"))
-                #expect(known.contains("/boot/kernels/vmlinuz-6.1 initrd=initramfs root=provisioner provisioner.server=https://"))
+                #expect(
+                    known.contains(
+                        "/boot/kernels/vmlinuz-6.1 initrd=initramfs root=provisioner provisioner.server=https://"))
                 #expect(known.contains("provisioner.mac=52:54:00:00:00:07 console=ttyS0"))
                 #expect(known.contains("initrd --name initramfs "))
                 let unknown = String(
-                    buffer: try await client.execute(uri: "/boot/ipxe?mac=52:54:00:00:00:08&serial=S8&manufacturer=Acme", method: .get).body)
+                    buffer: try await client.execute(
+                        uri: "/boot/ipxe?mac=52:54:00:00:00:08&serial=S8&manufacturer=Acme", method: .get
+                    ).body)
                 #expect(unknown.contains("sleep 30"))
                 #expect(unknown.contains("chain "))
                 #expect(!unknown.contains("kernel "))
                 // Retrying keeps one pending entry.
-                _ = try await client.execute(uri: "/boot/ipxe?mac=52:54:00:00:00:08&serial=S8&manufacturer=Acme", method: .get)
+                _ = try await client.execute(
+                    uri: "/boot/ipxe?mac=52:54:00:00:00:08&serial=S8&manufacturer=Acme", method: .get)
                 expectJSONError(try await client.execute(uri: "/boot/ipxe?mac=nope", method: .get), 400)
                 expectJSONError(try await client.execute(uri: "/api/v1/admin/nodes", method: .get), 404)
             }
@@ -365,7 +408,10 @@ import Testing
             NodeConfig(
                 name: "a", macs: ["52:54:00:00:00:01"], image: ImageRef(name: "debian12", branch: "stable"),
                 layout: "disks:\n  disk0:\n    match: { type: nvme, size: 1TB }\n", mode: .stateless,
-                plugins: [PluginConfig(name: "hostname"), PluginConfig(name: "net", parameters: ["addr": "10.0.0.1/24", "q": "a \"b\""])],
+                plugins: [
+                    PluginConfig(name: "hostname"),
+                    PluginConfig(name: "net", parameters: ["addr": "10.0.0.1/24", "q": "a \"b\""]),
+                ],
                 kernelArgs: ["console=ttyS0"], syncVerify: .content, kernel: "vmlinuz", initramfs: "initrd"),
             NodeConfig(name: "b", image: ImageRef(name: "x", version: "3")),
         ]

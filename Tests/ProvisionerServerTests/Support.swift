@@ -42,9 +42,12 @@ struct TestPKI {
         node = try ca.issue(role: .node, commonName: "provisioner-node")
         admin = try ca.issue(role: .admin, commonName: adminName)
         if let tlsDir {
-            let server = try ca.issue(role: .server, commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
+            let server = try ca.issue(
+                role: .server, commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
             try FileManager.default.createDirectory(atPath: tlsDir, withIntermediateDirectories: true)
-            for (name, text) in [("ca.pem", caPEM), ("server.pem", server.certificatePEM), ("server-key.pem", server.privateKeyPEM)] {
+            for (name, text) in [
+                ("ca.pem", caPEM), ("server.pem", server.certificatePEM), ("server-key.pem", server.privateKeyPEM),
+            ] {
                 try text.write(toFile: tlsDir + "/" + name, atomically: true, encoding: .utf8)
             }
         }
@@ -55,7 +58,8 @@ struct TestPKI {
             ClientConfiguration(
                 servers: [Endpoint(host: "127.0.0.1", port: port)],
                 tls: try ClientTLS(
-                    caPEM: caPEM ?? self.caPEM, certificatePEM: credential?.certificatePEM, keyPEM: credential?.privateKeyPEM),
+                    caPEM: caPEM ?? self.caPEM, certificatePEM: credential?.certificatePEM,
+                    keyPEM: credential?.privateKeyPEM),
                 connectTimeout: .seconds(10), readTimeout: .seconds(30)))
     }
 }
@@ -95,8 +99,11 @@ func decode<T: Decodable>(_ type: T.Type, _ response: TestResponse) throws -> T 
 }
 
 /// Every error answer must be JSON with the status repeated inside.
-func expectJSONError(_ response: TestResponse, _ status: Int, code: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) {
-    #expect(Int(response.status.code) == status, "body: \(String(buffer: response.body))", sourceLocation: sourceLocation)
+func expectJSONError(
+    _ response: TestResponse, _ status: Int, code: String? = nil, sourceLocation: SourceLocation = #_sourceLocation
+) {
+    #expect(
+        Int(response.status.code) == status, "body: \(String(buffer: response.body))", sourceLocation: sourceLocation)
     let body = try? JSONDecoder().decode(ErrorBody.self, from: Data(response.body.readableBytesView))
     #expect(body != nil, "not a JSON error: \(String(buffer: response.body))", sourceLocation: sourceLocation)
     #expect(body?.error.status == status, sourceLocation: sourceLocation)

@@ -90,8 +90,12 @@ import Testing
             let closedPort = try await Self.closedPort()
             let client = try ProvisionerClient(
                 ClientConfiguration(
-                    servers: [Endpoint(host: "127.0.0.1", port: closedPort), Endpoint(host: "127.0.0.1", port: server.apiPort)],
-                    tls: try ClientTLS(caPEM: pki.caPEM, certificatePEM: pki.node.certificatePEM, keyPEM: pki.node.privateKeyPEM)))
+                    servers: [
+                        Endpoint(host: "127.0.0.1", port: closedPort),
+                        Endpoint(host: "127.0.0.1", port: server.apiPort),
+                    ],
+                    tls: try ClientTLS(
+                        caPEM: pki.caPEM, certificatePEM: pki.node.certificatePEM, keyPEM: pki.node.privateKeyPEM)))
             for _ in 0..<4 {  // random order: every attempt must end on the live server
                 var received: [UInt8] = []
                 let etag = try await client.stream(.get("/files/kernels/default", from: 1_000_000)) { head, body in
@@ -106,7 +110,8 @@ import Testing
             let sizes = try await client.withConnection { connection in
                 var sizes: [Int] = []
                 for start in [0, 100, 3 << 20 - 10] as [UInt64] {
-                    try await connection.execute(.get("/files/kernels/default", from: start, through: start + 9)) { head, body in
+                    try await connection.execute(.get("/files/kernels/default", from: start, through: start + 9)) {
+                        head, body in
                         sizes.append(try await body.collect(upTo: 100).readableBytes)
                     }
                 }
@@ -140,12 +145,14 @@ import Testing
             let admin = try pki.client(port: server.apiPort, credential: pki.admin)
             let node = try pki.client(port: server.apiPort, credential: pki.node)
             let _: NodeRecord = try await admin.json(
-                .POST, "/api/v1/admin/nodes", body: NodeConfig(name: "keep", macs: ["52:54:00:00:40:01"], mode: .stateless))
+                .POST, "/api/v1/admin/nodes",
+                body: NodeConfig(name: "keep", macs: ["52:54:00:00:40:01"], mode: .stateless))
             let session: SessionResponse = try await node.json(
                 .POST, "/api/v1/sessions", body: SessionOpenRequest(macs: ["52:54:00:00:40:01"]))
             sessionID = session.sessionID
             let _: EventsAccepted = try await node.json(
-                .POST, "/api/v1/sessions/\(sessionID)/events", body: EventBatch(events: [AgentEvent(phase: "register", message: "hello")]))
+                .POST, "/api/v1/sessions/\(sessionID)/events",
+                body: EventBatch(events: [AgentEvent(phase: "register", message: "hello")]))
             await server.stop()
         }
         let server = try await LiveServer.start(stateDir: dir.path)

@@ -1,0 +1,149 @@
+import Foundation
+import ProvisionerAPI
+import ProvisionerClient
+import Testing
+
+@testable import ProvisionerServer
+
+/// provisionerctl as an admin uses it: the built binary, certificates from its own `ca init`,
+/// against a live server on 127.0.0.1.
+@Suite(.serialized) struct CtlTests {
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// The provisionerctl built next to the test bundle (`swift build --build-tests` builds it).
+    static var ctlPath: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("provisionerctl").path
+    }
+
+    /// Runs provisionerctl with a deadline; the process is ended by its pid if it overstays.
+    static func ctl(_ arguments: [String], timeout: Double = 60) throws -> Run {
+        // Output goes to files (no pipe can fill up and block the child).
+        let base = NSTemporaryDirectory() + "ctl-" + UUID().uuidString
+        FileManager.default.createFile(atPath: base + ".out", contents: nil)
+        FileManager.default.createFile(atPath: base + ".err", contents: nil)
+        defer {
+            try? FileManager.default.removeItem(atPath: base + ".out")
+            try? FileManager.default.removeItem(atPath: base + ".err")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ctlPath)
+        process.arguments = arguments
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".out"))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".err"))
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return Run(
+            status: process.terminationStatus,
+            stdout: (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? "")
+    }
+
+    @Test func caInitNodesPendingAssignWatchAndAudit() async throws {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.ctlPath), "\(Self.ctlPath) missing")
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let tls = dir.path + "/tls"
+        let initRun = try Self.ctl([
+            "ca", "init", "--dir", tls, "--name", "localhost", "--ip", "127.0.0.1", "--admin", "carol",
+        ])
+        #expect(initRun.status == 0, "\(initRun.stderr)")
+        for key in ["ca-key.pem", "server-key.pem", "client-key.pem", "admin-key.pem"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: tls + "/" + key)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "\(key)")
+        }
+        #expect(try Self.ctl(["ca", "init", "--dir", tls]).status == 1)  // refuses to replace the CA
+
+        let server = try await LiveServer.start(stateDir: dir.path)
+        do {
+            let common = ["--server", "https://127.0.0.1:\(server.apiPort)", "--tls-dir", tls]
+            try """
+            nodes:
+              web1:
+                macs: ["52:54:00:00:50:01"]
+                image: { name: debian12, branch: stable }
+                layout: |
+                  disks:
+                    disk0: { match: { type: nvme, size: 1TB } }
+              web2:
+                mode: stateless
+                kernelArgs: [console=ttyS0]
+            """.write(toFile: dir.path + "/cluster.yaml", atomically: true, encoding: .utf8)
+            let imported = try Self.ctl(["nodes", "import", dir.path + "/cluster.yaml"] + common)
+            #expect(imported.status == 0, "\(imported.stderr)")
+            #expect(imported.stdout.contains("created 2"))
+
+            let exported = try Self.ctl(["nodes", "export"] + common)
+            let nodes = try ClusterFile.parse(exported.stdout, source: "export")
+            #expect(nodes.map(\.name) == ["web1", "web2"])
+            #expect(nodes.first?.layout == "disks:\n  disk0: { match: { type: nvme, size: 1TB } }\n")
+            let again = try Self.ctl(["nodes", "import", dir.path + "/cluster.yaml", "--json"] + common)
+            #expect(
+                try JSONDecoder().decode(ImportResult.self, from: Data(again.stdout.utf8)).unchanged == [
+                    "web1", "web2",
+                ])
+
+            // The node certificate ca init made opens a session for an unknown machine.
+            let agent = try ProvisionerClient(
+                ClientConfiguration(
+                    servers: [Endpoint(host: "127.0.0.1", port: server.apiPort)],
+                    tls: try ClientTLS(
+                        caFile: tls + "/ca.pem", certificateFile: tls + "/client.pem", keyFile: tls + "/client-key.pem")
+                ))
+            let session: SessionResponse = try await agent.json(
+                .POST, "/api/v1/sessions",
+                body: SessionOpenRequest(
+                    macs: ["52:54:00:00:50:02"], facts: HardwareFacts(dmi: DMIFacts(serial: "XYZ"))))
+            #expect(session.status == .unassigned)
+
+            let pending = try Self.ctl(["nodes", "pending", "--json"] + common)
+            let machines = try JSONDecoder().decode([PendingMachine].self, from: Data(pending.stdout.utf8))
+            #expect(machines.map(\.sessionID) == [session.sessionID])
+            #expect(try Self.ctl(["nodes", "pending"] + common).stdout.contains("XYZ"))
+
+            let assign = try Self.ctl(["nodes", "assign", session.sessionID, "web2"] + common)
+            #expect(assign.status == 0, "\(assign.stderr)")
+            let polled: SessionResponse = try await agent.json(.GET, "/api/v1/sessions/\(session.sessionID)")
+            #expect(polled.node?.name == "web2")
+            #expect(polled.node?.kernelArgs == ["console=ttyS0"])
+
+            // The boot, then watch shows it and ends with the session.
+            let _: EventsAccepted = try await agent.json(
+                .POST, "/api/v1/sessions/\(session.sessionID)/events",
+                body: EventBatch(events: [
+                    AgentEvent(phase: "disks", step: "apply", message: "2 partitions", progress: 0.5),
+                    AgentEvent(phase: "pivot", message: "switching root"),
+                ]))
+            let _: SessionSummary = try await agent.json(
+                .POST, "/api/v1/sessions/\(session.sessionID)/finish", body: SessionFinish(succeeded: true))
+            let watch = try Self.ctl(["sessions", "watch", "web2"] + common)
+            #expect(watch.status == 0, "\(watch.stderr)")
+            #expect(watch.stdout.contains("disks/apply 50%: 2 partitions"))
+            #expect(watch.stdout.contains("pivot: switching root"))
+            #expect(watch.stdout.contains("succeeded"))
+
+            let bad = try Self.ctl(["nodes", "add", "web3", "--mac", "zz"] + common)
+            #expect(bad.status == 1)
+            #expect(bad.stderr.contains("macs[0]"))
+            let missing = try Self.ctl(["nodes", "show", "nope"] + common)
+            #expect(missing.status == 1)
+            #expect(missing.stderr.contains("no node named nope"))
+
+            let audit = try Self.ctl(["audit", "--json"] + common)
+            let entries = try JSONDecoder().decode([AuditEntry].self, from: Data(audit.stdout.utf8))
+            #expect(entries.map(\.action) == ["node.create", "node.create", "node.assign"])
+            #expect(entries.allSatisfy { $0.actor == "carol" && $0.remoteAddress == "127.0.0.1" })
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+}
