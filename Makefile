@@ -22,7 +22,7 @@ KERNEL_COPY    := $(REPO)/build/initramfs/vmlinuz-$(KVER)
 
 # Debian packages for building, the initramfs, the VM tests and the demo.
 PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
-	libssl-dev libzstd-dev libarchive-dev attr acl \
+	libssl-dev libzstd-dev libarchive-dev attr acl libcap2-bin \
 	qemu-system-x86 qemu-utils linux-image-amd64 dracut-core dracut-network systemd udev kmod \
 	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio
 # Only for make bench-sync.
