@@ -68,7 +68,10 @@ let package = Package(
                 "ProvisionerCore",
                 "ProvisionerSystem",
                 "ProvisionerImage",
+                "ProvisionerClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // The wire types of the agent <-> server protocol (docs/server-api.md). Agent-safe.

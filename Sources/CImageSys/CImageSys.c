@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <sched.h>
 #include "CImageSys.h"
 
 #include <errno.h>
@@ -68,3 +69,9 @@ uint32_t CImageSys_minor(uint64_t dev) { return minor(dev); }
 uint64_t CImageSys_makedev(uint32_t ma, uint32_t mi) { return makedev(ma, mi); }
 
 int CImageSys_syncfs(int fd) { return syncfs(fd); }
+
+int CImageSys_unshare_fs(void) { return unshare(CLONE_FS); }
+ssize_t CImageSys_llistxattr(const char *name, char *list, size_t size) { return llistxattr(name, list, size); }
+ssize_t CImageSys_lgetxattr(const char *name, const char *attr, void *value, size_t size) {
+    return lgetxattr(name, attr, value, size);
+}

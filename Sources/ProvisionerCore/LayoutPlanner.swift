@@ -382,7 +382,7 @@ public struct LayoutPlanner {
 
     /// A partition the plan creates (so nothing observed applies to it).
     func isBlankPartition(_ path: String) -> Bool {
-        for disk in assignment.disks.values where blank.contains(disk.path) && path.hasPrefix(disk.path) {
+        for disk in assignment.disks.values where blank.contains(disk.path) && Self.isPartition(path, of: disk.path) {
             return true
         }
         return blank.contains(path)
@@ -606,7 +606,11 @@ public struct LayoutPlanner {
     static func isPartition(_ path: String, of disk: String) -> Bool {
         guard path.hasPrefix(disk), path.count > disk.count else { return false }
         var rest = path.dropFirst(disk.count)
-        if rest.first == "p" { rest = rest.dropFirst() }
+        // nvme0n1 → nvme0n1p2, but sda → sda2: a "p" exactly when the disk's name ends in a digit.
+        if disk.last?.isNumber == true {
+            guard rest.first == "p" else { return false }
+            rest = rest.dropFirst()
+        }
         return !rest.isEmpty && rest.allSatisfy(\.isNumber)
     }
 

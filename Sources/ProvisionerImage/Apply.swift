@@ -64,11 +64,13 @@ final class Run: @unchecked Sendable {
     let engine: SyncEngine
     let rootfd: Int32
     let manifest: Manifest
-    let observed: [[UInt8]: Observed]
+    let observed: ObservedTree
     var report: SyncReport
+    /// The manifest applied before (sorted by path), for content already on the node.
+    var previous: Manifest?
     let stats = Mutex<(written: UInt64, fetched: Int, reused: Int, refetched: Int)>((0, 0, 0, 0))
 
-    init(engine: SyncEngine, rootfd: Int32, manifest: Manifest, observed: [[UInt8]: Observed], report: SyncReport) {
+    init(engine: SyncEngine, rootfd: Int32, manifest: Manifest, observed: ObservedTree, report: SyncReport) {
         self.engine = engine
         self.rootfd = rootfd
         self.manifest = manifest
@@ -117,6 +119,7 @@ final class Run: @unchecked Sendable {
     }
 
     func apply(_ plan: SyncPlan, previous: Manifest?) throws {
+        self.previous = previous
         let entries = manifest.entries
         let main = Worker(run: self)
 
@@ -188,15 +191,17 @@ final class Run: @unchecked Sendable {
     /// Every read is checked against the hash, so a wrong guess only costs a fetch.
     func localIndex(plan: SyncPlan, previous: Manifest?) -> [ObjectHash: (path: [UInt8], offset: UInt64)] {
         var index: [ObjectHash: (path: [UInt8], offset: UInt64)] = [:]
-        let removed = Set(plan.removals)
+        let removed = Set(plan.removals.map(TreePath.init))
         func usable(_ e: Entry) -> Bool {
-            guard e.kind == .file, !e.chunks.isEmpty, let o = observed[e.path], o.kind == .file, o.size == e.size,
+            guard e.kind == .file, !e.chunks.isEmpty, let o = observed[TreePath(e.path)], o.kind == .file,
+                o.size == e.size,
                 o.mtimeSeconds == e.mtimeSeconds, o.mtimeNanoseconds == e.mtimeNanoseconds
             else { return false }
             var p = PathRules.parent(e.path)
-            if removed.contains(e.path) { return false }
+            if removed.isEmpty { return true }
+            if removed.contains(TreePath(e.path)) { return false }
             while !p.isEmpty {
-                if removed.contains(p) { return false }
+                if removed.contains(TreePath(p)) { return false }
                 p = PathRules.parent(p)
             }
             return true
@@ -217,6 +222,24 @@ final class Run: @unchecked Sendable {
             }
         }
         return index
+    }
+
+    /// The previous manifest's entry for `path` if the node still has it unchanged (same size and
+    /// mtime): its chunks are where it says.
+    func previousFile(_ path: [UInt8]) -> Entry? {
+        guard let entries = previous?.entries else { return nil }
+        var lo = 0
+        var hi = entries.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if pathLess(entries[mid].path, path) { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo < entries.count, entries[lo].path == path else { return nil }
+        let e = entries[lo]
+        guard e.kind == .file, let o = observed[TreePath(path)], o.kind == .file, o.size == e.size,
+            o.mtimeSeconds == e.mtimeSeconds, o.mtimeNanoseconds == e.mtimeNanoseconds
+        else { return nil }
+        return e
     }
 
     /// Consecutive runs of files (path order keeps directories together), sized so that

@@ -45,33 +45,44 @@ public enum Differ {
     /// has none to set).
     public static func metadataMatches(_ e: Entry, _ o: Observed) -> Bool {
         (e.kind == .symlink || e.mode == o.mode) && e.uid == o.uid && e.gid == o.gid
-            && e.mtimeSeconds == o.mtimeSeconds && e.mtimeNanoseconds == o.mtimeNanoseconds && e.xattrs == o.xattrs
+            && e.mtimeSeconds == o.mtimeSeconds && e.mtimeNanoseconds == o.mtimeNanoseconds
+            && (!o.xattrsRead || e.xattrs == o.xattrs)
     }
 
     public static func plan(
-        manifest: Manifest, observed: [[UInt8]: Observed], preserved: [[UInt8]] = [], verify: VerifyLevel = .metadata
+        manifest: Manifest, observed: ObservedTree, preserved: [[UInt8]] = [], verify: VerifyLevel = .metadata
     ) -> SyncPlan {
         var plan = SyncPlan()
         let entries = manifest.entries
-        func isPreserved(_ path: [UInt8]) -> Bool { preserved.contains { PathRules.isWithin(path, $0) } }
-        func holdsPreserved(_ path: [UInt8]) -> Bool { preserved.contains { PathRules.isWithin($0, path) } }
+        func isPreserved(_ path: [UInt8]) -> Bool {
+            !preserved.isEmpty && preserved.contains { PathRules.isWithin(path, $0) }
+        }
+        func holdsPreserved(_ path: [UInt8]) -> Bool {
+            !preserved.isEmpty && preserved.contains { PathRules.isWithin($0, path) }
+        }
 
         var linkCount = [Int](repeating: 1, count: entries.count)
         for e in entries where e.kind == .hardlink { linkCount[e.linkIndex] += 1 }
 
-        var removed = Set<[UInt8]>()  // observed paths that go away before creation
+        var removed = Set<TreePath>()  // observed paths that go away before creation
         var rewritten = Set<Int>()  // primaries that get a new inode
-        var touchedDirs = Set<[UInt8]>()  // directories whose children change
+        var touchedDirs = Set<TreePath>()  // directories whose children change
+        var matched = 0  // observed entries that are in the manifest
 
-        func touch(_ path: [UInt8]) { touchedDirs.insert(PathRules.parent(path)) }
+        func touch(_ path: [UInt8]) { touchedDirs.insert(TreePath(PathRules.parent(path))) }
 
         for (i, e) in entries.enumerated() {
             if i == 0 {
-                if let o = observed[[]], !metadataMatches(e, o) { touchedDirs.insert([]) }
+                if let o = observed[TreePath([])] {
+                    matched += 1
+                    if !metadataMatches(e, o) { touchedDirs.insert(TreePath([])) }
+                }
                 continue
             }
+            let key = TreePath(e.path)
+            let o = observed[key]
+            if o != nil { matched += 1 }
             if isPreserved(e.path) { continue }
-            let o = observed[e.path]
             if e.kind == .hardlink {
                 if let o, o.kind == .directory {
                     if holdsPreserved(e.path) {
@@ -79,12 +90,12 @@ public enum Differ {
                         continue
                     }
                     plan.removals.append(e.path)
-                    removed.insert(e.path)
+                    removed.insert(key)
                 }
                 plan.links.append(i)  // checked and done after the primaries are final
                 continue
             }
-            guard let o, !removed.contains(PathRules.parent(e.path)) else {
+            guard let o, removed.isEmpty || !removed.contains(TreePath(PathRules.parent(e.path))) else {
                 create(i, e)
                 continue
             }
@@ -94,7 +105,7 @@ public enum Differ {
                     continue
                 }
                 plan.removals.append(e.path)
-                removed.insert(e.path)
+                removed.insert(key)
                 create(i, e)
                 continue
             }
@@ -115,7 +126,7 @@ public enum Differ {
                     if verify == .content { plan.checkContent.append(i) }
                 }
             case .directory:
-                if !metadataMatches(e, o) { touchedDirs.insert(e.path) }
+                if !metadataMatches(e, o) { touchedDirs.insert(key) }
             case .symlink, .charDevice, .blockDevice:
                 if o.target != e.target || o.major != e.major || o.minor != e.minor || o.links > UInt64(linkCount[i]) {
                     create(i, e)
@@ -138,7 +149,7 @@ public enum Differ {
             switch e.kind {
             case .directory:
                 plan.createDirectories.append(i)
-                touchedDirs.insert(e.path)
+                touchedDirs.insert(TreePath(e.path))
             case .file:
                 plan.writeFiles.append(i)
                 rewritten.insert(i)
@@ -151,8 +162,9 @@ public enum Differ {
         // Hardlinks that already point at their (unchanged) primary need nothing.
         plan.links = plan.links.filter { i in
             let e = entries[i]
-            guard !rewritten.contains(e.linkIndex), let o = observed[e.path], !removed.contains(e.path),
-                let p = observed[entries[e.linkIndex].path]
+            guard !rewritten.contains(e.linkIndex), let o = observed[TreePath(e.path)],
+                !removed.contains(TreePath(e.path)),
+                let p = observed[TreePath(entries[e.linkIndex].path)]
             else {
                 touch(e.path)
                 return true
@@ -162,36 +174,38 @@ public enum Differ {
             return true
         }
 
-        // Deletions: observed entries that are not in the image, top-most only.
-        var wanted = Set<[UInt8]>()
-        wanted.reserveCapacity(entries.count)
-        for e in entries { wanted.insert(e.path) }
-        var deleted = Set<[UInt8]>()
-        for path in observed.keys.sorted(by: pathLess) where !path.isEmpty {
-            if wanted.contains(path) { continue }
-            let parent = PathRules.parent(path)
-            if deleted.contains(parent) || removed.contains(parent) {
-                deleted.insert(path)
-                continue
+        // Deletions: observed entries that are not in the image, top-most only. Most syncs have
+        // none, which the count tells without building a set of every path.
+        if matched < observed.count {
+            var wanted = Set<TreePath>(minimumCapacity: entries.count)
+            for e in entries { wanted.insert(TreePath(e.path)) }
+            let extras = observed.keys.filter { !wanted.contains($0) }.map(\.bytes).sorted(by: pathLess)
+            var deleted = Set<TreePath>()
+            for path in extras where !path.isEmpty {
+                let parent = TreePath(PathRules.parent(path))
+                if deleted.contains(parent) || removed.contains(parent) {
+                    deleted.insert(TreePath(path))
+                    continue
+                }
+                if isPreserved(path) { continue }
+                if observed[TreePath(path)]?.kind == .directory && holdsPreserved(path) {
+                    continue  // kept for the preserved path; its other children are deleted one by one
+                }
+                plan.deletions.append(path)
+                deleted.insert(TreePath(path))
+                touch(path)
             }
-            if isPreserved(path) { continue }
-            if observed[path]?.kind == .directory && holdsPreserved(path) {
-                continue  // keep the directory for the preserved path; its other children are deleted one by one
-            }
-            plan.deletions.append(path)
-            deleted.insert(path)
-            touch(path)
         }
         for path in plan.removals { touch(path) }
 
         // Directory metadata: every touched directory that is in the manifest, deepest first.
-        var indexOf: [[UInt8]: Int] = [:]
-        for (i, e) in entries.enumerated() where e.kind == .directory && touchedDirs.contains(e.path) {
-            indexOf[e.path] = i
+        var touchedIndices: [Int] = []
+        if !touchedDirs.isEmpty {
+            for (i, e) in entries.enumerated() where e.kind == .directory && touchedDirs.contains(TreePath(e.path)) {
+                if e.path.isEmpty || !isPreserved(e.path) { touchedIndices.append(i) }
+            }
         }
-        plan.directoryMetadata = indexOf.keys.sorted { pathLess($1, $0) }.compactMap {
-            isPreserved($0) && !$0.isEmpty ? nil : indexOf[$0]
-        }
+        plan.directoryMetadata = touchedIndices.reversed()  // manifest order reversed: children before parents
         return plan
     }
 }

@@ -45,6 +45,14 @@ public struct SyncReport: Sendable {
     public var chunksReused = 0
     public var objectsRefetched = 0
     public var conflicts: [String] = []
+    /// Seconds spent in each phase, in order (manifest, scan, diff, apply, record).
+    public var phases: [(String, Double)] = []
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
 /// Makes a target directory identical to an image version (docs/image-format.md).
@@ -92,6 +100,13 @@ public final class SyncEngine: @unchecked Sendable {
         let state = try StateDirectory(rootfd: rootfd, target: target)
         defer { close(state.fd) }
 
+        var mark = monotonicNow()
+        var phases: [(String, Double)] = []
+        func phase(_ name: String) {
+            let t = monotonicNow()
+            phases.append((name, t - mark))
+            mark = t
+        }
         let id = try source.resolve(image: image, version: version)
         report.version = id
         let applied = state.applied()
@@ -117,14 +132,21 @@ public final class SyncEngine: @unchecked Sendable {
             throw SourceError(source: source.label, what: "manifest \(image)@\(id.hex)", cause: "\(error)")
         }
         report.entries = manifest.entries.count
+        phase("manifest")
 
         var verify = options.verify == .stamp ? VerifyLevel.metadata : options.verify
         if interrupted && verify == .metadata {
             verify = .content  // a cut write may have left right metadata over wrong bytes
             report.recovered = true
         }
-        let observed = try TreeScanner(preserved: options.preserved, threads: options.threads).scan(rootfd: rootfd)
+        var scanner = TreeScanner(preserved: options.preserved, threads: options.threads)
+        if !interrupted, applied.map({ $0.0 == image && $0.1 == id }) == true, let recorded = state.appliedTime() {
+            scanner.unchangedBefore = recorded  // xattrs set by that sync are still there unless the ctime moved
+        }
+        let observed = try scanner.scan(rootfd: rootfd)
+        phase("scan")
         var plan = Differ.plan(manifest: manifest, observed: observed, preserved: options.preserved, verify: verify)
+        phase("diff")
         report.conflicts = plan.conflicts
 
         let run = Run(engine: self, rootfd: rootfd, manifest: manifest, observed: observed, report: report)
@@ -147,8 +169,10 @@ public final class SyncEngine: @unchecked Sendable {
                 plan.directoryMetadata.sort { pathLess(manifest.entries[$1].path, manifest.entries[$0].path) }
             }
         }
+        if !plan.checkContent.isEmpty { phase("rehash") }
         if plan.isEmpty && applied.map { $0.0 == image && $0.1 == id } == true && !interrupted {
             run.report.upToDate = true
+            run.report.phases = phases
             run.report.bytesReceived = source.bytesReceived
             return run.report
         }
@@ -160,14 +184,18 @@ public final class SyncEngine: @unchecked Sendable {
 
         // The previous manifest says where content already on the node is (moved or copied files).
         let previousManifest: Manifest? =
-            plan.writeFiles.isEmpty || previous?.id == id ? nil : previous.flatMap { try? ManifestCodec.decode($0.bytes) }
+            plan.writeFiles.isEmpty || previous?.id == id
+            ? nil : previous.flatMap { try? ManifestCodec.decode($0.bytes) }
         try run.apply(plan, previous: previousManifest)
+        phase("apply")
 
         guard CImageSys_syncfs(rootfd) == 0 else { throw SystemError.fromErrno("flushing the filesystem of", target) }
         try state.write("manifest", Zstd.compress(bytes, level: 3))
         try state.write("applied", Array("image \(image)\nversion \(id.hex)\n".utf8))
         try state.remove("in-progress")
         try state.sync()
+        phase("record")
+        run.report.phases = phases
         run.report.bytesReceived = source.bytesReceived
         return run.report
     }
@@ -197,6 +225,13 @@ struct StateDirectory {
     func exists(_ name: String) -> Bool {
         var st = stat()
         return fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0
+    }
+
+    /// When `applied` was written (its mtime): everything the sync set was set before.
+    func appliedTime() -> (seconds: Int64, nanoseconds: Int64)? {
+        var st = stat()
+        guard fstatat(fd, "applied", &st, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
+        return (Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec))
     }
 
     /// The image and version last applied completely.

@@ -41,17 +41,23 @@ enum FileIO {
         guard Int(st.st_size) <= limit else {
             throw SystemError("reading", path, cause: "\(st.st_size) bytes, more than the \(limit) allowed")
         }
-        var out = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < out.count {
-            let n = out.withUnsafeMutableBytes { buf in
-                retrySize { pread(fd, buf.baseAddress! + done, buf.count - done, off_t(done)) }
+        let size = Int(st.st_size)
+        var failure: Int32 = 0
+        // Uninitialized: the bytes are read straight in (no zero fill of every object first).
+        let out = [UInt8](unsafeUninitializedCapacity: size) { buf, initialized in
+            var done = 0
+            while done < size {
+                let n = retrySize { pread(fd, buf.baseAddress! + done, size - done, off_t(done)) }
+                if n < 0 {
+                    failure = errno
+                    break
+                }
+                if n == 0 { break }
+                done += n
             }
-            if n < 0 { throw SystemError.fromErrno("reading", path) }
-            if n == 0 { break }
-            done += n
+            initialized = done
         }
-        if done < out.count { out.removeSubrange(done...) }
+        if failure != 0 { throw SystemError.fromErrno("reading", path, failure) }
         return out
     }
 

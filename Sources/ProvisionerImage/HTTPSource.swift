@@ -49,7 +49,9 @@ extension HTTPBodyStream {
         var out: [UInt8] = []
         while let piece = try next() {
             out.append(contentsOf: piece)
-            guard out.count <= limit else { throw SourceError(source: "server", what: what, cause: "more than \(limit) bytes") }
+            guard out.count <= limit else {
+                throw SourceError(source: "server", what: what, cause: "more than \(limit) bytes")
+            }
         }
         return out
     }
@@ -62,7 +64,8 @@ public struct StoreRoutes: Sendable {
     public init(store: ImageStore) { self.store = store }
 
     static func text(_ status: Int, _ message: String) -> HTTPReply {
-        HTTPReply(status: status, headers: ["content-type": "text/plain"], body: BufferedBody(Array("\(message)\n".utf8)))
+        HTTPReply(
+            status: status, headers: ["content-type": "text/plain"], body: BufferedBody(Array("\(message)\n".utf8)))
     }
 
     /// Handles one request; `path` may carry a query string.
@@ -74,14 +77,17 @@ public struct StoreRoutes: Sendable {
         switch (method, Array(parts.dropFirst(2))) {
         case ("GET", ["images"]):
             let json = try JSONEncoder().encode(try store.listImages())
-            return HTTPReply(status: 200, headers: ["content-type": "application/json"], body: BufferedBody(Array(json)))
+            return HTTPReply(
+                status: 200, headers: ["content-type": "application/json"], body: BufferedBody(Array(json)))
         case ("GET", let p) where p.count == 3 && p[0] == "images" && p[2] == "latest":
             guard let id = try store.latest(image: p[1]) else { return Self.text(404, "no image \(p[1])") }
             return HTTPReply(
                 status: 200, headers: ["content-type": "text/plain", "cache-control": "no-cache"],
                 body: BufferedBody(Array("\(id.hex)\n".utf8)))
         case ("GET", let p) where p.count == 4 && p[0] == "images" && p[2] == "versions":
-            guard let id = ObjectHash(hex: p[3]), p[3] == id.hex else { return Self.text(400, "a version is 64 lowercase hex digits") }
+            guard let id = ObjectHash(hex: p[3]), p[3] == id.hex else {
+                return Self.text(400, "a version is 64 lowercase hex digits")
+            }
             guard let stored = try store.storedManifest(image: p[1], version: id) else {
                 return Self.text(404, "no version \(p[3]) of \(p[1])")
             }
@@ -102,7 +108,9 @@ public struct StoreRoutes: Sendable {
             }
             return HTTPReply(status: 200, headers: headers, body: BufferedBody(stored))
         case ("GET", let p) where p.count == 2 && p[0] == "objects":
-            guard let hash = ObjectHash(hex: p[1]), p[1] == hash.hex else { return Self.text(400, "an object is 64 lowercase hex digits") }
+            guard let hash = ObjectHash(hex: p[1]), p[1] == hash.hex else {
+                return Self.text(400, "an object is 64 lowercase hex digits")
+            }
             guard let stored = try store.storedObject(hash) else { return Self.text(404, "no object \(p[1])") }
             return HTTPReply(
                 status: 200,
@@ -123,9 +131,16 @@ public struct StoreRoutes: Sendable {
                 guard let hash = ObjectHash(hex: h), h == hash.hex else { return Self.text(400, "\(h) is not a hash") }
                 hashes.append(hash)
             }
+            var bases: [ObjectHash: ObjectHash] = [:]
+            for (h, b) in request.bases ?? [:] {
+                guard let hash = ObjectHash(hex: h), let base = ObjectHash(hex: b) else {
+                    return Self.text(400, "bases: \(h) -> \(b) is not a pair of hashes")
+                }
+                bases[hash] = base
+            }
             return HTTPReply(
                 status: 200, headers: ["content-type": "application/x-provisioner-pack"],
-                body: PackBody(store: store, hashes: hashes))
+                body: PackBody(store: store, hashes: hashes, bases: bases))
         default:
             return Self.text(404, "no such route")
         }
@@ -145,6 +160,7 @@ public struct StoreRoutes: Sendable {
     struct PackBody: HTTPBodyStream {
         let store: ImageStore
         let hashes: [ObjectHash]
+        let bases: [ObjectHash: ObjectHash]
         var index = -1
 
         mutating func next() throws -> [UInt8]? {
@@ -153,8 +169,7 @@ public struct StoreRoutes: Sendable {
             if index == hashes.count { return PackEncoder.end() }
             if index > hashes.count { return nil }
             let hash = hashes[index]
-            if let stored = try store.storedObject(hash) { return PackEncoder.object(hash, stored: stored) }
-            return PackEncoder.missing(hash)
+            return try PackEncoder.frame(hash, base: bases[hash], from: store)
         }
     }
 }
@@ -163,7 +178,12 @@ public struct StoreRoutes: Sendable {
 public struct PackRequest: Codable, Sendable {
     public static let maxObjects = 100_000
     public var objects: [String]
-    public init(objects: [String]) { self.objects = objects }
+    /// Optional: object -> an older object the node has, to send the object as a delta from.
+    public var bases: [String: String]?
+    public init(objects: [String], bases: [String: String]? = nil) {
+        self.objects = objects
+        self.bases = bases
+    }
 }
 
 /// An image source over HTTP(S): the server's routes (docs/image-format.md) through any transport.
@@ -193,19 +213,23 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
         }
         if version != "latest" {
             guard let id = ObjectHash(hex: version) else {
-                throw SourceError(source: label, what: "image \(image)@\(version)", cause: "a version is \"latest\" or 64 hex digits")
+                throw SourceError(
+                    source: label, what: "image \(image)@\(version)", cause: "a version is \"latest\" or 64 hex digits")
             }
             return id
         }
         let (_, body) = try get("/v1/images/\(image)/latest", what: "the latest version of \(image)", limit: 4096)
         let text = String(decoding: body, as: UTF8.self).split(whereSeparator: { $0 == "\n" || $0 == " " }).first ?? ""
         guard let id = ObjectHash(hex: text) else {
-            throw SourceError(source: label, what: "the latest version of \(image)", cause: "the answer is not a version id")
+            throw SourceError(
+                source: label, what: "the latest version of \(image)", cause: "the answer is not a version id")
         }
         return id
     }
 
-    public func manifest(image: String, version: ObjectHash, previous: (id: ObjectHash, bytes: [UInt8])?) throws -> [UInt8] {
+    public func manifest(image: String, version: ObjectHash, previous: (id: ObjectHash, bytes: [UInt8])?) throws
+        -> [UInt8]
+    {
         var path = "/v1/images/\(image)/versions/\(version.hex)"
         if let previous, previous.id != version { path += "?delta-from=\(previous.id.hex)" }
         let what = "manifest \(image)@\(version.hex)"
@@ -217,16 +241,23 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
     }
 
     public func objects(_ hashes: [ObjectHash]) throws -> any ObjectStream {
-        let body = try JSONEncoder().encode(PackRequest(objects: hashes.map(\.hex)))
+        try objects(hashes, bases: [:])
+    }
+
+    public func objects(_ hashes: [ObjectHash], bases: [ObjectHash: ObjectHash]) throws -> any ObjectStream {
+        let baseList = bases.isEmpty ? nil : Dictionary(uniqueKeysWithValues: bases.map { ($0.key.hex, $0.value.hex) })
+        let body = try JSONEncoder().encode(PackRequest(objects: hashes.map(\.hex), bases: baseList))
         counter.add(body.count + 64)
-        let reply = try transport.request(method: "POST", path: "/v1/objects/pack", contentType: "application/json", body: Array(body))
+        let reply = try transport.request(
+            method: "POST", path: "/v1/objects/pack", contentType: "application/json", body: Array(body))
         if reply.status == 404 || reply.status == 405 {
             return SingleObjects(source: self, hashes: hashes)  // a static mirror: one GET per object
         }
         guard reply.status == 200 else {
             var b = reply.body
             let message = String(decoding: (try? b.collect(limit: 4096, what: "error")) ?? [], as: UTF8.self)
-            throw SourceError(source: label, what: "a pack of \(hashes.count) objects", cause: "HTTP \(reply.status) \(message)")
+            throw SourceError(
+                source: label, what: "a pack of \(hashes.count) objects", cause: "HTTP \(reply.status) \(message)")
         }
         return PackStream(source: self, body: reply.body, expected: hashes)
     }
@@ -244,7 +275,7 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
             self.expected = expected
         }
 
-        mutating func next() throws -> (hash: ObjectHash, stored: [UInt8])? {
+        mutating func next() throws -> FetchedObject? {
             while true {
                 if let frame = try decoder.next() {
                     switch frame {
@@ -253,12 +284,21 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
                             throw SourceError(source: source.label, what: "a pack", cause: "objects out of order")
                         }
                         index += 1
-                        return (hash, stored)
+                        return FetchedObject(hash: hash, stored: stored)
+                    case .delta(let hash, let base, let payload):
+                        guard index < expected.count, hash == expected[index] else {
+                            throw SourceError(source: source.label, what: "a pack", cause: "objects out of order")
+                        }
+                        index += 1
+                        return FetchedObject(hash: hash, stored: payload, base: base)
                     case .missing(let hash):
-                        throw SourceError(source: source.label, what: "object \(hash.hex)", cause: "the server does not have it")
+                        throw SourceError(
+                            source: source.label, what: "object \(hash.hex)", cause: "the server does not have it")
                     case .end:
                         guard index == expected.count else {
-                            throw SourceError(source: source.label, what: "a pack", cause: "ended after \(index) of \(expected.count) objects")
+                            throw SourceError(
+                                source: source.label, what: "a pack",
+                                cause: "ended after \(index) of \(expected.count) objects")
                         }
                         return nil
                     }
@@ -277,12 +317,13 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
         let source: HTTPObjectSource
         let hashes: [ObjectHash]
         var index = 0
-        mutating func next() throws -> (hash: ObjectHash, stored: [UInt8])? {
+        mutating func next() throws -> FetchedObject? {
             guard index < hashes.count else { return nil }
             let hash = hashes[index]
             index += 1
-            let (_, body) = try source.get("/v1/objects/\(hash.hex)", what: "object \(hash.hex)", limit: PackFormat.maxObject)
-            return (hash, body)
+            let (_, body) = try source.get(
+                "/v1/objects/\(hash.hex)", what: "object \(hash.hex)", limit: PackFormat.maxObject)
+            return FetchedObject(hash: hash, stored: body)
         }
     }
 }

@@ -111,13 +111,13 @@ public final class ImageImporter: @unchecked Sendable {
         guard rootfd >= 0 else { throw SystemError.fromErrno("opening the directory to import", path) }
         defer { close(rootfd) }
         let observed = try TreeScanner(threads: threads).scan(rootfd: rootfd)
-        let paths = observed.keys.sorted(by: pathLess)
+        let paths = observed.keys.map(\.bytes).sorted(by: pathLess)
         var entries: [Entry] = []
         entries.reserveCapacity(paths.count)
         var firstOfInode: [UInt64: Int] = [:]  // hardlinks: (inode) -> index of the first name
         var files: [Int] = []
         for p in paths {
-            let o = observed[p]!
+            let o = observed[TreePath(p)]!
             if p.isEmpty && o.kind != .directory { throw SystemError("importing", path, cause: "not a directory") }
             if !p.isEmpty, let problem = PathRules.problem(p) {
                 throw SystemError("importing", displayPath(p), cause: problem)

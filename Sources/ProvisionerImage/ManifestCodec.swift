@@ -109,7 +109,7 @@ public enum ManifestCodec {
         }
         var entries: [Entry] = []
         entries.reserveCapacity(Int(count))
-        var directories = Set<[UInt8]>()
+        var directories = Set<TreePath>()
         var previous: [UInt8] = []
         for index in 0..<Int(count) {
             let label = { String(decoding: previous, as: UTF8.self) }
@@ -140,7 +140,7 @@ public enum ManifestCodec {
                     throw ManifestError(entry: name, "uses the reserved name .provisioner-state")
                 }
                 let parent = PathRules.parent(path)
-                guard directories.contains(parent) else {
+                guard directories.contains(TreePath(parent)) else {
                     throw ManifestError(entry: name, "its parent directory is not an earlier entry")
                 }
             }
@@ -220,7 +220,7 @@ public enum ManifestCodec {
                     e.major = try r.u32(name, "major")
                     e.minor = try r.u32(name, "minor")
                 case .directory:
-                    directories.insert(path)
+                    directories.insert(TreePath(path))
                 case .fifo, .socket, .hardlink:
                     break
                 }
@@ -246,15 +246,27 @@ public enum PathRules {
         if path.count > ManifestLimits.maxPath {
             return "path of \(path.count) bytes, more than \(ManifestLimits.maxPath)"
         }
-        if path.first == UInt8(ascii: "/") { return "absolute path" }
-        if path.contains(0) { return "path contains NUL" }
-        for component in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
-            if component.isEmpty { return "empty path component" }
-            if component.count > ManifestLimits.maxComponent {
-                return "name of \(component.count) bytes, more than \(ManifestLimits.maxComponent)"
+        if path[0] == UInt8(ascii: "/") { return "absolute path" }
+        // One pass: component boundaries, NUL, "." and "..".
+        var start = 0
+        var i = 0
+        let n = path.count
+        while i <= n {
+            if i == n || path[i] == UInt8(ascii: "/") {
+                let length = i - start
+                if length == 0 { return "empty path component" }
+                if length > ManifestLimits.maxComponent {
+                    return "name of \(length) bytes, more than \(ManifestLimits.maxComponent)"
+                }
+                if path[start] == UInt8(ascii: ".") {
+                    if length == 1 { return "\".\" component" }
+                    if length == 2 && path[start + 1] == UInt8(ascii: ".") { return "\"..\" component escapes" }
+                }
+                start = i + 1
+            } else if path[i] == 0 {
+                return "path contains NUL"
             }
-            if component.elementsEqual([UInt8(ascii: ".")]) { return "\".\" component" }
-            if component.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) { return "\"..\" component escapes" }
+            i += 1
         }
         return nil
     }

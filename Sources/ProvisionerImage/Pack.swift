@@ -4,6 +4,7 @@ public enum PackFormat {
     public static let maxObject = 64 << 20
     static let object = UInt8(ascii: "O")
     static let missing = UInt8(ascii: "M")
+    static let delta = UInt8(ascii: "D")
     static let end = UInt8(ascii: "E")
 }
 
@@ -22,6 +23,31 @@ public enum PackEncoder {
         return out
     }
 
+    /// A delta frame: `payload` is a zstd frame of the object compressed with the base
+    /// object's bytes as prefix; the node has the base.
+    public static func delta(_ hash: ObjectHash, base: ObjectHash, payload: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = [PackFormat.delta]
+        out.reserveCapacity(69 + payload.count)
+        hash.append(to: &out)
+        base.append(to: &out)
+        let n = UInt32(payload.count)
+        out.append(contentsOf: [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)])
+        out.append(contentsOf: payload)
+        return out
+    }
+
+    /// The frame for one requested object: a delta from `base` when the store has both and the
+    /// delta is smaller, else the object as stored, else "missing".
+    public static func frame(_ hash: ObjectHash, base: ObjectHash?, from store: ImageStore) throws -> [UInt8] {
+        guard let stored = try store.storedObject(hash) else { return missing(hash) }
+        if let base, base != hash, let payload = try ObjectDelta.make(hash, stored: stored, base: base, store: store),
+            payload.count + 32 < stored.count
+        {
+            return delta(hash, base: base, payload: payload)
+        }
+        return object(hash, stored: stored)
+    }
+
     public static func missing(_ hash: ObjectHash) -> [UInt8] {
         var out: [UInt8] = [PackFormat.missing]
         hash.append(to: &out)
@@ -32,15 +58,12 @@ public enum PackEncoder {
 
     /// A whole pack of `hashes` from `store`, written through `write` frame by frame
     /// (what `POST /v1/objects/pack` sends).
-    public static func stream(_ hashes: [ObjectHash], from store: ImageStore, write: ([UInt8]) throws -> Void) throws {
+    public static func stream(
+        _ hashes: [ObjectHash], bases: [ObjectHash: ObjectHash] = [:], from store: ImageStore,
+        write: ([UInt8]) throws -> Void
+    ) throws {
         try write(header())
-        for hash in hashes {
-            if let stored = try store.storedObject(hash) {
-                try write(object(hash, stored: stored))
-            } else {
-                try write(missing(hash))
-            }
-        }
+        for hash in hashes { try write(frame(hash, base: bases[hash], from: store)) }
         try write(end())
     }
 }
@@ -53,6 +76,7 @@ public struct PackError: Error, Hashable, Sendable, CustomStringConvertible {
 
 public enum PackFrame: Hashable, Sendable {
     case object(ObjectHash, stored: [UInt8])
+    case delta(ObjectHash, base: ObjectHash, payload: [UInt8])
     case missing(ObjectHash)
     case end
 }
@@ -114,6 +138,19 @@ public struct PackDecoder: Sendable {
             let stored = Array(buffer[(start + 37)..<(start + 37 + n)])
             start += 37 + n
             return .object(hash, stored: stored)
+        case PackFormat.delta:
+            guard available >= 69 else { return nil }
+            let n = buffer[(start + 65)..<(start + 69)].reduce(0) { $0 << 8 | Int($1) }
+            guard n <= PackFormat.maxObject else {
+                throw PackError(problem: "delta of \(n) bytes, more than the \(PackFormat.maxObject) allowed")
+            }
+            guard available >= 69 + n else { return nil }
+            let (hash, base) = buffer.withUnsafeBytes {
+                (ObjectHash(raw: $0.baseAddress! + start + 1), ObjectHash(raw: $0.baseAddress! + start + 33))
+            }
+            let payload = Array(buffer[(start + 69)..<(start + 69 + n)])
+            start += 69 + n
+            return .delta(hash, base: base, payload: payload)
         default:
             throw PackError(problem: "unknown frame type \(buffer[start])")
         }
@@ -122,5 +159,24 @@ public struct PackDecoder: Sendable {
     /// Call when the stream ended: refuses a pack without its end frame.
     public func finish() throws {
         guard finished else { throw PackError(problem: "truncated (no end frame)") }
+    }
+}
+
+/// Objects sent as the difference from an older object the node has (the same region of the
+/// same file in the version it runs): a zstd frame with the base's bytes as prefix.
+public enum ObjectDelta {
+    /// The delta payload for `hash` against `base`, both from the store (nil if the base is not there).
+    public static func make(_ hash: ObjectHash, stored: [UInt8], base: ObjectHash, store: ImageStore) throws -> [UInt8]?
+    {
+        guard let storedBase = try store.storedObject(base) else { return nil }
+        let content = try stored.withUnsafeBytes {
+            try Zstd.decompress(
+                $0, expectedSize: nil, limit: Int(ManifestLimits.maxChunk), subject: "object \(hash.hex)")
+        }
+        let baseContent = try storedBase.withUnsafeBytes {
+            try Zstd.decompress(
+                $0, expectedSize: nil, limit: Int(ManifestLimits.maxChunk), subject: "object \(base.hex)")
+        }
+        return ManifestDelta.encode(old: baseContent, new: content, level: 3)
     }
 }

@@ -20,10 +20,22 @@ public struct SourceError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String { "fetching \(what) from \(source): \(cause)" }
 }
 
-/// Objects in the order they were asked for, as stored (zstd frames). The consumer checks each
-/// against its hash.
+/// One object as it arrived: a zstd frame of its bytes, or (with `base`) a zstd frame that needs
+/// the base object's bytes as prefix.
+public struct FetchedObject: Sendable {
+    public var hash: ObjectHash
+    public var stored: [UInt8]
+    public var base: ObjectHash?
+    public init(hash: ObjectHash, stored: [UInt8], base: ObjectHash? = nil) {
+        self.hash = hash
+        self.stored = stored
+        self.base = base
+    }
+}
+
+/// Objects in the order they were asked for. The consumer checks each against its hash.
 public protocol ObjectStream {
-    mutating func next() throws -> (hash: ObjectHash, stored: [UInt8])?
+    mutating func next() throws -> FetchedObject?
 }
 
 /// Where images come from: a local store, or a server over HTTPS (docs/image-format.md).
@@ -38,6 +50,9 @@ public protocol ObjectSource: AnyObject, Sendable {
     func manifest(image: String, version: ObjectHash, previous: (id: ObjectHash, bytes: [UInt8])?) throws -> [UInt8]
     /// A stream of the objects, in this order (one request for all of them where the transport allows).
     func objects(_ hashes: [ObjectHash]) throws -> any ObjectStream
+    /// The same, where the node has `bases[hash]` (an older object of the same place in the same
+    /// file): the source may send such objects as deltas from their base.
+    func objects(_ hashes: [ObjectHash], bases: [ObjectHash: ObjectHash]) throws -> any ObjectStream
     /// Bytes received so far (as the transport carries them, without TLS/HTTP framing).
     var bytesReceived: Int { get }
     /// One object again, after the copy from attempt `attempt - 1` was damaged (mirrors move on).
@@ -46,6 +61,9 @@ public protocol ObjectSource: AnyObject, Sendable {
 
 extension ObjectSource {
     public func refetch(_ hash: ObjectHash, attempt: Int) throws -> any ObjectStream { try objects([hash]) }
+    public func objects(_ hashes: [ObjectHash], bases: [ObjectHash: ObjectHash]) throws -> any ObjectStream {
+        try objects(hashes)
+    }
 }
 
 /// A store directory on this machine (tests, local mirrors, the benchmark).
@@ -104,23 +122,44 @@ public final class LocalStoreSource: ObjectSource {
     }
 
     public func objects(_ hashes: [ObjectHash]) throws -> any ObjectStream {
-        Stream(source: self, hashes: hashes)
+        try objects(hashes, bases: [:])
+    }
+
+    public func objects(_ hashes: [ObjectHash], bases: [ObjectHash: ObjectHash]) throws -> any ObjectStream {
+        // The request the HTTPS source would send: {"objects":[...],"bases":{...}}.
+        received.add(16 + hashes.count * 67 + bases.count * 134, ordering: .relaxed)
+        return Stream(source: self, hashes: hashes, bases: bases)
     }
 
     struct Stream: ObjectStream {
         let source: LocalStoreSource
         let hashes: [ObjectHash]
+        let bases: [ObjectHash: ObjectHash]
         var index = 0
 
-        mutating func next() throws -> (hash: ObjectHash, stored: [UInt8])? {
+        mutating func next() throws -> FetchedObject? {
             guard index < hashes.count else { return nil }
             let hash = hashes[index]
             index += 1
-            guard let stored = try source.store.storedObject(hash) else {
+            guard let base = bases[hash] else {
+                guard let stored = try source.store.storedObject(hash) else {
+                    throw SourceError(
+                        source: source.label, what: "object \(hash.hex)", cause: "the store does not have it")
+                }
+                source.received.add(stored.count + 37, ordering: .relaxed)  // an 'O' frame
+                return FetchedObject(hash: hash, stored: stored)
+            }
+            // The same frame the server's pack route builds.
+            let frame = try PackEncoder.frame(hash, base: base, from: source.store)
+            source.received.add(frame.count, ordering: .relaxed)
+            var decoder = PackDecoder()
+            decoder.feed(PackEncoder.header() + frame)
+            switch try decoder.next() {
+            case .object(let h, let stored): return FetchedObject(hash: h, stored: stored)
+            case .delta(let h, let base, let payload): return FetchedObject(hash: h, stored: payload, base: base)
+            default:
                 throw SourceError(source: source.label, what: "object \(hash.hex)", cause: "the store does not have it")
             }
-            source.received.add(stored.count + 37, ordering: .relaxed)
-            return (hash, stored)
         }
     }
 }
@@ -180,6 +219,10 @@ public final class MirrorSource: ObjectSource {
 
     public func objects(_ hashes: [ObjectHash]) throws -> any ObjectStream {
         try withFailover { try $0.objects(hashes) }
+    }
+
+    public func objects(_ hashes: [ObjectHash], bases: [ObjectHash: ObjectHash]) throws -> any ObjectStream {
+        try withFailover { try $0.objects(hashes, bases: bases) }
     }
 
     /// A damaged object is asked for again from the current mirror (the damaged copy may have come

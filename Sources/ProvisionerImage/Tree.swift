@@ -25,9 +25,26 @@ public struct Observed: Hashable, Sendable {
     public var device: UInt64 = 0
     public var inode: UInt64 = 0
     public var links: UInt64 = 1
+    /// False when the scan skipped the xattrs because the entry's ctime says nothing changed
+    /// since the applied version was recorded (see `TreeScanner.unchangedBefore`).
+    public var xattrsRead = true
 
     public init(kind: EntryKind) { self.kind = kind }
 }
+
+/// A relative path as a dictionary key: hashed as one block of bytes (an [UInt8] key would be
+/// hashed byte by byte, which dominated a 100k-entry comparison).
+public struct TreePath: Hashable, Sendable, CustomStringConvertible {
+    public var bytes: [UInt8]
+    @inlinable public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ string: String) { bytes = Array(string.utf8) }
+    @inlinable public func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
+    @inlinable public static func == (a: TreePath, b: TreePath) -> Bool { a.bytes == b.bytes }
+    public var description: String { displayPath(bytes) }
+}
+
+/// Every entry found on the target, by relative path ("" is the root).
+public typealias ObservedTree = [TreePath: Observed]
 
 /// Calls with a NUL-terminated copy of a name.
 @inline(__always)
@@ -77,6 +94,9 @@ enum Xattrs {
         list.split(separator: 0).map { Array($0) }
     }
 
+    /// Marks a lookup relative to the calling thread's working directory (see TreeScanner).
+    static let relativeToWorkingDirectory: Int32 = -2
+
     /// All xattrs of `name` in `dirfd` (or of the open `fd` if given), sorted by name.
     static func read(dirfd: Int32, name: [UInt8], fd: Int32? = nil, path: [UInt8]) throws -> [Xattr] {
         var size = 256
@@ -86,9 +106,11 @@ enum Xattrs {
                 if let fd {
                     return CImageSys_flistxattr(fd, buf.baseAddress!.assumingMemoryBound(to: CChar.self), size)
                 }
-                return withCName(name) {
-                    CImageSys_listxattrat(dirfd, $0, buf.baseAddress!.assumingMemoryBound(to: CChar.self), size)
+                let out = buf.baseAddress!.assumingMemoryBound(to: CChar.self)
+                if dirfd == relativeToWorkingDirectory {
+                    return withCName(name) { CImageSys_llistxattr($0, out, size) }
                 }
+                return withCName(name) { CImageSys_listxattrat(dirfd, $0, out, size) }
             }
             if n >= 0 {
                 if n == 0 { return [] }
@@ -111,6 +133,9 @@ enum Xattrs {
                 let n = withCName(attr) { cattr in
                     value.withUnsafeMutableBytes { buf in
                         if let fd { return CImageSys_fgetxattr(fd, cattr, buf.baseAddress, vsize) }
+                        if dirfd == relativeToWorkingDirectory {
+                            return withCName(name) { CImageSys_lgetxattr($0, cattr, buf.baseAddress, vsize) }
+                        }
                         return withCName(name) { CImageSys_getxattrat(dirfd, $0, cattr, buf.baseAddress, vsize) }
                     }
                 }
@@ -169,6 +194,10 @@ enum Xattrs {
 public struct TreeScanner {
     public var preserved: [[UInt8]]
     public var threads: Int
+    /// When set, entries whose ctime is earlier are not asked for their xattrs: any xattr change
+    /// would have moved the ctime. The engine passes the time the applied version was recorded,
+    /// only when the wanted version is that one.
+    public var unchangedBefore: (seconds: Int64, nanoseconds: Int64)?
 
     public init(preserved: [[UInt8]] = [], threads: Int = 2) {
         self.preserved = preserved
@@ -181,12 +210,12 @@ public struct TreeScanner {
             var fd: Int32
         }
         let queue = Mutex<(items: [Item], active: Int)>(([], 0))
-        let results = Mutex<[[UInt8]: Observed]>([:])
+        let results = Mutex<[[(TreePath, Observed)]]>([])
         let failure = Mutex<(any Error)?>(nil)
     }
 
     /// Every entry below `rootfd` by relative path; the root itself under "".
-    public func scan(rootfd: Int32) throws -> [[UInt8]: Observed] {
+    public func scan(rootfd: Int32) throws -> ObservedTree {
         var st = stat()
         guard fstat(rootfd, &st) == 0, var root = Observed(stat: st) else {
             throw SystemError.fromErrno("reading", "the target directory")
@@ -196,10 +225,21 @@ public struct TreeScanner {
         let dup = Glibc.dup(rootfd)
         guard dup >= 0 else { throw SystemError.fromErrno("duplicating a descriptor of", "the target directory") }
         work.queue.withLock { $0.items.append(.init(path: [], fd: dup)) }
-        work.results.withLock { $0[[]] = root }
+        work.results.withLock { $0.append([(TreePath([]), root)]) }
         let preserved = self.preserved
+        let before = unchangedBefore
         runWorkers(threads) {
-            var local: [[UInt8]: Observed] = [:]
+            // Each thread lists a directory from inside it: names are then looked up in one step
+            // (through /proc/self/fd they would cost a procfs walk each, most of a scan).
+            let saved = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            let relative = saved >= 0 && CImageSys_unshare_fs() == 0
+            defer {
+                if saved >= 0 {
+                    _ = fchdir(saved)
+                    close(saved)
+                }
+            }
+            var local: [(TreePath, Observed)] = []
             while true {
                 let item: Work.Item? = work.queue.withLock { q in
                     if let item = q.items.popLast() {
@@ -215,7 +255,9 @@ public struct TreeScanner {
                     continue
                 }
                 do {
-                    let children = try Self.scanDirectory(item.path, fd: item.fd, preserved: preserved, into: &local)
+                    let children = try Self.scanDirectory(
+                        item.path, fd: item.fd, preserved: preserved, relative: relative, unchangedBefore: before,
+                        into: &local)
                     work.queue.withLock { q in
                         q.items.append(contentsOf: children)
                         q.active -= 1
@@ -226,19 +268,30 @@ public struct TreeScanner {
                 }
             }
             let found = local
-            work.results.withLock { $0.merge(found) { a, _ in a } }
+            work.results.withLock { $0.append(found) }
         }
         if let failure = work.failure.withLock({ $0 }) {
             work.queue.withLock { q in for item in q.items { close(item.fd) } }
             throw failure
         }
-        return work.results.withLock { $0 }
+        let parts = work.results.withLock { $0 }
+        var tree = ObservedTree(minimumCapacity: parts.reduce(0) { $0 + $1.count })
+        for part in parts {
+            for (path, o) in part { tree[path] = o }
+        }
+        return tree
     }
 
     /// Lists one directory (closing `fd`), returning its subdirectories (opened) to scan.
     static func scanDirectory(
-        _ dirPath: [UInt8], fd: Int32, preserved: [[UInt8]], into out: inout [[UInt8]: Observed]
+        _ dirPath: [UInt8], fd: Int32, preserved: [[UInt8]], relative: Bool,
+        unchangedBefore: (seconds: Int64, nanoseconds: Int64)?, into out: inout [(TreePath, Observed)]
     ) throws -> [Work.Item] {
+        if relative && fchdir(fd) != 0 {
+            close(fd)
+            throw SystemError.fromErrno("entering directory", displayPath(dirPath))
+        }
+        let xattrBase = relative ? Xattrs.relativeToWorkingDirectory : fd
         guard let dir = fdopendir(fd) else {
             close(fd)
             throw SystemError.fromErrno("listing", displayPath(dirPath))
@@ -257,7 +310,7 @@ public struct TreeScanner {
             var path = dirPath
             if !path.isEmpty { path.append(UInt8(ascii: "/")) }
             path.append(contentsOf: name)
-            if preserved.contains(where: { PathRules.isWithin(path, $0) }) { continue }
+            if !preserved.isEmpty && preserved.contains(where: { PathRules.isWithin(path, $0) }) { continue }
             var st = stat()
             let r = withCName(name) { fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }
             if r != 0 {
@@ -276,7 +329,13 @@ public struct TreeScanner {
                 }
                 children.append(.init(path: path, fd: sub))
             } else {
-                o.xattrs = try Xattrs.read(dirfd: fd, name: name, path: path)
+                if let t = unchangedBefore,
+                    (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)) < (t.seconds, t.nanoseconds)
+                {
+                    o.xattrsRead = false
+                } else {
+                    o.xattrs = try Xattrs.read(dirfd: xattrBase, name: name, path: path)
+                }
                 if o.kind == .symlink {
                     var buf = [UInt8](repeating: 0, count: 4096)
                     let n = withCName(name) { cname in
@@ -288,7 +347,7 @@ public struct TreeScanner {
                     o.target = Array(buf[0..<n])
                 }
             }
-            out[path] = o
+            out.append((TreePath(path), o))
         }
         return children
     }

@@ -1,4 +1,5 @@
 import CImageSys
+import CZstd
 import ProvisionerSystem
 import Synchronization
 
@@ -47,8 +48,35 @@ final class Worker {
         var origins: [ChunkOrigin] = []
         var wanted: [ObjectHash] = []
         var seen = Set<ObjectHash>()
+        // For new chunks of a file the node has an older version of: the old chunk at the same
+        // offset, which the source may send the new one as a delta from.
+        var bases: [ObjectHash: (hash: ObjectHash, path: [UInt8], offset: UInt64, length: Int)] = [:]
         for i in batch {
+            let old = run.previousFile(entries[i].path)
+            var oldOffsets: [UInt64] = []
+            if let old {
+                var o: UInt64 = 0
+                for c in old.chunks {
+                    oldOffsets.append(o)
+                    o += UInt64(c.length)
+                }
+            }
+            var offset: UInt64 = 0
             for c in entries[i].chunks {
+                defer { offset += UInt64(c.length) }
+                if let old, !seen.contains(c.hash), local[c.hash] == nil, !old.chunks.isEmpty {
+                    // The old chunk holding this offset (binary search over the old offsets).
+                    var lo = 0
+                    var hi = oldOffsets.count - 1
+                    while lo < hi {
+                        let mid = (lo + hi + 1) / 2
+                        if oldOffsets[mid] <= offset { lo = mid } else { hi = mid - 1 }
+                    }
+                    let b = old.chunks[lo]
+                    if b.hash != c.hash {
+                        bases[c.hash] = (b.hash, old.path, oldOffsets[lo], Int(b.length))
+                    }
+                }
                 if seen.contains(c.hash) {
                     origins.append(.earlier)
                 } else if let ref = local[c.hash] {
@@ -61,7 +89,10 @@ final class Worker {
                 }
             }
         }
-        var stream: (any ObjectStream)? = wanted.isEmpty ? nil : try source.objects(wanted)
+        let baseHashes = bases.mapValues(\.hash)
+        var stream: (any ObjectStream)? =
+            wanted.isEmpty
+            ? nil : try (baseHashes.isEmpty ? source.objects(wanted) : source.objects(wanted, bases: baseHashes))
         // Where each chunk was written in this batch: (path or the open temporary file, offset).
         var written: [ObjectHash: (path: [UInt8], offset: UInt64)] = [:]
         var k = 0
@@ -103,7 +134,16 @@ final class Worker {
                                 source: source.label, what: "object \(c.hash.hex)",
                                 cause: "sent \(object.hash.hex) instead")
                         }
-                        got = decodeVerified(object.stored, c)
+                        if let base = object.base {
+                            guard let b = bases[c.hash], b.hash == base else {
+                                throw SourceError(
+                                    source: source.label, what: "object \(c.hash.hex)",
+                                    cause: "a delta from an unexpected base")
+                            }
+                            got = try decodeDelta(object.stored, c, base: b)
+                        } else {
+                            got = decodeVerified(object.stored, c)
+                        }
                         if got { run.stats.withLock { $0.fetched += 1 } }
                     }
                     if !got {
@@ -166,6 +206,28 @@ final class Worker {
         } catch {
             return false
         }
+        return buffer.withUnsafeBytes { ObjectHash.of(UnsafeRawBufferPointer(rebasing: $0[0..<length])) } == c.hash
+    }
+
+    /// Rebuilds an object from a delta and its base (read from the node and checked), into `buffer`.
+    func decodeDelta(
+        _ payload: [UInt8], _ c: Chunk, base: (hash: ObjectHash, path: [UInt8], offset: UInt64, length: Int)
+    ) throws -> Bool {
+        guard try readLocal(Chunk(length: UInt32(base.length), hash: base.hash), path: base.path, offset: base.offset)
+        else {
+            return false
+        }
+        let baseBytes = Array(buffer[0..<base.length])
+        let length = Int(c.length)
+        let n = payload.withUnsafeBytes { src in
+            baseBytes.withUnsafeBytes { prefix in
+                buffer.withUnsafeMutableBytes { dst in
+                    CZstd_decompress_with_prefix(
+                        dst.baseAddress, length, src.baseAddress, src.count, prefix.baseAddress, prefix.count)
+                }
+            }
+        }
+        guard CZstd_is_error(n) == 0, n == length else { return false }
         return buffer.withUnsafeBytes { ObjectHash.of(UnsafeRawBufferPointer(rebasing: $0[0..<length])) } == c.hash
     }
 

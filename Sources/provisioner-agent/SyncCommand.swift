@@ -34,6 +34,15 @@ extension Agent {
         @Option(name: .customLong("preserve"), help: "A path (relative to DIR) the node owns; repeatable.")
         var preserve: [String] = []
 
+        @Option(help: "CA certificate for https:// sources.")
+        var ca = ImageCredentials().ca
+
+        @Option(help: "Client certificate for https:// sources.")
+        var cert = ImageCredentials().certificate
+
+        @Option(help: "Client key for https:// sources.")
+        var key = ImageCredentials().key
+
         @Option(help: "Threads for scanning and writing.")
         var threads: Int = 2
 
@@ -55,7 +64,8 @@ extension Agent {
         func run() throws {
             try reporting {
                 let (name, version) = Self.split(image)
-                let source = try makeSource(self.source)
+                let source = try makeSource(
+                    self.source, credentials: ImageCredentials(ca: ca, certificate: cert, key: key))
                 var options = SyncOptions()
                 options.verify = verify
                 options.threads = threads
@@ -93,9 +103,10 @@ extension Agent {
 
         static func summary(_ r: SyncReport, seconds: Double) -> String {
             let time = "\(Int(seconds * 1000)) ms"
+            let phases = r.phases.map { "\($0.0) \(Int($0.1 * 1000)) ms" }.joined(separator: ", ")
             if r.upToDate {
-                return
-                    "\(r.image)@\(r.version.hex.prefix(12)): up to date (verify \(r.verify.rawValue), \(r.entries) entries, \(time))"
+                return "\(r.image)@\(r.version.hex.prefix(12)): up to date (verify \(r.verify.rawValue), "
+                    + "\(r.entries) entries, \(time))" + (phases.isEmpty ? "" : "\n  phases: \(phases)")
             }
             var lines = [
                 "\(r.image)@\(r.version.hex.prefix(12)): applied \(r.entries) entries in \(time)"
@@ -106,6 +117,9 @@ extension Agent {
                     + "received \(r.bytesReceived) bytes, wrote \(r.bytesWritten) bytes",
             ]
             for c in r.conflicts { lines.append("  left alone: \(c)") }
+            if !r.phases.isEmpty {
+                lines.append("  phases: " + r.phases.map { "\($0.0) \(Int($0.1 * 1000)) ms" }.joined(separator: ", "))
+            }
             return lines.joined(separator: "\n")
         }
     }
@@ -133,6 +147,7 @@ struct SyncSummary: Encodable {
     var bytesWritten: UInt64
     var seconds: Double
     var conflicts: [String]
+    var phases: [String: Double]
 
     init(_ r: SyncReport, seconds: Double) {
         image = r.image
@@ -155,16 +170,17 @@ struct SyncSummary: Encodable {
         bytesWritten = r.bytesWritten
         self.seconds = seconds
         conflicts = r.conflicts
+        phases = Dictionary(r.phases, uniquingKeysWith: +)
     }
 }
 
 /// A source from the --source argument: a store directory, or comma-separated URLs.
-func makeSource(_ text: String) throws -> any ObjectSource {
+func makeSource(_ text: String, credentials: ImageCredentials) throws -> any ObjectSource {
     let parts = text.split(separator: ",").map(String.init)
     var sources: [any ObjectSource] = []
     for part in parts {
         if part.hasPrefix("https://") || part.hasPrefix("http://") {
-            sources.append(try makeHTTPSource(url: part))
+            sources.append(try makeHTTPSource(url: part, credentials: credentials))
         } else {
             sources.append(LocalStoreSource(path: part))
         }

@@ -324,6 +324,15 @@ enum LayoutFixture {
         #expect(plan.destroysData)
     }
 
+    @Test func partitionPathsFollowTheKernelsNaming() {
+        #expect(LayoutPlanner.partitionPath(disk: "/dev/nvme0n1", number: 2) == "/dev/nvme0n1p2")
+        #expect(LayoutPlanner.partitionPath(disk: "/dev/sda", number: 2) == "/dev/sda2")
+        #expect(LayoutPlanner.isPartition("/dev/sda2", of: "/dev/sda"))
+        #expect(LayoutPlanner.isPartition("/dev/nvme0n1p12", of: "/dev/nvme0n1"))
+        #expect(!LayoutPlanner.isPartition("/dev/sdaa1", of: "/dev/sda"))
+        #expect(!LayoutPlanner.isPartition("/dev/nvme0n10", of: "/dev/nvme0n1"))
+    }
+
     @Test func geometryIsAlignedAndFillsTheDisk() throws {
         let specs = [
             PartitionSpec(name: "a", size: .fixed(ByteSize(bytes: 100_000_000))),

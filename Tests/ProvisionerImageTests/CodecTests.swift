@@ -162,7 +162,7 @@ import Testing
         let b = ObjectHash.of([2])
         let stream =
             PackEncoder.header() + PackEncoder.object(a, stored: [9, 8, 7]) + PackEncoder.missing(b)
-            + PackEncoder.object(b, stored: []) + PackEncoder.end()
+            + PackEncoder.object(b, stored: []) + PackEncoder.delta(a, base: b, payload: [1, 2]) + PackEncoder.end()
         var decoder = PackDecoder()
         var frames: [PackFrame] = []
         for byte in stream {
@@ -170,7 +170,11 @@ import Testing
             while let f = try decoder.next() { frames.append(f) }
         }
         try decoder.finish()
-        #expect(frames == [.object(a, stored: [9, 8, 7]), .missing(b), .object(b, stored: []), .end])
+        #expect(
+            frames == [
+                .object(a, stored: [9, 8, 7]), .missing(b), .object(b, stored: []),
+                .delta(a, base: b, payload: [1, 2]), .end,
+            ])
     }
 
     @Test func truncatedAndGarbageAreRefused() throws {

@@ -33,13 +33,14 @@ import Testing
         entry("", .directory), entry("a", .directory), entry("a/f", .file, size: 3), entry("b", .file, size: 5),
     ]
 
-    static func observed(_ entries: [Entry]) -> [[UInt8]: Observed] {
-        var out: [[UInt8]: Observed] = [:]
-        for (i, e) in entries.enumerated() { out[e.path] = seen(e, inode: UInt64(i + 1)) }
+    static func observed(_ entries: [Entry]) -> ObservedTree {
+        var out: ObservedTree = [:]
+        for (i, e) in entries.enumerated() { out[TreePath(e.path)] = seen(e, inode: UInt64(i + 1)) }
         return out
     }
 
     static func p(_ s: String) -> [UInt8] { Array(s.utf8) }
+    static func k(_ s: String) -> TreePath { TreePath(s) }
 
     @Test func identicalTreeNeedsNothing() {
         let plan = Differ.plan(manifest: Manifest(entries: Self.base), observed: Self.observed(Self.base))
@@ -48,7 +49,8 @@ import Testing
     }
 
     @Test func emptyTargetCreatesEverything() {
-        let plan = Differ.plan(manifest: Manifest(entries: Self.base), observed: [[]: Self.seen(Self.base[0])])
+        let plan = Differ.plan(
+            manifest: Manifest(entries: Self.base), observed: [TreePath([]): Self.seen(Self.base[0])])
         #expect(plan.createDirectories == [1])
         #expect(plan.writeFiles == [2, 3])
         #expect(plan.directoryMetadata == [1, 0])  // deepest first
@@ -62,64 +64,66 @@ import Testing
 
     struct Case: CustomTestStringConvertible, Sendable {
         var name: String
-        var change: @Sendable (inout [[UInt8]: Observed]) -> Void
+        var change: @Sendable (inout ObservedTree) -> Void
         var expect: @Sendable (SyncPlan) -> Bool
         var testDescription: String { name }
     }
 
     static let cases: [Case] = [
         Case(
-            name: "mtime differs: rewrite", change: { $0[p("b")]!.mtimeSeconds = 1 }, expect: { $0.writeFiles == [3] }),
+            name: "mtime differs: rewrite", change: { $0[k("b")]!.mtimeSeconds = 1 }, expect: { $0.writeFiles == [3] }),
         Case(
-            name: "size differs: rewrite", change: { $0[p("a/f")]!.size = 9 },
+            name: "size differs: rewrite", change: { $0[k("a/f")]!.size = 9 },
             expect: { $0.writeFiles == [2] && $0.directoryMetadata == [1] }),
         Case(
-            name: "mode differs: metadata only", change: { $0[p("b")]!.mode = 0o600 },
+            name: "mode differs: metadata only", change: { $0[k("b")]!.mode = 0o600 },
             expect: { $0.fixMetadata == [3] && $0.writeFiles.isEmpty }),
-        Case(name: "owner differs: metadata only", change: { $0[p("b")]!.uid = 5 }, expect: { $0.fixMetadata == [3] }),
+        Case(name: "owner differs: metadata only", change: { $0[k("b")]!.uid = 5 }, expect: { $0.fixMetadata == [3] }),
         Case(
-            name: "extra xattr: metadata only", change: { $0[p("b")]!.xattrs = [Xattr("user.x", [1])] },
+            name: "extra xattr: metadata only", change: { $0[k("b")]!.xattrs = [Xattr("user.x", [1])] },
             expect: { $0.fixMetadata == [3] }),
         Case(
-            name: "extra entry: deleted", change: { $0[p("a/extra")] = Observed(kind: .file) },
+            name: "extra entry: deleted", change: { $0[k("a/extra")] = Observed(kind: .file) },
             expect: { $0.deletions == [p("a/extra")] && $0.directoryMetadata == [1] }),
         Case(
             name: "extra directory: deleted top-most only",
             change: {
-                $0[p("x")] = Observed(kind: .directory)
-                $0[p("x/y")] = Observed(kind: .file)
+                $0[k("x")] = Observed(kind: .directory)
+                $0[k("x/y")] = Observed(kind: .file)
             }, expect: { $0.deletions == [p("x")] }),
         Case(
             name: "directory where a file goes: removed first",
             change: {
-                $0[p("b")] = Observed(kind: .directory)
-                $0[p("b/inner")] = Observed(kind: .file)
+                $0[k("b")] = Observed(kind: .directory)
+                $0[k("b/inner")] = Observed(kind: .file)
             }, expect: { $0.removals == [p("b")] && $0.writeFiles == [3] && $0.deletions.isEmpty }),
         Case(
             name: "file where a directory goes: removed, then created",
             change: {
-                $0[p("a")] = Observed(kind: .file)
-                $0[p("a/f")] = nil
+                $0[k("a")] = Observed(kind: .file)
+                $0[k("a/f")] = nil
             }, expect: { $0.removals == [p("a")] && $0.createDirectories == [1] && $0.writeFiles == [2] }),
         Case(
             name: "symlink where a file goes: replaced by rename, not removed",
             change: {
                 var o = Observed(kind: .symlink)
                 o.target = p("/etc")
-                $0[p("b")] = o
+                $0[k("b")] = o
             }, expect: { $0.removals.isEmpty && $0.writeFiles == [3] }),
         Case(
             name: "symlink where a directory goes: removed, then created",
             change: {
                 var o = Observed(kind: .symlink)
                 o.target = p("/etc")
-                $0[p("a")] = o
-                $0[p("a/f")] = nil
+                $0[k("a")] = o
+                $0[k("a/f")] = nil
             }, expect: { $0.removals == [p("a")] && $0.createDirectories == [1] && $0.writeFiles == [2] }),
         Case(
-            name: "a file shares its inode with another name: rewritten", change: { $0[p("b")]!.links = 2 },
+            name: "a file shares its inode with another name: rewritten", change: { $0[k("b")]!.links = 2 },
             expect: { $0.writeFiles == [3] }),
-        Case(name: "root metadata differs", change: { $0[[]]!.mode = 0o700 }, expect: { $0.directoryMetadata == [0] }),
+        Case(
+            name: "root metadata differs", change: { $0[TreePath([])]!.mode = 0o700 },
+            expect: { $0.directoryMetadata == [0] }),
     ]
 
     @Test(arguments: cases)
@@ -132,8 +136,8 @@ import Testing
 
     @Test func preservedPathsAreLeftAlone() {
         var observed = Self.observed(Self.base)
-        observed[Self.p("a/f")]!.mtimeSeconds = 1  // would be rewritten
-        observed[Self.p("a/node-owned")] = Observed(kind: .file)  // would be deleted
+        observed[Self.k("a/f")]!.mtimeSeconds = 1  // would be rewritten
+        observed[Self.k("a/node-owned")] = Observed(kind: .file)  // would be deleted
         let plan = Differ.plan(
             manifest: Manifest(entries: Self.base), observed: observed,
             preserved: [Self.p("a/f"), Self.p("a/node-owned")])
@@ -142,8 +146,8 @@ import Testing
 
     @Test func preservedPathInsideAnExtraDirectoryKeepsTheDirectory() {
         var observed = Self.observed(Self.base)
-        observed[Self.p("var")] = Observed(kind: .directory)
-        observed[Self.p("var/other")] = Observed(kind: .file)
+        observed[Self.k("var")] = Observed(kind: .directory)
+        observed[Self.k("var/other")] = Observed(kind: .file)
         let plan = Differ.plan(
             manifest: Manifest(entries: Self.base), observed: observed, preserved: [Self.p("var/log")])
         #expect(plan.deletions == [Self.p("var/other")])
@@ -154,17 +158,17 @@ import Testing
         link.linkIndex = 3
         let entries = Self.base + [link]
         var observed = Self.observed(Self.base)
-        observed[Self.p("b")]!.links = 2
-        var same = observed[Self.p("b")]!
-        same.inode = observed[Self.p("b")]!.inode
-        observed[Self.p("c")] = same
+        observed[Self.k("b")]!.links = 2
+        var same = observed[Self.k("b")]!
+        same.inode = observed[Self.k("b")]!.inode
+        observed[Self.k("c")] = same
         #expect(Differ.plan(manifest: Manifest(entries: entries), observed: observed).isEmpty)
         // A separate file where the link should be: linked again.
-        observed[Self.p("c")]!.inode = 99
-        observed[Self.p("b")]!.links = 1
+        observed[Self.k("c")]!.inode = 99
+        observed[Self.k("b")]!.links = 1
         #expect(Differ.plan(manifest: Manifest(entries: entries), observed: observed).links == [4])
         // The primary is rewritten: the link follows.
-        observed[Self.p("b")]!.mtimeSeconds = 1
+        observed[Self.k("b")]!.mtimeSeconds = 1
         let plan = Differ.plan(manifest: Manifest(entries: entries), observed: observed)
         #expect(plan.writeFiles == [3] && plan.links == [4])
     }

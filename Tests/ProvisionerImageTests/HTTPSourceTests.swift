@@ -57,7 +57,8 @@ import Testing
         try sh("echo again > '\(src)/many-8' && echo new > '\(src)/brand-new'")
         try importTree(src, store: store)
         let mirror = StaticMirror(transport)
-        let mirrors = MirrorSource([HTTPObjectSource(transport: Unreachable()), HTTPObjectSource(transport: mirror)], start: 0)
+        let mirrors = MirrorSource(
+            [HTTPObjectSource(transport: Unreachable()), HTTPObjectSource(transport: mirror)], start: 0)
         let third = try SyncEngine(target: dst, source: mirrors).run(image: "img")
         #expect(third.filesWritten == 2)
         #expect(mirror.packRequests >= 1)
@@ -80,7 +81,8 @@ import Testing
         #expect(images.map(\.name) == ["img"])
         // A pack of a present and a missing object decodes to one object and one missing frame.
         let id = try #require(try ImageStore(root: "\(root)/store").latest(image: "img"))
-        let manifest = try ManifestCodec.decode(try #require(try ImageStore(root: "\(root)/store").manifestBytes(image: "img", version: id)))
+        let manifest = try ManifestCodec.decode(
+            try #require(try ImageStore(root: "\(root)/store").manifestBytes(image: "img", version: id)))
         let present = try #require(manifest.entries.first { $0.kind == .file }?.chunks.first?.hash)
         let request = try JSONEncoder().encode(PackRequest(objects: [present.hex, ObjectHash.zero.hex]))
         var pack = try routes.handle(method: "POST", path: "/v1/objects/pack", body: Array(request))

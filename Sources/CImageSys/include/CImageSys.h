@@ -26,6 +26,13 @@ int CImageSys_fremovexattr(int fd, const char *attr);
 int CImageSys_futimens_mtime(int fd, int64_t sec, long nsec);
 int CImageSys_utimensat_mtime(int dirfd, const char *name, int64_t sec, long nsec);
 
+/// Gives the calling thread its own working directory (unshare CLONE_FS), so that scanning
+/// threads can fchdir into the directory they list and look names up relative to it.
+int CImageSys_unshare_fs(void);
+/// l*xattr of a name relative to the calling thread's working directory (one component).
+ssize_t CImageSys_llistxattr(const char *name, char *list, size_t size);
+ssize_t CImageSys_lgetxattr(const char *name, const char *attr, void *value, size_t size);
+
 /// Flushes the filesystem holding `fd` (syncfs).
 int CImageSys_syncfs(int fd);
 
