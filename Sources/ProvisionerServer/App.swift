@@ -73,18 +73,32 @@ public enum Listener: String, Sendable {
 public struct ServerInstance: Sendable {
     public let services: Services
     public let application: Application<RouterResponder<ProvisionerContext>>
+    private let group: ServiceGroup
 
-    /// Runs until SIGTERM or SIGINT (graceful shutdown), then closes the database.
+    init(services: Services, application: Application<RouterResponder<ProvisionerContext>>, logger: Logger) {
+        self.services = services
+        self.application = application
+        self.group = ServiceGroup(
+            configuration: .init(services: [application], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    }
+
+    /// Runs until SIGTERM, SIGINT or `shutdown()` (graceful: requests in flight finish), then
+    /// closes the database.
     public func run() async throws {
         // The store is closed outside this (possibly cancelled) task: closing must not be cancelled.
         let store = services.store
         do {
-            try await application.runService()
+            try await group.run()
         } catch {
             await Task.detached { await store.close() }.value
             throw error
         }
         await Task.detached { await store.close() }.value
+    }
+
+    /// Stops both listeners gracefully; `run()` returns once they are down.
+    public func shutdown() async {
+        await group.triggerGracefulShutdown()
     }
 }
 
@@ -119,7 +133,7 @@ public func buildApplication(
             await onListening(.api, channel.localAddress?.port ?? 0)
         },
         logger: logger)
-    return ServerInstance(services: services, application: app)
+    return ServerInstance(services: services, application: app, logger: logger)
 }
 
 /// Creates STATE and its subdirectories (files/kernels, files/initramfs, files/plugins, images).

@@ -374,6 +374,28 @@ import Testing
     }
 }
 
+extension RouteTests {
+    @Test func discoveryBootsUnknownMachinesIntoTheAgent() async throws {
+        try await withServices(configure: {
+            $0.unknownMachines = .discover
+            $0.mirrors = ["https://m1:8443"]
+            $0.serverURL = "https://prov:8443"
+        }) { services, _ in
+            try await Application(router: buildBootRouter(services)).test(.router) { client in
+                let script = String(
+                    buffer: try await client.execute(uri: "/boot/ipxe?mac=52:54:00:00:00:0a", method: .get).body)
+                #expect(script.contains("unknown machine, discovery boot"))
+                #expect(script.contains("/boot/kernels/default initrd=initramfs root=provisioner"))
+                #expect(script.contains("provisioner.server=https://prov:8443"))
+                #expect(script.contains("provisioner.mirrors=https://m1:8443"))
+                let start = String(buffer: try await client.execute(uri: "/boot/start.ipxe", method: .get).body)
+                #expect(start.contains("/boot/ipxe?mac=${net0/mac}"))
+            }
+            #expect(try await services.store.pending().map(\.macs) == [["52:54:00:00:00:0a"]])
+        }
+    }
+}
+
 /// Pure pieces, with tables.
 @Suite struct PureTests {
     @Test func rangeParsing() {

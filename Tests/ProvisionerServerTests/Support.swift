@@ -65,11 +65,14 @@ struct TestPKI {
 }
 
 /// Services on a temporary state directory, for router tests without sockets.
-func withServices<T>(_ body: (Services, TempDir) async throws -> T) async throws -> T {
+func withServices<T>(
+    configure: (inout ServerConfig) -> Void = { _ in }, _ body: (Services, TempDir) async throws -> T
+) async throws -> T {
     let dir = try TempDir()
     defer { dir.remove() }
     var config = ServerConfig(stateDir: dir.path)
     config.listenPort = 8443
+    configure(&config)
     try prepareStateDirectory(config)
     let store = try await Store.open(path: config.databasePath, logger: Logger(label: "test"))
     let services = Services(config: config, store: store)
@@ -114,11 +117,13 @@ func expectJSONError(
 final class LiveServer: Sendable {
     let apiPort: Int
     let bootPort: Int
+    let server: ServerInstance
     let task: Task<Void, any Error>
 
-    private init(apiPort: Int, bootPort: Int, task: Task<Void, any Error>) {
+    private init(apiPort: Int, bootPort: Int, server: ServerInstance, task: Task<Void, any Error>) {
         self.apiPort = apiPort
         self.bootPort = bootPort
+        self.server = server
         self.task = task
     }
 
@@ -142,11 +147,12 @@ final class LiveServer: Sendable {
             if listener == .api { api = port } else { boot = port }
             if api != 0 && boot != 0 { break }
         }
-        return LiveServer(apiPort: api, bootPort: boot, task: task)
+        return LiveServer(apiPort: api, bootPort: boot, server: server, task: task)
     }
 
+    /// Graceful shutdown, and waits until both listeners and the database are closed.
     func stop() async {
-        task.cancel()
+        await server.shutdown()
         _ = try? await task.value
     }
 }
