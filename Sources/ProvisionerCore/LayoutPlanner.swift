@@ -13,7 +13,6 @@ public struct LayoutPlanner {
 
     var teardown: [LayoutAction] = []
     var actions: [LayoutAction] = []
-    var postFilesystem: [LayoutAction] = []
     var refusals: [String] = []
     var notes: [String] = []
     /// Devices whose old content the plan ends: they hold nothing afterwards.
@@ -50,7 +49,7 @@ public struct LayoutPlanner {
         for (ref, fs, _) in layout.filesystems { planFilesystem(ref, fs) }
         checkInUse()
         checkPolicy()
-        let all = teardown + actions + postFilesystem
+        let all = teardown + actions
         return LayoutPlan(
             actions: all, refusals: refusals, notes: notes, activation: activation())
     }
@@ -617,7 +616,7 @@ public struct LayoutPlanner {
     /// S2: destroying needs `wipe: if-different`.
     mutating func checkPolicy() {
         guard layout.wipe == .never else { return }
-        for action in teardown + actions + postFilesystem where !action.destroys.isEmpty {
+        for action in teardown + actions where !action.destroys.isEmpty {
             refusals.append(
                 "\(action.summary) would destroy \(action.destroys.joined(separator: "; ")), and the layout's wipe policy is never (\(action.reason))")
         }

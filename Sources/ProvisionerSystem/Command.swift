@@ -24,9 +24,15 @@ public struct CommandResult: Sendable {
 public enum Command {
     /// Runs `argv` to completion, capturing stdout and stderr.
     /// The corresponding C functions are `posix_spawnp`, `poll` and `waitpid`.
+    ///
+    /// `input` is written before the output is read, so it must fit in a pipe
+    /// (64 KiB): the scripts the agent feeds sfdisk are a few hundred bytes.
     public static func run(_ argv: [String], input: String? = nil) throws(SystemError) -> CommandResult {
         precondition(!argv.isEmpty)
         let shown = argv.joined(separator: " ")
+        if let input, input.utf8.count > 65_536 {
+            throw SystemError("feeding input to", shown, cause: "\(input.utf8.count) bytes is more than a pipe holds")
+        }
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [0, 0]
         var inPipe: [Int32] = [0, 0]

@@ -186,13 +186,16 @@ struct DiskLayoutVMTests {
         #expect(planD.actions.allSatisfy { $0.destroys.isEmpty })
         #expect(planD.actions.contains { $0.summary.contains("to array md-system") })
         #expect(planD.actions.contains { $0.summary.contains("to array md-esp") })
-        #expect(!planD.actions.contains { $0.summary.contains("GPT") && !$0.summary.contains("nvme") } )
+        // Only the new disk is partitioned; the survivor's GPT is checked byte for byte below.
+        #expect(planD.actions.filter { $0.summary.hasPrefix("write a new GPT") }.count == 1, "\(planD.actions.map(\.summary))")
         let applyD = try fourth.step("apply")
         #expect(applyD.status == 0, "\(applyD)")
         #expect(try fourth.step("check").status == 0)
         let detail = try fourth.step("detail").stdout
         #expect(detail.contains("Raid Devices : 2"))
-        #expect(detail.contains("rebuilding") || detail.contains("active sync") && !detail.contains("removed"), "\(detail)")
+        // Both members are in the array: the survivor active, the new one rebuilding (or already in sync).
+        #expect(detail.contains("Working Devices : 2"), "\(detail)")
+        #expect(!detail.contains("removed"), "\(detail)")
         let metaD = try Self.metadata(fourth)
         #expect(metaD.filter { $0.hasPrefix("NVME-A") } == metaA.filter { $0.hasPrefix("NVME-A") })
         #expect(metaD.filter { $0.hasPrefix("uuid") } == metaA.filter { $0.hasPrefix("uuid") })
