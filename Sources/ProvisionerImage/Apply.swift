@@ -145,6 +145,11 @@ final class Run: @unchecked Sendable {
         // 3. File contents, on all threads, in batches that each take one stream of objects.
         let local = localIndex(plan: plan, previous: previous)
         let batches = makeBatches(plan.writeFiles)
+        if let progress = engine.options.progress {
+            progress.filesPlanned.store(plan.writeFiles.count, ordering: .relaxed)
+            let bytes = plan.writeFiles.reduce(0) { $0 + Int(entries[$1].size) }
+            progress.bytesPlanned.store(bytes, ordering: .relaxed)
+        }
         try parallel(batches.count) { worker, b in try worker.writeBatch(batches[b], local: local) }
         report.filesWritten = plan.writeFiles.count
 

@@ -15,6 +15,18 @@ public struct SyncOptions: Sendable {
     public var threads = 2
     /// Tests: stop with `SyncInterrupted` after this many changes to the target.
     public var interruptAfter: Int?
+    /// Counters a caller may read from another thread while the sync runs (console progress).
+    public var progress: SyncProgress?
+    public init() {}
+}
+
+/// How far the file-content phase is: planned versus done. Read from any thread.
+public final class SyncProgress: Sendable {
+    public let filesPlanned = Atomic<Int>(0)
+    public let filesDone = Atomic<Int>(0)
+    /// Sum of the sizes of the files to write (apparent sizes, holes included).
+    public let bytesPlanned = Atomic<Int>(0)
+    public let bytesDone = Atomic<Int>(0)
     public init() {}
 }
 

@@ -183,6 +183,10 @@ final class Worker {
                 offset += UInt64(c.length)
             }
             run.stats.withLock { $0.written += bytesWritten }
+            if let progress = run.engine.options.progress {
+                progress.filesDone.add(1, ordering: .relaxed)
+                progress.bytesDone.add(Int(e.size), ordering: .relaxed)
+            }
         }
         // A stream must be drained to its end (a truncated one is an error even if we are done).
         if var s = stream, try s.next() != nil {
