@@ -19,17 +19,19 @@ AGENT          := $(REPO)/build/bin/provisioner-agent
 STATIC_SCRATCH := $(REPO)/.build/static
 TEST_INITRAMFS := $(REPO)/build/initramfs/initramfs-test-$(KVER).img
 KERNEL_COPY    := $(REPO)/build/initramfs/vmlinuz-$(KVER)
+CLUSTER_TLS    := $(REPO)/build/cluster/tls
 
 # Debian packages for building, the initramfs, the VM tests and the demo.
 PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 	libssl-dev libzstd-dev libarchive-dev attr acl libcap2-bin \
 	qemu-system-x86 qemu-utils linux-image-amd64 dracut-core dracut-network systemd udev kmod \
-	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio
+	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio \
+	systemd-boot-efi ovmf mmdebstrap
 # Only for make bench-sync.
 BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc
 
 .PHONY: all deps agent initramfs initramfs-test test demo clean help format bench-sync \
-	build-agent build-initramfs build-initramfs-test run-tests run-demo run-bench-sync
+	build-agent build-debug build-image build-initramfs build-initramfs-test run-tests run-demo run-bench-sync
 
 all: agent initramfs
 
@@ -72,26 +74,45 @@ build-agent:
 build-initramfs: build-agent
 	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT)
 
-# The same initramfs plus the test runner module the VM harness talks to.
-build-initramfs-test: build-agent
+# The debug build of everything (server, provisionerctl, provisioner-vm, tests).
+build-debug:
+	swift build --build-tests
+
+# The cluster CA of the tests and the demo: its client certificate goes into the test
+# initramfs, its server certificate names 127.0.0.1 and 10.0.2.2 (the host as QEMU's
+# user network shows it). Made once; `make clean` removes it.
+$(CLUSTER_TLS)/ca.pem:
+	$(REPO)/.build/debug/provisionerctl ca init --dir $(CLUSTER_TLS) --ip 127.0.0.1 --ip 10.0.2.2 \
+		--name localhost --admin admin
+
+# The initramfs plus the test runner module the VM harness talks to (inactive unless the
+# kernel command line says provisioner.test), with the test cluster's certificates.
+build-initramfs-test: build-agent build-debug $(CLUSTER_TLS)/ca.pem
 	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT) \
-		EXTRA_MODULES=provisioner-test OUTPUT=$(TEST_INITRAMFS)
+		EXTRA_MODULES=provisioner-test OUTPUT=$(TEST_INITRAMFS) \
+		CA_CERT=$(CLUSTER_TLS)/ca.pem CLIENT_CERT=$(CLUSTER_TLS)/client.pem CLIENT_KEY=$(CLUSTER_TLS)/client-key.pem
+
+# The node image of the demo and the boot scenarios (cached in build/images).
+build-image:
+	$(REPO)/scripts/build-image.sh $(REPO)/build/images
+
+BOOT_ENV := KERNEL=$(KERNEL_COPY) INITRD=$(TEST_INITRAMFS) BIN=$(REPO)/.build/debug TLS=$(CLUSTER_TLS) \
+	IMAGES=$(REPO)/build/images
 
 VM_ENV := PROVISIONER_VM_KERNEL=$(KERNEL_COPY) PROVISIONER_VM_INITRD=$(TEST_INITRAMFS) \
 	PROVISIONER_VM_ARTIFACTS=$(REPO)/build/vm-artifacts
 
-run-tests: build-initramfs-test
-	swift build --build-tests
+run-tests: build-initramfs-test build-image
 	# Unit and host tests run in parallel; the VM tests one at a time (2 cores, TCG).
 	swift test --skip-build --skip VMTests
 	$(VM_ENV) swift test --skip-build --filter VMTests --no-parallel
+	# The boot flow end to end: server, image, QEMU nodes (scenarios a-g of docs/boot.md).
+	$(BOOT_ENV) $(REPO)/scripts/boot-scenarios.sh
 	# The guest side of the harness protocol on its own (byte-exact output, statuses).
 	$(MAKE) -C $(REPO)/initramfs test KVER=$(KVER) AGENT=$(AGENT)
 
-run-demo: build-initramfs-test
-	swift build --product provisioner-vm
-	KERNEL=$(KERNEL_COPY) INITRD=$(TEST_INITRAMFS) VM=$(REPO)/.build/debug/provisioner-vm \
-		$(REPO)/scripts/demo.sh
+run-demo: build-initramfs-test build-image
+	$(BOOT_ENV) $(REPO)/scripts/demo.sh
 
 # Our sync (static agent, local store) against rsync -aHAX over a loopback SSH, on a Debian root
 # plus generated files (>= 100k files, >= 1 GB); writes the measured table to docs/bench-sync.md.

@@ -69,11 +69,17 @@ let package = Package(
                 "ProvisionerSystem",
                 "ProvisionerImage",
                 "ProvisionerClient",
+                "ProvisionerAPI",
+                "ProvisionerPlugins",
+                "ProvisionerBoot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // The boot flow's pure parts: kernel command line, the ESP's fallback boot files, progress text.
+        .target(name: "ProvisionerBoot", dependencies: ["ProvisionerCore", "ProvisionerAPI"]),
+        .testTarget(name: "ProvisionerBootTests", dependencies: ["ProvisionerBoot"]),
         // The wire types of the agent <-> server protocol (docs/server-api.md). Agent-safe.
         .target(name: "ProvisionerAPI", dependencies: ["ProvisionerCore"]),
         // The built-in node plugins (hostname, network, fstab, ssh-keys, units): pure decisions, thin writes.

@@ -1,44 +1,76 @@
 #!/usr/bin/env bash
-# make demo: boot one VM with five disks on four buses and show what the agent
-# finds and how a sample layout maps onto them; then boot again with the disks
-# in another order and show that the layout lands on the same physical disks.
+# make demo: a one-node cluster on this machine.
+#
+#   1. start provisioner-server (loopback only) with a fresh state directory
+#   2. import a Debian image built with mmdebstrap
+#   3. define node n1: two NVMe disks, RAID1 + LVM (docs/examples/layout-simple-mirror.yaml)
+#   4. boot n1 in QEMU (UEFI, the kernel line the server's iPXE script gives) and watch its
+#      session live; it installs itself and reaches the image's login prompt
+#   5. boot it again: nothing is rewritten
+# Every process is stopped at the end (by its pid); the disks stay in build/demo.
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-: "${KERNEL:?}" "${INITRD:?}" "${VM:?}"
-work=$(mktemp -d "$repo/build/demo.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+: "${KERNEL:?}" "${INITRD:?}" "${BIN:?}" "${TLS:?}" "${IMAGES:?}"
+work=$REPO/build/demo
+STATE=$work/state
+rm -rf "$work"
+mkdir -p "$work"
+# shellcheck source=lib/cluster.sh
+source "$REPO/scripts/lib/cluster.sh"
 
-layout="$repo/docs/examples/layout-mirror.yaml"
-script="$work/script.sh"
-{
-    echo "cat > /tmp/layout.yaml <<'LAYOUT'"
-    cat "$layout"
-    echo "LAYOUT"
-    echo "step disks provisioner-agent disks"
-    echo "step match provisioner-agent match --layout /tmp/layout.yaml"
-    echo "step match-json provisioner-agent match --layout /tmp/layout.yaml --json"
-} > "$script"
+WATCH_PID=
+cleanup() {
+    set +e
+    if [[ -n $WATCH_PID ]]; then pkill -P "$WATCH_PID" 2> /dev/null; kill "$WATCH_PID" 2> /dev/null; wait "$WATCH_PID" 2> /dev/null; fi
+    server_stop
+}
+trap cleanup EXIT
 
-disks=(
-    "nvme,size=20000000000,serial=NVME-A,file=$work/a.img"
-    "nvme,size=20000004096,serial=NVME-B,file=$work/b.img"
-    "sata,size=8G,serial=SATA-0001,model=PROV-SATA-HDD,file=$work/c.img"
-    "virtio,size=4G,serial=VIRTIO-7,file=$work/d.img"
-    "scsi,size=8G,serial=SCSI-42,vendor=ACME,model=PROVDISK,ssd,file=$work/e.img"
-)
+mac=52:54:00:00:00:01
+disks=(--disk "nvme,size=4000000000,serial=DEMO-NVME-A,file=$work/nvme-a.img"
+    --disk "nvme,size=4000000000,serial=DEMO-NVME-B,file=$work/nvme-b.img")
 
-echo "== layout ($layout)"
-cat "$layout"
+say "1. provisioner-server (state in $STATE)"
+cluster_prepare "$KERNEL" "$INITRD"
+server_start
+
+say "2. the image: Debian bookworm from mmdebstrap ($IMAGES/debian.tar)"
+ctl image import debian --from "$IMAGES/debian.tar" --store "$STATE/images"
+ctl image list --store "$STATE/images"
+
+say "3. node n1: two NVMe disks mirrored, LVM on top"
+cat "$REPO/docs/examples/layout-simple-mirror.yaml"
+ctl nodes add n1 --mac "$mac" --image debian --layout "$REPO/docs/examples/layout-simple-mirror.yaml" \
+    --plugin hostname --plugin network --kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff
+ctl nodes show n1 | head -n 20
+cmdline=$(ipxe_cmdline "$mac")
+echo "kernel command line (from the server's iPXE script): $cmdline"
+
+boot() {
+    local n=$1
+    say "$((n + 3)). boot $n of n1: console (agent lines and the end) and the live session"
+    (ctl sessions watch n1 --next 2>&1 | sed 's/^/  session │ /') &
+    WATCH_PID=$!
+    "$BIN/provisioner-vm" boot --kernel "$KERNEL" --initrd "$INITRD" --append "$cmdline" \
+        --uefi-vars "$work/n1-vars.fd" --mac "$mac" "${disks[@]}" --console "$work/console-$n.log" \
+        --until 'PROVISIONER-READY' --grace 60 --timeout 900 \
+        --fail-when 'giving up after|Entering emergency mode|Kernel panic' \
+        --show 'provisioner: |PROVISIONER-READY|login:|Reached target.*Multi-User' --work-dir "$work"
+    sleep 1
+    pkill -P "$WATCH_PID" 2> /dev/null || true
+    kill "$WATCH_PID" 2> /dev/null || true
+    wait "$WATCH_PID" 2> /dev/null || true
+    WATCH_PID=
+}
+
+boot 1
+boot 2
+
+say "the sessions"
+ctl sessions list
 echo
-echo "== boot 1: disks attached in order A B SATA virtio SCSI"
-args=()
-for d in "${disks[@]}"; do args+=(--disk "$d"); done
-"$VM" --kernel "$KERNEL" --initrd "$INITRD" --script "$script" --work-dir "$work" "${args[@]}"
-
+grep -h 'ready:' "$work"/console-*.log | sed 's/^/  /'
 echo
-echo "== boot 2: the same disks, NVMe order swapped and the SCSI disk first"
-args=(--disk "${disks[4]}" --disk "${disks[1]}" --disk "${disks[0]}" --disk "${disks[2]}" --disk "${disks[3]}")
-"$VM" --kernel "$KERNEL" --initrd "$INITRD" --script "$script" --work-dir "$work" "${args[@]}"
-echo
-echo "disk0 and disk1 are NVME-A and NVME-B in both boots: matching follows serials, not slots."
+echo "Boot 2 rewrote nothing: same layout, image up to date, plugin files and boot files unchanged."
+echo "Disks and consoles are in $work."

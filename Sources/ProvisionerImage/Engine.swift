@@ -15,6 +15,11 @@ public struct SyncOptions: Sendable {
     public var threads = 2
     /// Tests: stop with `SyncInterrupted` after this many changes to the target.
     public var interruptAfter: Int?
+    /// Mount points inside the target (relative paths), for example the other filesystems of a
+    /// node's layout. One the image has nothing at or under is left alone like a preserved path
+    /// (a data volume such as /scratch, or the ESP on /boot/efi); one the image has content for
+    /// (/var) is synced like any directory.
+    public var mountPoints: [[UInt8]] = []
     /// Counters a caller may read from another thread while the sync runs (console progress).
     public var progress: SyncProgress?
     public init() {}
@@ -151,13 +156,18 @@ public final class SyncEngine: @unchecked Sendable {
             verify = .content  // a cut write may have left right metadata over wrong bytes
             report.recovered = true
         }
-        var scanner = TreeScanner(preserved: options.preserved, threads: options.threads)
+        var preserved = options.preserved
+        for mount in options.mountPoints where !mount.isEmpty {
+            let imageHasIt = manifest.entries.contains { PathRules.isWithin($0.path, mount) }
+            if !imageHasIt && !preserved.contains(mount) { preserved.append(mount) }
+        }
+        var scanner = TreeScanner(preserved: preserved, threads: options.threads)
         if !interrupted, applied.map({ $0.0 == image && $0.1 == id }) == true, let recorded = state.appliedTime() {
             scanner.unchangedBefore = recorded  // xattrs set by that sync are still there unless the ctime moved
         }
         let observed = try scanner.scan(rootfd: rootfd)
         phase("scan")
-        var plan = Differ.plan(manifest: manifest, observed: observed, preserved: options.preserved, verify: verify)
+        var plan = Differ.plan(manifest: manifest, observed: observed, preserved: preserved, verify: verify)
         phase("diff")
         report.conflicts = plan.conflicts
 

@@ -117,7 +117,7 @@ public struct VirtualMachine: Sendable {
 
     /// The QEMU arguments for one boot, given where its files live.
     public func qemuArguments(script: String, console: String, results: String) -> [String] {
-        var args = [
+        let args = [
             "-accel", accelerator, "-machine", "q35", "-cpu", "max", "-m", "\(memoryMiB)", "-smp", "\(cpus)",
             "-nodefaults", "-display", "none", "-no-reboot",
             "-kernel", kernel, "-initrd", initrd,
@@ -133,6 +133,12 @@ public struct VirtualMachine: Sendable {
             "-device", "virtserialport,bus=vser.0,chardev=testout,name=provisioner.test",
             "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
         ]
+        return args + diskArguments()
+    }
+
+    /// The controllers and disks, in the order given.
+    public func diskArguments() -> [String] {
+        var args: [String] = []
         if disks.contains(where: { $0.bus == .sata }) { args += ["-device", "ahci,id=ahci"] }
         if disks.contains(where: { $0.bus == .scsi }) { args += ["-device", "virtio-scsi-pci,id=scsi"] }
         var sataPort = 0

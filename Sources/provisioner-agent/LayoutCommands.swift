@@ -18,6 +18,11 @@ struct LayoutSituation {
     /// Reads the layout, matches it to this machine's disks, looks at them and plans.
     static func read(layoutPath: String, log: @escaping (String) -> Void) throws -> LayoutSituation {
         let layout = try DiskLayout(parsing: try readTextFile(layoutPath, what: "layout"), source: layoutPath)
+        return try make(layout: layout, log: log)
+    }
+
+    /// Matches a parsed layout to this machine's disks, looks at them and plans.
+    static func make(layout: DiskLayout, log: @escaping (String) -> Void) throws -> LayoutSituation {
         let inventory = try DiskInventoryReader().read()
         let assignment: DiskAssignment
         do {

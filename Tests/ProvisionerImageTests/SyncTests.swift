@@ -78,6 +78,28 @@ import Testing
         try expectSameTree(src, dst, excluding: ["etc/machine-id", "var/log"])
     }
 
+    @Test func mountPointsTheImageLacksAreLeftAlone() throws {
+        let root = try scratch("mounts")
+        defer { try? sh("rm -rf '\(root)'") }
+        let (src, dst, store) = ("\(root)/src", "\(root)/dst", "\(root)/store")
+        try sh("mkdir -p '\(src)'")
+        try makeHardTree(src)
+        try sh("mkdir -p '\(src)/var/lib' && echo image > '\(src)/var/lib/state'")
+        try importTree(src, store: store)
+        // The node's layout mounts /scratch (a data volume) and /var (which the image fills).
+        try sh(
+            "mkdir -p '\(dst)/scratch/job' '\(dst)/var' && echo results > '\(dst)/scratch/job/out' "
+                + "&& echo stale > '\(dst)/var/stale'")
+        let mounts = [Array("scratch".utf8), Array("var".utf8)]
+        _ = try sync(store, to: dst) { $0.mountPoints = mounts }
+        #expect(try sh("cat '\(dst)/scratch/job/out'") == "results\n")
+        #expect(try sh("cat '\(dst)/var/lib/state'") == "image\n")
+        #expect(try sh("test -e '\(dst)/var/stale' && echo kept || echo gone") == "gone\n")
+        try expectSameTree(src, dst, excluding: ["scratch"])
+        let again = try sync(store, to: dst) { $0.mountPoints = mounts }
+        #expect(again.upToDate)
+    }
+
     @Test func neverFollowsSymlinksOutOfTheTarget() throws {
         let root = try scratch("escape")
         defer { try? sh("rm -rf '\(root)'") }

@@ -50,6 +50,13 @@ install() {
         mount umount switch_root udevadm partprobe blockdev efibootmgr \
         blkid lsblk partx dmsetup sync
     inst_multiple -o /etc/mke2fs.conf
+    # systemd-boot, which the agent copies to a stateful node's ESP as its
+    # fallback boot path (package systemd-boot-efi).
+    if [[ -f /usr/lib/systemd/boot/efi/systemd-bootx64.efi ]]; then
+        inst_simple /usr/lib/systemd/boot/efi/systemd-bootx64.efi
+    else
+        dwarn "provisioner: systemd-boot-efi is not installed: nodes get no local boot path"
+    fi
 
     # Embedded TLS material.
     mkdir -p "${initdir}/etc/provisioner"

@@ -1,0 +1,172 @@
+import NIOCore
+import ProvisionerAPI
+import ProvisionerBoot
+import ProvisionerClient
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The agent's side of a boot session on the server: open, poll, events, finish, downloads.
+///
+/// Events are also the console's lines. Sending them is best effort: a server that stops
+/// answering in the middle of a boot must not fail the boot, so undelivered events wait in a
+/// queue and go with the next batch.
+final class BootSession: @unchecked Sendable {
+    let client: ProvisionerClient
+    let console: Console
+    private(set) var id: String?
+    private var pending: [AgentEvent] = []
+
+    init(servers: [String], credentials: ImageCredentials, console: Console) throws {
+        self.console = console
+        var endpoints: [Endpoint] = []
+        for url in servers {
+            do { endpoints.append(try Endpoint(parsing: url)) } catch {
+                throw BootFailure(phase: "register", message: "server \(url): \(error)", retryable: false)
+            }
+        }
+        do {
+            let tls = try ClientTLS(
+                caFile: credentials.ca, certificateFile: credentials.certificate, keyFile: credentials.key)
+            client = try ProvisionerClient(
+                ClientConfiguration(
+                    servers: endpoints, tls: tls, connectTimeout: .seconds(5), readTimeout: .seconds(60),
+                    userAgent: "provisioner-agent"))
+        } catch {
+            throw BootFailure(
+                phase: "register", message: "the TLS credentials in /etc/provisioner: \(error)", retryable: false)
+        }
+    }
+
+    func open(_ request: SessionOpenRequest) throws -> SessionResponse {
+        let client = self.client
+        let response: SessionResponse = try blocking {
+            try await client.json(.POST, "\(APIVersion.prefix)/sessions", body: request)
+        }
+        id = response.sessionID
+        return response
+    }
+
+    func poll() throws -> SessionResponse {
+        guard let id else { throw BootFailure(phase: "register", message: "no session", retryable: true) }
+        let client = self.client
+        return try blocking {
+            try await client.json(.GET, "\(APIVersion.prefix)/sessions/\(id)", body: Optional<Empty>.none)
+        }
+    }
+
+    /// Prints the event and sends it (with any earlier undelivered ones).
+    func event(
+        _ phase: String, _ message: String, step: String? = nil, level: EventLevel = .info, progress: Double? = nil,
+        error: String? = nil, quiet: Bool = false
+    ) {
+        if !quiet {
+            let prefix = level == .error ? "ERROR " : level == .warning ? "warning: " : ""
+            console.say("\(phase): \(prefix)\(message)" + (error.map { "\n  \($0)" } ?? ""))
+        }
+        pending.append(
+            AgentEvent(phase: phase, step: step, level: level, message: message, progress: progress, error: error))
+        flush()
+    }
+
+    /// Sends the queued events; keeps them when the server does not take them.
+    func flush() {
+        guard let id, !pending.isEmpty else { return }
+        let batch = EventBatch(events: Array(pending.prefix(1000)))
+        let client = self.client
+        do {
+            let _: EventsAccepted = try blocking {
+                try await client.json(.POST, "\(APIVersion.prefix)/sessions/\(id)/events", body: batch)
+            }
+            pending.removeFirst(batch.events.count)
+        } catch {
+            if pending.count > 5000 { pending.removeFirst(pending.count - 5000) }
+        }
+    }
+
+    func finish(succeeded: Bool, message: String) {
+        guard let id else { return }
+        flush()
+        let client = self.client
+        let body = SessionFinish(succeeded: succeeded, message: message)
+        do {
+            let _: SessionSummary = try blocking {
+                try await client.json(.POST, "\(APIVersion.prefix)/sessions/\(id)/finish", body: body)
+            }
+        } catch {
+            console.say("could not report the end of the session to the server: \(error)")
+        }
+    }
+
+    /// The ETag of a file on the server (`HEAD`), nil when the server does not have it.
+    func etag(_ path: String) throws -> String? {
+        let client = self.client
+        let response = try blocking { try await client.send(ClientRequest(method: .HEAD, path: path)) }
+        if response.status == 404 { return nil }
+        guard (200..<300).contains(response.status) else {
+            throw BootFailure(phase: "bootloader", message: "HEAD \(path): HTTP \(response.status)", retryable: true)
+        }
+        return response.head.etag
+    }
+
+    /// Downloads a file into `path` (temporary name, fsync, rename); returns its ETag.
+    func download(_ remote: String, to path: String) throws -> String? {
+        let temporary = path + ".provisioner-new"
+        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else {
+            throw BootFailure(
+                phase: "bootloader", message: "creating \(temporary): \(String(cString: strerror(errno)))",
+                retryable: false)
+        }
+        let client = self.client
+        let result: Result<String?, any Error>
+        do {
+            let etag: String? = try blocking {
+                try await client.stream(.get(remote)) { head, body in
+                    while let chunk = try await body.next() {
+                        var offset = 0
+                        let bytes = chunk.readableBytesView
+                        try bytes.withContiguousStorageIfAvailable { raw in
+                            while offset < raw.count {
+                                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                                guard n > 0 else {
+                                    throw BootFailure(
+                                        phase: "bootloader",
+                                        message: "writing \(temporary): \(String(cString: strerror(errno)))",
+                                        retryable: false)
+                                }
+                                offset += n
+                            }
+                        }
+                    }
+                    return head.etag
+                }
+            }
+            result = .success(etag)
+        } catch {
+            result = .failure(error)
+        }
+        let synced = fsync(fd) == 0
+        close(fd)
+        switch result {
+        case .failure(let error):
+            unlink(temporary)
+            throw BootFailure(phase: "bootloader", message: "downloading \(remote): \(error)", retryable: true)
+        case .success(let etag):
+            guard synced, rename(temporary, path) == 0 else {
+                unlink(temporary)
+                throw BootFailure(
+                    phase: "bootloader", message: "storing \(path): \(String(cString: strerror(errno)))",
+                    retryable: false)
+            }
+            return etag
+        }
+    }
+}

@@ -1,0 +1,204 @@
+import ProvisionerAPI
+import ProvisionerBoot
+import ProvisionerClient
+import ProvisionerCore
+import ProvisionerSystem
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The boot console: one line per message, written straight to stdout (the unit sends it to
+/// the journal and the console, which stamps each line with the time since power-on; stdio
+/// buffering would hold lines back).
+struct Console: Sendable {
+    func say(_ message: String) {
+        let line = Array("provisioner: \(message)\n".utf8)
+        line.withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = write(1, bytes.baseAddress! + offset, bytes.count - offset)
+                if n <= 0 { break }
+                offset += n
+            }
+        }
+    }
+
+    /// Seconds since the kernel started (`/proc/uptime`), the clock of boot-to-pivot times.
+    static func uptime() -> Double {
+        guard let data = FileManager.default.contents(atPath: "/proc/uptime"),
+            let first = String(decoding: data, as: UTF8.self).split(separator: " ").first, let value = Double(first)
+        else { return 0 }
+        return value
+    }
+
+}
+
+/// Waits for async work from the agent's synchronous code (the sync engine runs on threads).
+func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = ResultBox<T>()
+    Task {
+        do { box.set(.success(try await work())) } catch { box.set(.failure(error)) }
+    }
+    return try box.wait().get()
+}
+
+final class ResultBox<T: Sendable>: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var changed = pthread_cond_t()
+    private var result: Result<T, any Error>?
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&changed, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&changed)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    func set(_ value: Result<T, any Error>) {
+        pthread_mutex_lock(&mutex)
+        result = value
+        pthread_cond_broadcast(&changed)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func wait() -> Result<T, any Error> {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while result == nil { pthread_cond_wait(&changed, &mutex) }
+        return result!
+    }
+}
+
+/// What the machine is: NICs and DMI from sysfs, disks from the inventory.
+enum MachineFacts {
+    static func read(inventory: Inventory?) -> HardwareFacts {
+        func sysfs(_ path: String) -> String? {
+            guard let data = FileManager.default.contents(atPath: path) else { return nil }
+            let text = String(decoding: data, as: UTF8.self).trimmed
+            return text.isEmpty ? nil : text
+        }
+        let dmi = DMIFacts(
+            serial: sysfs("/sys/class/dmi/id/product_serial"), uuid: sysfs("/sys/class/dmi/id/product_uuid"),
+            vendor: sysfs("/sys/class/dmi/id/sys_vendor"), product: sysfs("/sys/class/dmi/id/product_name"))
+        var nics: [NICFacts] = []
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net"))?.sorted() ?? []
+        for name in names where name != "lo" {
+            let base = "/sys/class/net/\(name)"
+            // Only NICs with a device behind them (no bridges, bonds or tunnels of the initrd).
+            guard FileManager.default.fileExists(atPath: base + "/device"),
+                let mac = sysfs(base + "/address").flatMap(MACAddress.normalize), mac != "00:00:00:00:00:00"
+            else { continue }
+            let driver = (try? FileManager.default.destinationOfSymbolicLink(atPath: base + "/device/driver"))
+                .map { String($0.split(separator: "/").last ?? "") }
+            let speed = sysfs(base + "/speed").flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil }
+            nics.append(
+                NICFacts(
+                    name: name, mac: mac, driver: driver, speedMbps: speed,
+                    linkUp: sysfs(base + "/operstate").map { $0 == "up" }))
+        }
+        return HardwareFacts(dmi: dmi, nics: nics, inventory: inventory)
+    }
+}
+
+/// A failure of the boot flow: what failed, and whether trying again can help.
+struct BootFailure: Error, CustomStringConvertible {
+    var phase: String
+    var message: String
+    /// A refused layout or a bad configuration fails the same way every time.
+    var retryable: Bool
+    var description: String { "\(phase): \(message)" }
+}
+
+/// The server could not be reached at all (as opposed to answering with an error).
+func isUnreachable(_ error: any Error) -> Bool {
+    guard let error = error as? ClientError else { return false }
+    if error.isConnectionLevel { return true }
+    if case .allServersFailed = error { return true }
+    return false
+}
+
+/// Runs a command for the boot flow; its failure names what was done to what.
+@discardableResult
+func runChecked(_ argv: [String], doing: String, on subject: String) throws -> CommandResult {
+    do {
+        return try Command.check(argv, doing: doing, on: subject)
+    } catch {
+        throw BootFailure(phase: "system", message: "\(error)", retryable: true)
+    }
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's, or it is `/`).
+func isMountPoint(_ path: String) -> Bool {
+    var a = stat()
+    var b = stat()
+    guard stat(path, &a) == 0, stat(path + "/..", &b) == 0 else { return false }
+    return a.st_dev != b.st_dev || a.st_ino == b.st_ino
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, after an fsync: a power cut
+/// leaves the old file or the new one. Returns false (and writes nothing) when the content is
+/// already there.
+@discardableResult
+func writeFileIfDifferent(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws -> Bool {
+    if let existing = FileManager.default.contents(atPath: path), existing.elementsEqual(bytes) { return false }
+    let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+    if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+    let temporary = path + ".provisioner-new"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
+    guard fd >= 0 else { throw SystemError.fromErrno("creating", temporary) }
+    var offset = 0
+    let ok = bytes.withUnsafeBytes { raw -> Bool in
+        while offset < raw.count {
+            let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+            if n <= 0 { return false }
+            offset += n
+        }
+        return fsync(fd) == 0
+    }
+    let savedErrno = errno
+    close(fd)
+    guard ok else {
+        unlink(temporary)
+        errno = savedErrno
+        throw SystemError.fromErrno("writing", temporary)
+    }
+    guard rename(temporary, path) == 0 else {
+        let e = SystemError.fromErrno("renaming into place", path)
+        unlink(temporary)
+        throw e
+    }
+    return true
+}
+
+/// Mount points now, from /proc/self/mountinfo (octal escapes undone).
+func currentMountPoints() -> [String] {
+    guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return [] }
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line in
+        let fields = line.split(separator: " ")
+        guard fields.count > 4 else { return nil }
+        var out = ""
+        var chars = Array(fields[4])
+        var i = 0
+        while i < chars.count {
+            if chars[i] == "\\", i + 3 < chars.count, let code = UInt8(String(chars[i + 1...i + 3]), radix: 8) {
+                out.append(Character(UnicodeScalar(code)))
+                i += 4
+            } else {
+                out.append(chars[i])
+                i += 1
+            }
+        }
+        chars = []
+        return out
+    }
+}

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The boot flow end to end, in QEMU (part of `make test`; docs/boot.md describes the flow).
+#
+#   (a) stateful install on blank disks reaches the image's multi-user.target
+#   (b) second boot: no partitioning, no object downloaded, nothing rewritten
+#   (c) image updated on the server (one package added) -> only the changed objects are fetched
+#   (d) an unknown machine waits, is assigned with provisionerctl, and proceeds
+#   (g) that machine is killed in the middle of its image sync -> the next boot converges and boots
+#   (e) the same image boots stateless into RAM
+#   (f) server stopped -> the node boots from its disk through UEFI and the installed system comes up
+#
+# Each scenario boots its VM once. Boot-to-pivot times (seconds since power-on when the agent
+# hands over to the image's systemd) are printed as a table at the end.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+: "${KERNEL:?}" "${INITRD:?}" "${BIN:?}" "${TLS:?}" "${IMAGES:?}"
+work=$REPO/build/boot-tests
+STATE=$work/state
+rm -rf "$work"
+mkdir -p "$work"
+# shellcheck source=lib/cluster.sh
+source "$REPO/scripts/lib/cluster.sh"
+
+VM_PID=
+cleanup() {
+    set +e
+    if [[ -n $VM_PID ]] && kill -0 "$VM_PID" 2> /dev/null; then kill "$VM_PID"; wait "$VM_PID" 2> /dev/null || true; fi
+    server_stop
+}
+trap cleanup EXIT
+
+failures=0
+times=()
+check() { # check DESCRIPTION COMMAND...
+    local what=$1
+    shift
+    if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
+}
+has() { grep -Eq -- "$2" "$1"; }
+lacks() { ! grep -Eq -- "$2" "$1"; }
+pivot_seconds() { sed -nE 's/.*switching root into .* at ([0-9.]+) s after power-on.*/\1/p' "$1" | tail -n 1; }
+record() { times+=("$1|$(pivot_seconds "$2")|$3"); }
+
+layout=$REPO/docs/examples/layout-simple-mirror.yaml
+common_args=(--kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff
+    --kernel-arg provisioner.server-wait=20 --kernel-arg provisioner.retry-delay=3)
+SHOW='provisioner: |PROVISIONER-READY|Entering emergency|Kernel panic'
+FAIL='giving up after|Entering emergency mode|Kernel panic|provisioner: ERROR'
+
+# boot NODE-LABEL N MAC [provisioner-vm boot options...]: one boot; console in $work/LABEL-N.log.
+boot() {
+    local label=$1 n=$2 mac=$3
+    shift 3
+    echo "-- boot: $label #$n"
+    "$BIN/provisioner-vm" boot --mac "$mac" --console "$work/$label-$n.log" --work-dir "$work" \
+        --show "$SHOW" --fail-when "$FAIL" --timeout 900 "$@"
+}
+
+say "setup: server, image, nodes"
+cluster_prepare "$KERNEL" "$INITRD"
+cat > "$STATE/server.yaml" << EOF
+stateDir: $STATE
+pollAfterSeconds: 3
+unknownMachines: discover
+EOF
+SERVER_CONFIG=$STATE/server.yaml server_start
+ctl image import debian --from "$IMAGES/debian.tar" --store "$STATE/images"
+v1=$(ctl image list --store "$STATE/images" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["versions"][-1]["id"])' 2> /dev/null \
+    || ctl image list --store "$STATE/images" | awk '/^ *[0-9a-f]{12}/ {print $1; exit}')
+echo "image debian version 1: $v1"
+ctl nodes add n1 --mac 52:54:00:00:00:01 --image debian --layout "$layout" \
+    --plugin hostname --plugin network "${common_args[@]}"
+ctl nodes add n3 --mac 52:54:00:00:00:03 --image debian --mode stateless --plugin hostname "${common_args[@]}"
+n1_disks=(--disk "nvme,size=4000000000,serial=N1-A,file=$work/n1-a.img" --disk "nvme,size=4000000000,serial=N1-B,file=$work/n1-b.img")
+n1_boot=(--kernel "$KERNEL" --initrd "$INITRD" --append "$(ipxe_cmdline 52:54:00:00:00:01)" --uefi-vars "$work/n1-vars.fd")
+
+say "(a) stateful install on blank disks"
+boot n1 1 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n1-1.log
+check "the image's multi-user.target was reached on n1" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
+check "the layout was created (partitions, arrays, LVM, filesystems)" has "$log" 'layout change\(s\) applied'
+check "the image was installed" has "$log" 'applied [0-9]+ entries'
+check "the fallback boot path was written" has "$log" 'local boot path written'
+check "a UEFI boot entry was added" has "$log" 'UEFI boot entr(y|ies) [0-9A-F]+'
+check "the session succeeded on the server" bash -c "ctl sessions list --json | python3 -c 'import json,sys; s=[x for x in json.load(sys.stdin) if x.get(\"node\")==\"n1\"]; sys.exit(0 if s and s[0][\"state\"]==\"succeeded\" else 1)'"
+record "(a) stateful install, blank disks" "$log" "install"
+
+say "(b) second boot: nothing changes"
+boot n1 2 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n1-2.log
+check "no partitioning: the disks already match" has "$log" 'the disks already match the layout: nothing written'
+check "no object downloaded: the image is up to date" has "$log" 'up to date \(verify metadata'
+check "nothing was rewritten" has "$log" 'n1 ready: nothing was rewritten'
+check "multi-user.target reached again" has "$log" 'PROVISIONER-READY: n1'
+record "(b) second boot, nothing changed" "$log" "verify metadata"
+
+say "(c) image updated on the server: one package added"
+ctl image import debian --from "$IMAGES/debian-hello.tar" --store "$STATE/images"
+boot n1 3 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n1-3.log
+received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
+echo "  bytes received for the update: ${received:-?} (the image tar is $(stat -c %s "$IMAGES/debian-hello.tar") bytes)"
+check "only the changed objects were fetched (under 2% of the image)" test "${received:-999999999}" -lt $(($(stat -c %s "$IMAGES/debian-hello.tar") / 50))
+check "the layout was left alone" has "$log" 'the disks already match the layout: nothing written'
+check "the new package runs on the node" has "$log" 'PROVISIONER-READY: n1 .*hello: Hello, world!'
+record "(c) image update (one package)" "$log" "delta"
+
+say "(d) an unknown machine waits until it is assigned"
+mac2=52:54:00:00:00:02
+n2_disks=(--disk "nvme,size=4000000000,serial=N2-A,file=$work/n2-a.img" --disk "nvme,size=4000000000,serial=N2-B,file=$work/n2-b.img")
+n2_cmdline="$(ipxe_cmdline $mac2) console=ttyS0,115200 provisioner-ready.poweroff provisioner.server-wait=20"
+# (g) is the same boot: once assigned, the machine is killed (power cut) in the middle of its image sync.
+boot n2 1 $mac2 --kernel "$KERNEL" --initrd "$INITRD" --append "$n2_cmdline" "${n2_disks[@]}" \
+    --until 'provisioner: image: ([2-9][0-9])%' --hard &
+VM_PID=$!
+for _ in $(seq 1 300); do
+    grep -q 'is not assigned to a node' "$work/n2-1.log" 2> /dev/null && break
+    sleep 1
+done
+check "the unknown machine says it waits" has "$work/n2-1.log" 'is not assigned to a node; waiting'
+check "the server lists it as pending" bash -c "ctl nodes pending | grep -q $mac2"
+ctl nodes add n2 --image debian --layout "$layout" --plugin hostname "${common_args[@]}"
+ctl nodes assign $mac2 n2
+wait "$VM_PID" || true
+VM_PID=
+log=$work/n2-1.log
+check "once assigned, it proceeds" has "$log" 'this machine is node n2'
+
+say "(g) killed in the middle of the image sync, then booted again"
+check "the first boot was cut in the middle of the sync" bash -c "! grep -q 'PROVISIONER-READY' '$log' && grep -Eq 'image: [2-9][0-9]%' '$log'"
+boot n2 2 $mac2 --kernel "$KERNEL" --initrd "$INITRD" --append "$n2_cmdline" "${n2_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n2-2.log
+check "the next sync knew it had been interrupted and rehashed" has "$log" 'previous sync was interrupted'
+check "the node booted the image" has "$log" 'PROVISIONER-READY: n2 reached multi-user.target'
+record "(g) boot after a power cut mid-sync" "$log" "recovery"
+
+say "(e) stateless: the same image in RAM"
+boot n3 1 52:54:00:00:00:03 --kernel "$KERNEL" --initrd "$INITRD" --append "$(ipxe_cmdline 52:54:00:00:00:03)" \
+    --memory 2048 --until 'PROVISIONER-READY' --grace 60
+log=$work/n3-1.log
+check "the root is a RAM disk" has "$log" 'stateless: the root is a RAM disk'
+check "the image's multi-user.target was reached on n3" has "$log" 'PROVISIONER-READY: n3 reached multi-user.target'
+record "(e) stateless into RAM" "$log" "full sync to tmpfs"
+
+say "(f) server stopped: boot from the disk through UEFI"
+server_stop
+boot n1 4 52:54:00:00:00:01 --uefi-vars "$work/n1-vars.fd" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n1-4.log
+check "the agent said it boots the installed system without the server" has "$log" 'SERVER UNREACHABLE: booting node n1 from its disks'
+check "it came up from the local boot path" has "$log" 'provisioner.local-boot|found the saved config of node n1'
+check "the installed system reached multi-user.target" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
+record "(f) server down, UEFI boot from disk" "$log" "fallback after provisioner.server-wait=20"
+
+say "boot-to-pivot times (seconds since power-on, QEMU TCG, 2 cores)"
+printf '| scenario | to pivot (s) | note |\n|---|---|---|\n' | tee "$work/boot-times.md"
+for t in "${times[@]}"; do IFS='|' read -r a b c <<< "$t"; printf '| %s | %s | %s |\n' "$a" "$b" "$c"; done | tee -a "$work/boot-times.md"
+
+if ((failures > 0)); then
+    echo "boot scenarios: $failures check(s) failed; consoles in $work"
+    exit 1
+fi
+echo "boot scenarios: all checks passed"

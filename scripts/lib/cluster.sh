@@ -1,0 +1,73 @@
+# Shared by scripts/demo.sh and scripts/boot-scenarios.sh: a one-machine cluster.
+# The server listens on loopback only; VMs reach it as 10.0.2.2 through QEMU's
+# user networking. Every process started here is stopped by its own pid.
+#
+# Needs: REPO, BIN (directory with provisioner-server, provisionerctl,
+# provisioner-vm), STATE (server state directory), TLS (directory from
+# `provisionerctl ca init`, the same CA the initramfs embeds).
+
+: "${REPO:?}" "${BIN:?}" "${STATE:?}" "${TLS:?}"
+
+SERVER_PID=
+API_PORT=${API_PORT:-}
+BOOT_PORT=${BOOT_PORT:-}
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+ctl() {
+    PROVISIONER_SERVER="https://127.0.0.1:$API_PORT" PROVISIONER_TLS_DIR="$TLS" "$BIN/provisionerctl" "$@"
+}
+
+# cluster_prepare KERNEL INITRD: state directory with the CA, the kernel and the initramfs.
+cluster_prepare() {
+    local kernel=$1 initrd=$2
+    mkdir -p "$STATE/tls" "$STATE/files/kernels" "$STATE/files/initramfs" "$STATE/images"
+    cp "$TLS"/{ca.pem,server.pem,server-key.pem} "$STATE/tls/"
+    cp "$kernel" "$STATE/files/kernels/default"
+    cp "$initrd" "$STATE/files/initramfs/default"
+}
+
+# server_start: provisioner-server on loopback, logging to $STATE/server.log
+# (SERVER_CONFIG: a configuration file; the defaults otherwise).
+server_start() {
+    [[ -n $API_PORT ]] || API_PORT=$(free_port)
+    [[ -n $BOOT_PORT ]] || BOOT_PORT=$(free_port)
+    "$BIN/provisioner-server" ${SERVER_CONFIG:+--config "$SERVER_CONFIG"} --state-dir "$STATE" --listen "127.0.0.1:$API_PORT" \
+        --boot-listen "127.0.0.1:$BOOT_PORT" >> "$STATE/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        if ctl nodes list > /dev/null 2>&1; then
+            echo "server: pid $SERVER_PID, https://127.0.0.1:$API_PORT (agents: https://10.0.2.2:$API_PORT), iPXE http://127.0.0.1:$BOOT_PORT"
+            return 0
+        fi
+        kill -0 "$SERVER_PID" 2> /dev/null || { tail -n 20 "$STATE/server.log" >&2; return 1; }
+        sleep 0.2
+    done
+    echo "server did not come up; see $STATE/server.log" >&2
+    return 1
+}
+
+server_stop() {
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2> /dev/null; then
+        kill "$SERVER_PID"
+        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2> /dev/null || break; sleep 0.1; done
+        kill -9 "$SERVER_PID" 2> /dev/null || true
+        wait "$SERVER_PID" 2> /dev/null || true
+    fi
+    SERVER_PID=
+}
+
+# The kernel command line iPXE would pass, from the server's own iPXE script for
+# MAC, asked as the VM would ask (the server names itself by the address it was
+# reached at). initrd= is left out: QEMU hands the initramfs over itself.
+ipxe_cmdline() {
+    local mac=$1 script
+    script=$(curl -fsS -H "Host: 10.0.2.2:$BOOT_PORT" "http://127.0.0.1:$BOOT_PORT/boot/ipxe?mac=$mac")
+    awk '$1 == "kernel" { for (i = 3; i <= NF; i++) if ($i !~ /^initrd=/) printf "%s ", $i; print "" }' <<< "$script" \
+        | sed 's/ *$//'
+}
