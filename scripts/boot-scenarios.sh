@@ -25,7 +25,8 @@ source "$REPO/scripts/lib/cluster.sh"
 VM_PID=
 cleanup() {
     set +e
-    if [[ -n $VM_PID ]] && kill -0 "$VM_PID" 2> /dev/null; then kill "$VM_PID"; wait "$VM_PID" 2> /dev/null || true; fi
+    # A VM booted in the background: provisioner-vm stops its QEMU when it is stopped.
+    if [[ -n $VM_PID ]]; then pkill -TERM -P "$VM_PID"; kill "$VM_PID"; wait "$VM_PID"; fi 2> /dev/null
     server_stop
 }
 trap cleanup EXIT
@@ -41,6 +42,16 @@ has() { grep -Eq -- "$2" "$1"; }
 lacks() { ! grep -Eq -- "$2" "$1"; }
 pivot_seconds() { sed -nE 's/.*switching root into .* at ([0-9.]+) s after power-on.*/\1/p' "$1" | tail -n 1; }
 record() { times+=("$1|$(pivot_seconds "$2")|$3"); }
+# The newest session of NODE on the server is in STATE.
+last_session_is() {
+    ctl sessions list --json | python3 -c '
+import json, sys
+node, state = sys.argv[1], sys.argv[2]
+mine = [s for s in json.load(sys.stdin) if s.get("node") == node]
+mine.sort(key=lambda s: s["openedAt"])
+sys.exit(0 if mine and mine[-1]["state"] == state else 1)' "$1" "$2"
+}
+is_pending() { ctl nodes pending | grep -q "$1"; }
 
 layout=$REPO/docs/examples/layout-simple-mirror.yaml
 common_args=(--kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff
@@ -83,14 +94,14 @@ check "the layout was created (partitions, arrays, LVM, filesystems)" has "$log"
 check "the image was installed" has "$log" 'applied [0-9]+ entries'
 check "the fallback boot path was written" has "$log" 'local boot path written'
 check "a UEFI boot entry was added" has "$log" 'UEFI boot entr(y|ies) [0-9A-F]+'
-check "the session succeeded on the server" bash -c "ctl sessions list --json | python3 -c 'import json,sys; s=[x for x in json.load(sys.stdin) if x.get(\"node\")==\"n1\"]; sys.exit(0 if s and s[0][\"state\"]==\"succeeded\" else 1)'"
+check "the session succeeded on the server" last_session_is n1 succeeded
 record "(a) stateful install, blank disks" "$log" "install"
 
 say "(b) second boot: nothing changes"
 boot n1 2 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-2.log
 check "no partitioning: the disks already match" has "$log" 'the disks already match the layout: nothing written'
-check "no object downloaded: the image is up to date" has "$log" 'up to date \(verify metadata'
+check "no object downloaded: the image is up to date" has "$log" 'image: debian@[0-9a-f]+: up to date \(verify metadata'
 check "nothing was rewritten" has "$log" 'n1 ready: nothing was rewritten'
 check "multi-user.target reached again" has "$log" 'PROVISIONER-READY: n1'
 record "(b) second boot, nothing changed" "$log" "verify metadata"
@@ -119,7 +130,7 @@ for _ in $(seq 1 300); do
     sleep 1
 done
 check "the unknown machine says it waits" has "$work/n2-1.log" 'is not assigned to a node; waiting'
-check "the server lists it as pending" bash -c "ctl nodes pending | grep -q $mac2"
+check "the server lists it as pending" is_pending $mac2
 ctl nodes add n2 --image debian --layout "$layout" --plugin hostname "${common_args[@]}"
 ctl nodes assign $mac2 n2
 wait "$VM_PID" || true

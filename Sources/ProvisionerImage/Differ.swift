@@ -49,6 +49,14 @@ public enum Differ {
             && (!o.xattrsRead || e.xattrs == o.xattrs)
     }
 
+    /// A directory that holds a preserved path changes its mtime whenever the node writes there
+    /// (a log rotated, /etc/.updated made): only its other metadata is compared.
+    static func directoryMetadataMatches(_ e: Entry, _ o: Observed, holdsPreserved: Bool) -> Bool {
+        if metadataMatches(e, o) { return true }
+        guard holdsPreserved else { return false }
+        return e.mode == o.mode && e.uid == o.uid && e.gid == o.gid && (!o.xattrsRead || e.xattrs == o.xattrs)
+    }
+
     public static func plan(
         manifest: Manifest, observed: ObservedTree, preserved: [[UInt8]] = [], verify: VerifyLevel = .metadata
     ) -> SyncPlan {
@@ -75,7 +83,9 @@ public enum Differ {
             if i == 0 {
                 if let o = observed[TreePath([])] {
                     matched += 1
-                    if !metadataMatches(e, o) { touchedDirs.insert(TreePath([])) }
+                    if !directoryMetadataMatches(e, o, holdsPreserved: !preserved.isEmpty) {
+                        touchedDirs.insert(TreePath([]))
+                    }
                 }
                 continue
             }
@@ -126,7 +136,7 @@ public enum Differ {
                     if verify == .content { plan.checkContent.append(i) }
                 }
             case .directory:
-                if !metadataMatches(e, o) { touchedDirs.insert(key) }
+                if !directoryMetadataMatches(e, o, holdsPreserved: holdsPreserved(e.path)) { touchedDirs.insert(key) }
             case .symlink, .charDevice, .blockDevice:
                 if o.target != e.target || o.major != e.major || o.minor != e.minor || o.links > UInt64(linkCount[i]) {
                     create(i, e)

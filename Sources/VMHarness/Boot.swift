@@ -67,7 +67,7 @@ public struct NodeBoot: Sendable {
     /// `hard`, a power cut). QEMU is always stopped by its own pid before this returns.
     public func run(
         until: String?, failWhen: String? = nil, marks: [String] = [], hard: Bool = false, grace: Double = 0,
-        timeoutSeconds: Int, onLine: (String) -> Void = { _ in }
+        timeoutSeconds: Int, onStart: (Int32) -> Void = { _ in }, onLine: (String) -> Void = { _ in }
     ) throws -> Result {
         let fm = FileManager.default
         for disk in machine.disks where !fm.fileExists(atPath: disk.file) {
@@ -97,6 +97,7 @@ public struct NodeBoot: Sendable {
         let start = Date()
         do { try process.run() } catch { throw VMError.qemuFailed("cannot start qemu-system-x86_64: \(error)") }
         let pid = process.processIdentifier
+        onStart(pid)
         func stop(signal: Int32) {
             guard process.isRunning else { return }
             kill(pid, signal)

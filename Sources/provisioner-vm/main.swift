@@ -86,6 +86,9 @@ func parseDisk(_ spec: String, index: Int, workDir: String) throws -> VMDisk {
 
 ProvisionerVM.main()
 
+/// The running QEMU, for the signal handler.
+nonisolated(unsafe) var qemuPID: Int32 = 0
+
 struct BootNode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "boot",
@@ -142,8 +145,16 @@ struct BootNode: ParsableCommand {
             boot.uefiVars = uefiVars
         }
         let filter = try show.map { try NSRegularExpression(pattern: $0) }
+        // Stopped from outside (a test's clean-up): QEMU goes with us.
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig) { received in
+                if qemuPID > 0 { kill(qemuPID, SIGKILL) }
+                _exit(128 + received)
+            }
+        }
         let result = try boot.run(
-            until: until, failWhen: failWhen, marks: marks, hard: hard, grace: grace, timeoutSeconds: timeout
+            until: until, failWhen: failWhen, marks: marks, hard: hard, grace: grace, timeoutSeconds: timeout,
+            onStart: { qemuPID = $0 }
         ) { line in
             if let filter, filter.firstMatch(in: line, range: NSRange(line.startIndex..., in: line)) == nil { return }
             print("  │ \(line)")
