@@ -59,7 +59,7 @@ mv "$out/debian.tar.new" "$out/debian.tar"
 
 # Version 2: the same root with one more package.
 chmod 755 "$work"  # apt downloads as _apt
-(cd "$work" && apt-get download hello > /dev/null)
+(cd "$work" && { apt-get download hello > /dev/null 2>&1 || { apt-get update -qq && apt-get download hello > /dev/null; }; })
 dpkg --root="$root" --force-script-chrootless -i "$work"/hello_*.deb > /dev/null
 tar --numeric-owner --xattrs --xattrs-include='*' --acls -C "$root" -cf "$out/debian-hello.tar.new" .
 mv "$out/debian-hello.tar.new" "$out/debian-hello.tar"

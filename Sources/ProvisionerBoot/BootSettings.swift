@@ -8,8 +8,12 @@ import ProvisionerCore
 /// provisioner.server-wait=120 provisioner.retries=3
 /// ```
 public struct BootSettings: Hashable, Sendable {
-    /// `provisioner.server=` then `provisioner.mirrors=` (comma-separated `https://host:port`).
+    /// `provisioner.server=`: the server (comma-separated when several share one database),
+    /// `https://host:port`. Sessions and events go here.
     public var servers: [String] = []
+    /// `provisioner.mirrors=`: more servers of files and image objects (an nginx mirror serves
+    /// no API). The session's answer has the authoritative list; this one is used until then.
+    public var mirrors: [String] = []
     /// `provisioner.mac=`: the NIC the machine booted from (iPXE passes it); reported first.
     public var bootMAC: String?
     /// `provisioner.root=`: where the node's root is assembled (`/sysroot`, what dracut switches into).
@@ -111,7 +115,7 @@ public struct BootSettings: Hashable, Sendable {
             }
         }
         s.servers = server
-        for m in mirrors where !s.servers.contains(m) { s.servers.append(m) }
+        s.mirrors = mirrors.filter { !server.contains($0) }
         return s
     }
 

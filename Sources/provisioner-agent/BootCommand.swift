@@ -160,7 +160,7 @@ final class BootFlow {
             throw BootFailure(phase: "register", message: "the server assigned no node config", retryable: true)
         }
         session.event("register", "this machine is node \(node.name) (\(node.mode.rawValue))")
-        let mirrors = response.mirrors.isEmpty ? settings.servers : response.mirrors
+        let mirrors = response.mirrors.isEmpty ? settings.servers + settings.mirrors : response.mirrors
 
         // 3. Storage: the layout on the disks, or a RAM root.
         let storage = try StorageStep(node: node, settings: settings, session: session).run()

@@ -9,7 +9,8 @@ import Testing
             "BOOT_IMAGE=/vmlinuz initrd=initramfs root=provisioner console=ttyS0,115200 "
                 + "provisioner.server=https://10.0.0.1:8443/ provisioner.mac=52-54-00-AB-CD-EF "
                 + "provisioner.mirrors=https://10.0.0.2:8443,https://10.0.0.1:8443 quiet\n")
-        #expect(s.servers == ["https://10.0.0.1:8443", "https://10.0.0.2:8443"])
+        #expect(s.servers == ["https://10.0.0.1:8443"])
+        #expect(s.mirrors == ["https://10.0.0.2:8443"])
         #expect(s.bootMAC == "52:54:00:ab:cd:ef")
         #expect(s.root == "/sysroot")
         #expect(s.serverWaitSeconds == 120)
