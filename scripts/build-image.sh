@@ -4,7 +4,8 @@
 # nodes boot from RAID1 + LVM), plus provisioner-ready.service,
 # which says on the console when the node reached multi-user.target, with the
 # image version it runs (and powers the node off when the kernel command line
-# has provisioner-ready.poweroff, so a test can boot it again cleanly).
+# has provisioner-ready.poweroff, a few seconds later so the login prompt shows,
+# so a test can boot it again cleanly).
 #
 #   scripts/build-image.sh OUTDIR
 #     OUTDIR/debian.tar        version 1
@@ -44,7 +45,7 @@ After=multi-user.target
 [Service]
 Type=oneshot
 ExecStart=/bin/sh -c 'echo "PROVISIONER-READY: $(cat /etc/hostname) reached multi-user.target; image $(sed -n "s/^version //p" /.provisioner-state/applied | cut -c1-12); hello: $(hello 2>/dev/null || echo absent)" > /dev/console'
-ExecStart=/bin/sh -c 'if grep -qw provisioner-ready.poweroff /proc/cmdline; then sleep 2; systemctl --no-block poweroff; fi'
+ExecStart=/bin/sh -c 'if grep -qw provisioner-ready.poweroff /proc/cmdline; then sleep 8; systemctl --no-block poweroff; fi'
 
 [Install]
 WantedBy=multi-user.target

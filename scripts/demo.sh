@@ -5,7 +5,8 @@
 #   2. import a Debian image built with mmdebstrap
 #   3. define node n1: two NVMe disks, RAID1 + LVM (docs/examples/layout-simple-mirror.yaml)
 #   4. boot n1 in QEMU (UEFI, the kernel line the server's iPXE script gives) and watch its
-#      session live; it installs itself and reaches the image's login prompt
+#      session live; it installs itself and reaches the image's login prompt on the serial
+#      console (then the image's provisioner-ready unit powers it off)
 #   5. boot it again: nothing is rewritten
 # Every process is stopped at the end (by its pid); the disks stay in build/demo.
 set -euo pipefail
@@ -54,7 +55,7 @@ boot() {
     WATCH_PID=$!
     "$BIN/provisioner-vm" boot --kernel "$KERNEL" --initrd "$INITRD" --append "$cmdline" \
         --uefi-vars "$work/n1-vars.fd" --mac "$mac" "${disks[@]}" --console "$work/console-$n.log" \
-        --until 'PROVISIONER-READY' --grace 60 --timeout 900 \
+        --until 'Debian GNU/Linux [0-9]+ n1 ttyS0' --grace 60 --timeout 900 \
         --fail-when 'giving up after|Entering emergency mode|Kernel panic' \
         --show 'provisioner: |PROVISIONER-READY|login:|Reached target.*Multi-User' --work-dir "$work"
     sleep 1
@@ -72,5 +73,10 @@ ctl sessions list
 echo
 grep -h 'ready:' "$work"/console-*.log | sed 's/^/  /'
 echo
-echo "Boot 2 rewrote nothing: same layout, image up to date, plugin files and boot files unchanged."
+if grep -q 'n1 ready: nothing was rewritten' "$work/console-2.log"; then
+    echo "Boot 2 rewrote nothing: same layout, image up to date, plugin files and boot files unchanged."
+else
+    echo "Boot 2 changed something (see $work/console-2.log)" >&2
+    exit 1
+fi
 echo "Disks and consoles are in $work."
