@@ -68,6 +68,16 @@ uint32_t CImageSys_major(uint64_t dev) { return major(dev); }
 uint32_t CImageSys_minor(uint64_t dev) { return minor(dev); }
 uint64_t CImageSys_makedev(uint32_t ma, uint32_t mi) { return makedev(ma, mi); }
 
+int CImageSys_open_tmpfile(int dirfd) { return openat(dirfd, ".", O_RDWR | O_TMPFILE | O_CLOEXEC, 0600); }
+
+int CImageSys_link_fd(int fd, int dirfd, const char *name) {
+    if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0) return 0;
+    if (errno != ENOENT) return -1;  // ENOENT: no CAP_DAC_READ_SEARCH for AT_EMPTY_PATH
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW);
+}
+
 int CImageSys_syncfs(int fd) { return syncfs(fd); }
 
 int CImageSys_unshare_fs(void) { return unshare(CLONE_FS); }

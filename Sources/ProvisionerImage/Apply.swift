@@ -69,6 +69,8 @@ final class Run: @unchecked Sendable {
     /// The manifest applied before (sorted by path), for content already on the node.
     var previous: Manifest?
     let stats = Mutex<(written: UInt64, fetched: Int, reused: Int, refetched: Int)>((0, 0, 0, 0))
+    /// New names get unnamed (O_TMPFILE) files linked in when complete, until the filesystem refuses.
+    let unnamedFiles = Atomic<Bool>(true)
 
     init(engine: SyncEngine, rootfd: Int32, manifest: Manifest, observed: ObservedTree, report: SyncReport) {
         self.engine = engine

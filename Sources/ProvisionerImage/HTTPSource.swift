@@ -156,20 +156,52 @@ public struct StoreRoutes: Sendable {
         return (String(full[..<q]), query)
     }
 
-    /// A pack produced frame by frame as the body is read.
+    /// A pack produced as the body is read, in pieces of about 1 MiB of whole frames (fewer
+    /// pieces for the server to hand on; objects are read straight into the piece).
     struct PackBody: HTTPBodyStream {
+        static let pieceSize = 1 << 20
         let store: ImageStore
         let hashes: [ObjectHash]
         let bases: [ObjectHash: ObjectHash]
         var index = -1
 
         mutating func next() throws -> [UInt8]? {
-            defer { index += 1 }
-            if index == -1 { return PackEncoder.header() }
-            if index == hashes.count { return PackEncoder.end() }
             if index > hashes.count { return nil }
-            let hash = hashes[index]
-            return try PackEncoder.frame(hash, base: bases[hash], from: store)
+            var out: [UInt8] = []
+            if index == -1 {
+                out = PackEncoder.header()
+                index = 0
+            }
+            while index < hashes.count && out.count < Self.pieceSize {
+                // A run of plain objects is read in one go; a delta or a missing object is its own frame.
+                var run: [ObjectHash] = []
+                var planned = 0
+                while index + run.count < hashes.count && planned < Self.pieceSize {
+                    let hash = hashes[index + run.count]
+                    if bases[hash] != nil { break }
+                    run.append(hash)
+                    planned += 8 << 10
+                }
+                if run.isEmpty {
+                    let hash = hashes[index]
+                    out += try PackEncoder.frame(hash, base: bases[hash], from: store)
+                    index += 1
+                    continue
+                }
+                let (frames, done) = try store.objectFrames(run)
+                if out.isEmpty { out = frames } else { out += frames }
+                index += done
+                if done < run.count {  // the next one is missing (or grew): the general path names it
+                    let hash = hashes[index]
+                    out += try PackEncoder.frame(hash, base: bases[hash], from: store)
+                    index += 1
+                }
+            }
+            if index == hashes.count {
+                out += PackEncoder.end()
+                index += 1
+            }
+            return out
         }
     }
 }

@@ -100,12 +100,26 @@ final class Worker {
             try run.engine.step()
             let e = entries[i]
             let dirfd = try writeDirs.open(PathRules.parent(e.path))
-            let tmp = temporaryName()
-            let fd = withCName(tmp) { openat(dirfd, $0, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+            // A name the target does not have gets an unnamed file that is linked in when complete
+            // (no temporary name, no rename); a name that exists is replaced by a rename.
+            var tmp: [UInt8]? = nil
+            var fd: Int32 = -1
+            if run.unnamedFiles.load(ordering: .relaxed), run.observed[TreePath(e.path)] == nil {
+                fd = CImageSys_open_tmpfile(dirfd)
+                if fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
+                    run.unnamedFiles.store(false, ordering: .relaxed)  // this filesystem cannot
+                }
+            }
+            if fd < 0 {
+                let name = temporaryName()
+                tmp = name
+                fd = withCName(name) { openat(dirfd, $0, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+            }
             guard fd >= 0 else { throw SystemError.fromErrno("creating a temporary file for", e.pathString) }
             var inFile: [ObjectHash: UInt64] = [:]
             var bytesWritten: UInt64 = 0
             do {
+                var end: UInt64 = 0  // where the last byte written ends
                 var offset: UInt64 = 0
                 for c in e.chunks {
                     let origin = origins[k]
@@ -151,25 +165,39 @@ final class Worker {
                     }
                     let n = try buffer.withUnsafeBytes { b in
                         try writeSparse(
-                            fd: fd, UnsafeRawBufferPointer(rebasing: b[0..<length]), at: Int(offset), path: e.pathString
-                        )
+                            fd: fd, UnsafeRawBufferPointer(rebasing: b[0..<length]), at: Int(offset),
+                            path: e.pathString, dataEnd: &end)
                     }
                     if n == 0 { zeroChunks.insert(c.hash) }
                     bytesWritten += UInt64(n)
                     if inFile[c.hash] == nil { inFile[c.hash] = offset }
                     offset += UInt64(length)
                 }
-                guard ftruncate(fd, off_t(e.size)) == 0 else {
-                    throw SystemError.fromErrno("setting the size of", e.pathString)
+                // A trailing hole (or an empty file written as holes) still needs its size.
+                if end < e.size {
+                    guard ftruncate(fd, off_t(e.size)) == 0 else {
+                        throw SystemError.fromErrno("setting the size of", e.pathString)
+                    }
                 }
                 try setMetadata(fd: fd, e, fresh: true)
-                guard withCName(tmp, { t in withCName(PathRules.name(e.path)) { renameat(dirfd, t, dirfd, $0) } }) == 0
-                else {
-                    throw SystemError.fromErrno("renaming into place", e.pathString)
+                let name = PathRules.name(e.path)
+                if tmp == nil && withCName(name, { CImageSys_link_fd(fd, dirfd, $0) }) != 0 {
+                    guard errno == EEXIST else { throw SystemError.fromErrno("linking into place", e.pathString) }
+                    // The name appeared since the scan: link under a temporary name and rename over it.
+                    let t = temporaryName()
+                    guard withCName(t, { CImageSys_link_fd(fd, dirfd, $0) }) == 0 else {
+                        throw SystemError.fromErrno("linking into place", e.pathString)
+                    }
+                    tmp = t
+                }
+                if let tmp {
+                    guard withCName(tmp, { t in withCName(name) { renameat(dirfd, t, dirfd, $0) } }) == 0 else {
+                        throw SystemError.fromErrno("renaming into place", e.pathString)
+                    }
                 }
             } catch {
                 close(fd)
-                _ = withCName(tmp) { unlinkat(dirfd, $0, 0) }
+                if let tmp { _ = withCName(tmp) { unlinkat(dirfd, $0, 0) } }
                 throw error
             }
             close(fd)
@@ -483,8 +511,13 @@ final class Worker {
 }
 
 /// Writes `bytes` at `offset`, leaving 4 KiB blocks (aligned in the file) that are all zeros
-/// unwritten, so they stay holes in the fresh file. Returns the bytes written.
-func writeSparse(fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, path: String) throws -> Int {
+/// unwritten, so they stay holes in the fresh file. Returns the bytes written; raises `dataEnd` to
+/// where the last byte written ends.
+func writeSparse(
+    fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, path: String, dataEnd: inout UInt64
+) throws
+    -> Int
+{
     let block = 4096
     var written = 0
     var runStart = -1
@@ -497,6 +530,7 @@ func writeSparse(fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, pat
             try FileIO.writeAll(
                 fd: fd, UnsafeRawBufferPointer(rebasing: bytes[runStart..<i]), at: offset + runStart, path: path)
             written += i - runStart
+            dataEnd = max(dataEnd, UInt64(offset + i))
             runStart = -1
         }
         i = end
@@ -505,6 +539,7 @@ func writeSparse(fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, pat
         try FileIO.writeAll(
             fd: fd, UnsafeRawBufferPointer(rebasing: bytes[runStart..<bytes.count]), at: offset + runStart, path: path)
         written += bytes.count - runStart
+        dataEnd = max(dataEnd, UInt64(offset + bytes.count))
     }
     return written
 }

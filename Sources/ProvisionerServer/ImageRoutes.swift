@@ -111,7 +111,7 @@ final class BodyBox: @unchecked Sendable {
         try await NIOThreadPool.singleton.runIfActive {
             var out: [UInt8] = []
             while out.count < 1 << 20, let piece = try self.body.next() {
-                out += piece
+                if out.isEmpty { out = piece } else { out += piece }
             }
             return out.isEmpty ? nil : out
         }

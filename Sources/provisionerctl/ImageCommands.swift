@@ -181,7 +181,23 @@ struct TarImporter {
                 let value = xvalue.map { Array(UnsafeRawBufferPointer(start: $0, count: xsize)) } ?? []
                 xattrs.append(Xattr(name: Array(String(cString: xname).utf8), value: value))
             }
+            // ACLs that came as ACL entries only (tar --acls without the raw xattrs): as the xattrs
+            // a tree read from disk has.
+            for (type, name) in [
+                (ARCHIVE_ENTRY_ACL_TYPE_ACCESS, PosixACL.accessName),
+                (ARCHIVE_ENTRY_ACL_TYPE_DEFAULT, PosixACL.defaultName),
+            ] where !xattrs.contains(where: { $0.name == Array(name.utf8) }) {
+                if let value = try Self.acl(ae, type: type, member: name) {
+                    xattrs.append(Xattr(name, value))
+                }
+            }
             e.xattrs = xattrs.sorted { $0.name.lexicographicallyPrecedes($1.name) }
+            // With an ACL mask the mode's group bits are the mask (libarchive may give group:: there).
+            if let access = xattrs.first(where: { $0.name == Array(PosixACL.accessName.utf8) }),
+                let mask = PosixACL.maskPermissions(ofXattr: access.value)
+            {
+                e.mode = (e.mode & ~0o070) | UInt32(mask) << 3
+            }
             if kind == .file {
                 let (size, chunks) = try importer.storeContent { buf in
                     let n = archive_read_data(archive, buf.baseAddress, buf.count)
@@ -194,6 +210,52 @@ struct TarImporter {
             byPath[name] = Pending(entry: e, linkTo: nil)
         }
         return try importer.publish(image: image, manifest: try Self.manifest(byPath), now: now)
+    }
+
+    /// The member's POSIX ACL of `type` (access or default) as its xattr value; nil if it has none.
+    static func acl(_ ae: OpaquePointer, type: Int32, member: String) throws -> [UInt8]? {
+        guard archive_entry_acl_reset(ae, type) > 0 else { return nil }
+        var entries: [PosixACL.Entry] = []
+        var (t, permset, tag, qualifier) = (Int32(0), Int32(0), Int32(0), Int32(0))
+        var name: UnsafePointer<CChar>?
+        while archive_entry_acl_next(ae, type, &t, &permset, &tag, &qualifier, &name) == ARCHIVE_OK {
+            guard t == type else { continue }  // the access entries libarchive derives from the mode
+            let kind: PosixACL.Tag
+            switch tag {
+            case ARCHIVE_ENTRY_ACL_USER_OBJ: kind = .userObject
+            case ARCHIVE_ENTRY_ACL_USER: kind = .user
+            case ARCHIVE_ENTRY_ACL_GROUP_OBJ: kind = .groupObject
+            case ARCHIVE_ENTRY_ACL_GROUP: kind = .group
+            case ARCHIVE_ENTRY_ACL_MASK: kind = .mask
+            case ARCHIVE_ENTRY_ACL_OTHER: kind = .other
+            default: continue  // NFSv4 entries have no POSIX form
+            }
+            let rwx =
+                (permset & ARCHIVE_ENTRY_ACL_READ != 0 ? 4 : 0) | (permset & ARCHIVE_ENTRY_ACL_WRITE != 0 ? 2 : 0)
+                | (permset & ARCHIVE_ENTRY_ACL_EXECUTE != 0 ? 1 : 0)
+            var id = UInt32(bitPattern: qualifier)
+            if (kind == .user || kind == .group) && qualifier < 0 {
+                // GNU tar writes names ("user:alice:rwx"); like tar -x, they are looked up on this host.
+                let text = name.map { String(cString: $0) } ?? ""
+                if kind == .user, let pw = getpwnam(text) {
+                    id = pw.pointee.pw_uid
+                } else if kind == .group, let gr = getgrnam(text) {
+                    id = gr.pointee.gr_gid
+                } else {
+                    let path = String(cString: archive_entry_pathname(ae))
+                    throw SystemError(
+                        "importing the \(member) ACL of archive member", path,
+                        cause: "no \(kind == .user ? "user" : "group") named \"\(text)\" on this host")
+                }
+            }
+            entries.append(PosixACL.Entry(kind, UInt16(rwx), id: id))
+        }
+        if entries.isEmpty { return nil }
+        guard let value = PosixACL.xattrValue(entries) else {
+            let path = String(cString: archive_entry_pathname(ae))
+            throw SystemError("importing the \(member) ACL of archive member", path, cause: "not a valid POSIX ACL")
+        }
+        return value
     }
 
     /// Sorts the members, adds missing parent directories, and turns hard links into links to

@@ -206,3 +206,44 @@ import Testing
         #expect(ObjectHash(hex: "xyz") == nil)
     }
 }
+
+@Suite struct PosixACLTests {
+    typealias E = PosixACL.Entry
+
+    /// The value getfattr shows for `setfacl -m u:1000:rwx,g:100:r` on a 0644 file, from entries in any order.
+    @Test func encodesTheKernelFormatSorted() {
+        let entries = [
+            E(.other, 4), E(.group, 4, id: 100), E(.mask, 7), E(.userObject, 6), E(.user, 7, id: 1000),
+            E(.groupObject, 4),
+        ]
+        let hex = PosixACL.xattrValue(entries)!.map { String($0, radix: 16, uppercase: false) }
+            .map { $0.count == 1 ? "0" + $0 : $0 }.joined()
+        #expect(
+            hex
+                == "0200000001000600ffffffff02000700e803000004000400ffffffff080004006400000010000700ffffffff20000400ffffffff"
+        )
+    }
+
+    @Test func maskOfAnXattr() {
+        let withMask = PosixACL.xattrValue([
+            E(.userObject, 6), E(.user, 7, id: 1), E(.groupObject, 4), E(.mask, 5), E(.other, 0),
+        ])!
+        #expect(PosixACL.maskPermissions(ofXattr: withMask) == 5)
+        #expect(
+            PosixACL.maskPermissions(
+                ofXattr: PosixACL.xattrValue([E(.userObject, 6), E(.groupObject, 4), E(.other, 0)])!) == nil)
+        #expect(PosixACL.maskPermissions(ofXattr: [1, 2, 3]) == nil)
+    }
+
+    static let invalid: [[E]] = [
+        [E(.userObject, 6), E(.other, 4)],  // no group::
+        [E(.userObject, 6), E(.userObject, 7), E(.groupObject, 4), E(.other, 4)],  // two user::
+        [E(.userObject, 6), E(.groupObject, 4), E(.other, 4), E(.user, 7, id: 5)],  // named entry, no mask
+        [E(.userObject, 6), E(.groupObject, 4), E(.other, 4), E(.mask, 7), E(.user, 7, id: 5), E(.user, 1, id: 5)],
+    ]
+
+    @Test(arguments: invalid.indices)
+    func refusesInvalidACLs(index: Int) {
+        #expect(PosixACL.xattrValue(Self.invalid[index]) == nil)
+    }
+}

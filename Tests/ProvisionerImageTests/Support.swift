@@ -164,6 +164,9 @@ func makeHardTree(_ dir: String) throws {
         mknod var/null c 1 3
         mknod var/loop b 7 200
         truncate -s 5M var/sparse && printf 'end' >> var/sparse && printf 'start' | dd of=var/sparse conv=notrunc status=none
+        printf 'data' > var/trailing-hole && truncate -s 1M var/trailing-hole
+        head -c 5000 /dev/urandom > var/trailing-zeros && head -c 9000 /dev/zero >> var/trailing-zeros
+        head -c 12288 /dev/zero > var/all-zeros && : > var/empty
         echo secret > readonly/file && chmod 0555 readonly
         echo was-a-dir > dir-to-file/inside
         echo was-a-file > file-to-dir

@@ -33,6 +33,14 @@ int CImageSys_unshare_fs(void);
 ssize_t CImageSys_llistxattr(const char *name, char *list, size_t size);
 ssize_t CImageSys_lgetxattr(const char *name, const char *attr, void *value, size_t size);
 
+/// An unnamed regular file in the directory `dirfd` (O_TMPFILE, mode 0600, read-write): it has no
+/// name until `CImageSys_link_fd` gives it one, and a crash before that leaves nothing behind.
+/// -1 with errno EOPNOTSUPP/EISDIR/EINVAL where the filesystem cannot do it.
+int CImageSys_open_tmpfile(int dirfd);
+/// Gives the open file `fd` the name `name` in `dirfd` (linkat with AT_EMPTY_PATH, which needs
+/// CAP_DAC_READ_SEARCH; else through /proc/self/fd). Fails with EEXIST if the name is taken.
+int CImageSys_link_fd(int fd, int dirfd, const char *name);
+
 /// Flushes the filesystem holding `fd` (syncfs).
 int CImageSys_syncfs(int fd);
 
