@@ -38,7 +38,7 @@ log "tree: $ENTRIES entries, $TREE_BYTES bytes"
 
 # --- targets: a fresh ext4 for every full install ---------------------------------------------
 # Each target is its own ext4 (mkfs defaults, with a journal, as a node's root disk) on a loop
-# device over a preallocated file, made fresh before each full install so that every contender
+# device over a new sparse file, made fresh before each full install so that every contender
 # starts from the same empty filesystem. (On a filesystem where a big tree was just deleted,
 # creating files is slowed by inodes freed minutes ago, by a different amount each run: ext4
 # without a journal, like this machine's root, skips recently freed inodes one by one.)
@@ -46,7 +46,9 @@ declare -A LOOPS=()
 fresh_fs() {  # fresh_fs NAME: an empty ext4 mounted at $W/mnt-NAME
     local img="$W/$1.img" mnt="$W/mnt-$1"
     umount_fs "$1"
-    [ -f "$img" ] || fallocate -l "$FS_SIZE" "$img"
+    # A new sparse file each time: every contender also pays the same block allocation below it.
+    rm -f "$img"
+    truncate -s "$FS_SIZE" "$img"
     mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$img"
     mkdir -p "$mnt"
     LOOPS[$1]=$(losetup --direct-io=on --show -f "$img")
@@ -158,8 +160,9 @@ measure_server() {
     M_CPU=$(echo "$M_CPU + ($s1 - $s0) / $TCK" | bc -l)
 }
 
-# (a) full install into an empty directory (each on a fresh filesystem)
+# (a) full install into an empty directory (each on a fresh filesystem), page cache warm
 log "(a) full install"
+tar -C "$W" -cf - tree state/images | cat > /dev/null
 fresh_fs a; measure cp -a "$W/tree" "$W/mnt-a/cp"; record a.cp
 fresh_fs rsync; measure rsync_run "$W/mnt-rsync/t"; record a.rsync "$(rsync_wire)"
 fresh_fs a; measure ours_local "$W/mnt-a/t"; record a.local "$(ours_wire)"
@@ -237,7 +240,7 @@ the first import: $(mb "$STORE_BYTES") (zstd level 3 objects).
   bytes are rsync's \`--stats\` total sent + received (inside SSH, without its framing). CPU includes the
   ssh client, sshd and the receiving rsync (as children of our sshd).
 - Targets: every full install (a) goes into an empty directory on a **freshly made ext4** (mkfs
-  defaults, with a journal, as a node's root disk) on a loop device over a preallocated file, so each
+  defaults, with a journal, as a node's root disk) on a loop device over a new sparse file, so each
   contender starts from the same state; (b) and (c) then run on those targets.
 - CPU is user+system seconds of every process involved; written is \`write_bytes\` from /proc/PID/io.
 
