@@ -28,7 +28,7 @@ PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio \
 	systemd-boot-efi ovmf mmdebstrap
 # Only for make bench-sync.
-BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc
+BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc e2fsprogs mount
 
 .PHONY: all deps agent initramfs initramfs-test test demo clean help format bench-sync \
 	build-agent build-debug build-image build-initramfs build-initramfs-test run-tests run-demo run-bench-sync
@@ -114,10 +114,12 @@ run-tests: build-initramfs-test build-image
 run-demo: build-initramfs-test build-image
 	$(BOOT_ENV) $(REPO)/scripts/demo.sh
 
-# Our sync (static agent, local store) against rsync -aHAX over a loopback SSH, on a Debian root
-# plus generated files (>= 100k files, >= 1 GB); writes the measured table to docs/bench-sync.md.
+# Our sync (static agent over HTTPS from provisioner-server, and from a local store) against
+# rsync -aHAX over a loopback SSH, on a Debian root plus generated files (>= 100k files, >= 1 GB);
+# writes the measured table to docs/bench-sync.md.
 run-bench-sync: build-agent
 	swift build -c release --product provisionerctl
+	swift build -c release --product provisioner-server
 	$(REPO)/scripts/bench-sync.sh
 
 # One formatting command for the whole tree (.swift-format: 4 spaces, 120 columns).

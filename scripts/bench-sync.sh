@@ -12,6 +12,9 @@ OUT=${BENCH_OUT:-$REPO/docs/bench-sync.md}
 GEN_FILES=${GEN_FILES:-100000}
 GEN_BYTES=${GEN_BYTES:-1200000000}
 PORT=${BENCH_SSH_PORT:-2299}
+HTTPS_PORT=${BENCH_HTTPS_PORT:-2443}
+SERVER=${SERVER:-$REPO/.build/release/provisioner-server}
+FS_SIZE=${BENCH_FS_SIZE:-6G}
 
 log() { echo "bench-sync: $*" >&2; }
 mkdir -p "$W"
@@ -33,9 +36,39 @@ ENTRIES=$(find "$W/tree" | wc -l)
 TREE_BYTES=$(du -sb --apparent-size "$W/tree" | cut -f1)
 log "tree: $ENTRIES entries, $TREE_BYTES bytes"
 
-# --- a loopback sshd of our own, stopped by its pid -------------------------------------------
+# --- targets: a fresh ext4 for every full install ---------------------------------------------
+# Each target is its own ext4 (mkfs defaults, with a journal, as a node's root disk) on a loop
+# device over a new sparse file, made fresh before each full install so that every contender
+# starts from the same empty filesystem. (On a filesystem where a big tree was just deleted,
+# creating files is slowed by inodes freed minutes ago, by a different amount each run: ext4
+# without a journal, like this machine's root, skips recently freed inodes one by one.)
+declare -A LOOPS=()
+fresh_fs() {  # fresh_fs NAME: an empty ext4 mounted at $W/mnt-NAME
+    local img="$W/$1.img" mnt="$W/mnt-$1"
+    umount_fs "$1"
+    # A new sparse file each time: every contender also pays the same block allocation below it.
+    rm -f "$img"
+    truncate -s "$FS_SIZE" "$img"
+    mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$img"
+    mkdir -p "$mnt"
+    LOOPS[$1]=$(losetup --direct-io=on --show -f "$img")
+    mount "${LOOPS[$1]}" "$mnt"
+}
+umount_fs() {
+    if [ -n "${LOOPS[$1]:-}" ]; then
+        umount "$W/mnt-$1"
+        losetup -d "${LOOPS[$1]}"
+        unset "LOOPS[$1]"
+    fi
+}
+
+# --- a loopback sshd and provisioner-server of our own, stopped by their pids ------------------
 SSHD_PID=
-cleanup() { if [ -n "$SSHD_PID" ]; then kill "$SSHD_PID" 2>/dev/null || true; wait "$SSHD_PID" 2>/dev/null || true; fi; }
+SERVER_PID=
+cleanup() {
+    for pid in $SSHD_PID $SERVER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    for name in "${!LOOPS[@]}"; do umount_fs "$name" || true; done
+}
 trap cleanup EXIT
 S="$W/ssh"
 rm -rf "$S" && mkdir -p "$S" /run/sshd
@@ -88,33 +121,62 @@ measure() {
 RSYNC_OPTS=(-aHAX --numeric-ids --delete --stats)
 rsync_run() { rsync "${RSYNC_OPTS[@]}" -e "$SSH" "$W/tree/" "root@127.0.0.1:$1/"; }
 rsync_wire() { awk '/^Total bytes sent:/ {gsub(",","",$4); s=$4} /^Total bytes received:/ {gsub(",","",$4); r=$4} END {print s + r}' "$W/last.out"; }
-ours_run() { "$AGENT" sync --source "$W/store" --image bench --to "$1" --json "${@:2}"; }
+# Ours over HTTPS from provisioner-server (mutual TLS), as a node syncs; and from the store directory.
+ours_run() {
+    "$AGENT" sync --source "https://127.0.0.1:$HTTPS_PORT" --ca "$TLS/ca.pem" --cert "$TLS/client.pem" \
+        --key "$TLS/client-key.pem" --image bench --to "$1" --json "${@:2}"
+}
+ours_local() { "$AGENT" sync --source "$STORE" --image bench --to "$1" --json "${@:2}"; }
 ours_wire() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytesReceived"])' "$W/last.out"; }
 
 declare -A R
 record() { R[$1.wall]=$M_WALL; R[$1.cpu]=$M_CPU; R[$1.written]=$M_WRITTEN; R[$1.wire]=${2:--}; log "$1: wall ${M_WALL}s cpu ${M_CPU}s written $M_WRITTEN wire ${2:--}"; }
 
-rm -rf "$W/store" "$W/ours" "$W/rsync" "$W/cp"
+rm -rf "$W/store" "$W/state" "$W/ours" "$W/rsync" "$W/cp"
+STATE="$W/state"
+STORE="$STATE/images"
+TLS="$STATE/tls"
+mkdir -p "$STATE"
 
 log "import into the store"
-measure "$CTL" image import bench --from "$W/tree" --store "$W/store"
+measure "$CTL" image import bench --from "$W/tree" --store "$STORE"
 record import
-STORE_BYTES=$(du -sb "$W/store" | cut -f1)
+STORE_BYTES=$(du -sb "$STORE" | cut -f1)
 
-# (a) full install into an empty directory
+# provisioner-server on loopback with a CA of its own; its CPU is added to ours (measure_server).
+"$CTL" ca init --dir "$TLS" --name localhost --ip 127.0.0.1 --admin bench > /dev/null
+"$SERVER" --state-dir "$STATE" --listen "127.0.0.1:$HTTPS_PORT" --boot-listen off --log-level warning \
+    > "$W/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do (exec 3<> "/dev/tcp/127.0.0.1/$HTTPS_PORT") 2>/dev/null && break; sleep 0.1; done
+kill -0 "$SERVER_PID"
+server_cpu() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+# measure_server CMD...: measure, with the server's CPU added to M_CPU.
+measure_server() {
+    local s0 s1
+    s0=$(server_cpu)
+    measure "$@"
+    s1=$(server_cpu)
+    M_CPU=$(echo "$M_CPU + ($s1 - $s0) / $TCK" | bc -l)
+}
+
+# (a) full install into an empty directory (each on a fresh filesystem), page cache warm
 log "(a) full install"
-measure cp -a "$W/tree" "$W/cp"; record a.cp
-rm -rf "$W/cp"
-measure rsync_run "$W/rsync"; record a.rsync "$(rsync_wire)"
-measure ours_run "$W/ours"; record a.ours "$(ours_wire)"
+tar -C "$W" -cf - tree state/images | cat > /dev/null
+fresh_fs a; measure cp -a "$W/tree" "$W/mnt-a/cp"; record a.cp
+fresh_fs rsync; measure rsync_run "$W/mnt-rsync/t"; record a.rsync "$(rsync_wire)"
+fresh_fs a; measure ours_local "$W/mnt-a/t"; record a.local "$(ours_wire)"
+fresh_fs a; measure_server ours_run "$W/mnt-a/t"; record a.ours "$(ours_wire)"
+OURS="$W/mnt-a/t"
+RS="$W/mnt-rsync/t"
 
 # (b) nothing changed
 log "(b) nothing changed"
-measure find "$W/ours" -printf '%s %T@ %m %U %G\n'; record b.walk
-measure rsync_run "$W/rsync"; record b.rsync "$(rsync_wire)"
-measure ours_run "$W/ours" --verify metadata; record b.ours "$(ours_wire)"
-measure ours_run "$W/ours" --verify stamp; record b.stamp "$(ours_wire)"
-measure ours_run "$W/ours" --verify content; record b.content "$(ours_wire)"
+measure find "$OURS" -printf '%s %T@ %m %U %G\n'; record b.walk
+measure rsync_run "$RS"; record b.rsync "$(rsync_wire)"
+measure_server ours_run "$OURS" --verify metadata; record b.ours "$(ours_wire)"
+measure_server ours_run "$OURS" --verify stamp; record b.stamp "$(ours_wire)"
+measure_server ours_run "$OURS" --verify content; record b.content "$(ours_wire)"
 
 # (c) 1% of the files changed, plus a few bytes inside a large file
 log "(c) 1% changed"
@@ -134,13 +196,14 @@ with open(os.path.join(root, "srv/data/big/random.img"), "r+b") as f:
     f.seek(100 << 20)
     f.write(b"a few bytes")
 PY
-measure "$CTL" image import bench --from "$W/tree" --store "$W/store"; record import2
-measure rsync_run "$W/rsync"; record c.rsync "$(rsync_wire)"
-measure ours_run "$W/ours"; record c.ours "$(ours_wire)"
+measure "$CTL" image import bench --from "$W/tree" --store "$STORE"; record import2
+measure rsync_run "$RS"; record c.rsync "$(rsync_wire)"
+measure_server ours_run "$OURS"; record c.ours "$(ours_wire)"
 
 # Both targets must equal the tree.
+declare -A DIRS=([ours]=$OURS [rsync]=$RS)
 for t in ours rsync; do
-    if ! rsync -aHAXn --numeric-ids --delete --exclude=/.provisioner-state -i "$W/tree/" "$W/$t/" | grep -q . ; then
+    if ! rsync -aHAXn --numeric-ids --delete --exclude=/.provisioner-state -i "$W/tree/" "${DIRS[$t]}/" | grep -q . ; then
         log "$t: identical to the tree"
         R[$t.same]=yes
     else
@@ -160,20 +223,25 @@ cat > "$OUT" <<DOC
 
 Measured by \`make bench-sync\` ([scripts/bench-sync.sh](../scripts/bench-sync.sh)) on $(date -u +%Y-%m-%d), on this
 project's standard machine ($(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo),
-$(findmnt -no FSTYPE -T "$W") on a virtual disk), page cache warm, every timing followed by \`sync\`
+a virtual disk), page cache warm, every timing followed by \`sync\`
 (our sync also \`syncfs\`es before recording the applied version; rsync and cp do not).
 
 Tree: a Debian bookworm root from mmdebstrap (minbase + systemd, udev, openssh-server, python3, perl,
 locales) plus generated files: **$ENTRIES entries, $(mb "$TREE_BYTES")** (apparent size). Store after
 the first import: $(mb "$STORE_BYTES") (zstd level 3 objects).
 
-- **ours**: \`provisioner-agent sync --source STORE\` (the static agent) reading a **local store directory**:
-  the HTTPS source is not in this branch yet (issue 4 builds the client). Bytes "on the wire" are what the
-  HTTPS transport carries for the same sync: stored (compressed) objects with pack framing, the manifest
-  (or its delta from the applied one), the pack requests' hash lists; no TLS/HTTP framing.
+- **ours**: \`provisioner-agent sync --source https://127.0.0.1:$HTTPS_PORT\` (the static agent) from
+  **provisioner-server** on loopback, mutual TLS with certificates from \`provisionerctl ca init\`, serving
+  STATE/images. CPU includes the server's. "ours, local store" is the same agent reading the store
+  directory (\`--source STORE\`), no server. Bytes on the wire are the HTTP bodies both ways as the
+  agent counts them (manifest or its delta, pack requests, pack streams of stored objects), without
+  TLS and HTTP framing.
 - **rsync**: \`rsync -aHAX --numeric-ids --delete\` over SSH to a loopback sshd started by the script; wire
-  bytes are rsync's \`--stats\` total sent + received (inside SSH). CPU includes the ssh client, sshd and
-  the receiving rsync (as children of our sshd).
+  bytes are rsync's \`--stats\` total sent + received (inside SSH, without its framing). CPU includes the
+  ssh client, sshd and the receiving rsync (as children of our sshd).
+- Targets: every full install (a) goes into an empty directory on a **freshly made ext4** (mkfs
+  defaults, with a journal, as a node's root disk) on a loop device over a new sparse file, so each
+  contender starts from the same state; (b) and (c) then run on those targets.
 - CPU is user+system seconds of every process involved; written is \`write_bytes\` from /proc/PID/io.
 
 | case | wall | CPU | on the wire | written |
@@ -183,19 +251,21 @@ DOC
     row "import into the store (server side, once)" import
     row "(a) cp -a into an empty directory (floor)" a.cp
     row "(a) rsync, full install" a.rsync
-    row "(a) ours, full install" a.ours
+    row "(a) ours, full install, local store" a.local
+    row "(a) ours, full install, HTTPS" a.ours
     row "(b) find -printf metadata walk (floor)" b.walk
     row "(b) rsync, nothing changed" b.rsync
-    row "(b) ours --verify metadata, nothing changed" b.ours
-    row "(b) ours --verify stamp, nothing changed" b.stamp
-    row "(b) ours --verify content, nothing changed" b.content
+    row "(b) ours --verify metadata, nothing changed (HTTPS)" b.ours
+    row "(b) ours --verify stamp, nothing changed (HTTPS)" b.stamp
+    row "(b) ours --verify content, nothing changed (HTTPS)" b.content
     row "re-import after the change (server side)" import2
     row "(c) rsync, 1% of files + bytes in a large file" c.rsync
-    row "(c) ours, 1% of files + bytes in a large file" c.ours
+    row "(c) ours, 1% of files + bytes in a large file (HTTPS)" c.ours
     echo
     echo "| ratio | measured |"
     echo "|-------|---------:|"
-    echo "| (a) ours / cp -a, wall (target ≤ 1.2×) | $(ratio "${R[a.ours.wall]}" "${R[a.cp.wall]}") |"
+    echo "| (a) ours HTTPS / cp -a, wall (target ≤ 1.2×) | $(ratio "${R[a.ours.wall]}" "${R[a.cp.wall]}") |"
+    echo "| (a) ours local store / cp -a, wall | $(ratio "${R[a.local.wall]}" "${R[a.cp.wall]}") |"
     echo "| (a) rsync / ours, wall | $(ratio "${R[a.rsync.wall]}" "${R[a.ours.wall]}") |"
     echo "| (a) rsync / ours, CPU | $(ratio "${R[a.rsync.cpu]}" "${R[a.ours.cpu]}") |"
     echo "| (a) ours / rsync, bytes on the wire | $(ratio "${R[a.ours.wire]}" "${R[a.rsync.wire]}") |"
