@@ -39,7 +39,6 @@ check() { # check DESCRIPTION COMMAND...
     if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
 }
 has() { grep -Eq -- "$2" "$1"; }
-lacks() { ! grep -Eq -- "$2" "$1"; }
 pivot_seconds() { sed -nE 's/.*switching root into .* at ([0-9.]+) s after power-on.*/\1/p' "$1" | tail -n 1; }
 record() { times+=("$1|$(pivot_seconds "$2")|$3"); }
 # The newest session of NODE on the server is in STATE.
@@ -77,9 +76,6 @@ unknownMachines: discover
 EOF
 SERVER_CONFIG=$STATE/server.yaml server_start
 ctl image import debian --from "$IMAGES/debian.tar" --store "$STATE/images"
-v1=$(ctl image list --store "$STATE/images" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["versions"][-1]["id"])' 2> /dev/null \
-    || ctl image list --store "$STATE/images" | awk '/^ *[0-9a-f]{12}/ {print $1; exit}')
-echo "image debian version 1: $v1"
 ctl nodes add n1 --mac 52:54:00:00:00:01 --image debian --layout "$layout" \
     --plugin hostname --plugin network "${common_args[@]}"
 ctl nodes add n3 --mac 52:54:00:00:00:03 --image debian --mode stateless --plugin hostname "${common_args[@]}"

@@ -59,17 +59,7 @@ func displayPath(_ path: [UInt8]) -> String { path.isEmpty ? "." : String(decodi
 extension Observed {
     /// From lstat-style results.
     init?(stat st: stat) {
-        let kind: EntryKind
-        switch st.st_mode & S_IFMT {
-        case S_IFREG: kind = .file
-        case S_IFDIR: kind = .directory
-        case S_IFLNK: kind = .symlink
-        case S_IFCHR: kind = .charDevice
-        case S_IFBLK: kind = .blockDevice
-        case S_IFIFO: kind = .fifo
-        case S_IFSOCK: kind = .socket
-        default: return nil
-        }
+        guard let kind = EntryKind(fileType: st.st_mode) else { return nil }
         self.init(kind: kind)
         mode = UInt32(st.st_mode & 0o7777)
         uid = st.st_uid
@@ -378,4 +368,20 @@ func runWorkers(_ count: Int, _ body: @escaping @Sendable () -> Void) {
     }
     body()
     for t in threads { pthread_join(t, nil) }
+}
+
+extension EntryKind {
+    /// The kind of a `st_mode` (or libarchive file type): its `S_IFMT` bits; nil for none we know.
+    public init?(fileType mode: mode_t) {
+        switch mode & S_IFMT {
+        case S_IFREG: self = .file
+        case S_IFDIR: self = .directory
+        case S_IFLNK: self = .symlink
+        case S_IFCHR: self = .charDevice
+        case S_IFBLK: self = .blockDevice
+        case S_IFIFO: self = .fifo
+        case S_IFSOCK: self = .socket
+        default: return nil
+        }
+    }
 }

@@ -252,6 +252,15 @@ struct DiskLinks {
     }
 }
 
+/// Every mount point now, in /proc/self/mountinfo order (parents before children), escapes undone.
+public func currentMountPoints(mountInfo: String = "/proc/self/mountinfo") -> [String] {
+    guard let data = FileManager.default.contents(atPath: mountInfo) else { return [] }
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line in
+        let fields = line.split(separator: " ")
+        return fields.count > 4 ? MountTable.unescape(String(fields[4])) : nil
+    }
+}
+
 /// Where devices are mounted or swapped on, by device number.
 struct MountTable {
     var byDevNumber: [String: [String]] = [:]

@@ -58,15 +58,13 @@ public struct NodeBoot: Sendable {
     public struct Result: Sendable {
         public var outcome: Outcome
         public var seconds: Double
-        /// Seconds from QEMU's start to the first console line matching each `mark` pattern.
-        public var marks: [String: Double]
     }
 
     /// Boots and watches the console. `onLine` sees every console line as it comes. When a line
     /// matches `until`, QEMU gets SIGTERM after `grace` seconds (0: at once; SIGKILL when
     /// `hard`, a power cut). QEMU is always stopped by its own pid before this returns.
     public func run(
-        until: String?, failWhen: String? = nil, marks: [String] = [], hard: Bool = false, grace: Double = 0,
+        until: String?, failWhen: String? = nil, hard: Bool = false, grace: Double = 0,
         timeoutSeconds: Int, onStart: (Int32) -> Void = { _ in }, onLine: (String) -> Void = { _ in }
     ) throws -> Result {
         let fm = FileManager.default
@@ -78,7 +76,6 @@ public struct NodeBoot: Sendable {
         fm.createFile(atPath: console, contents: nil)
         let untilRegex = try until.map { try NSRegularExpression(pattern: $0) }
         let failRegex = try failWhen.map { try NSRegularExpression(pattern: $0) }
-        let markRegexes = try marks.map { ($0, try NSRegularExpression(pattern: $0)) }
         func matches(_ r: NSRegularExpression, _ line: String) -> Bool {
             r.firstMatch(in: line, range: NSRange(line.startIndex..., in: line)) != nil
         }
@@ -114,7 +111,6 @@ public struct NodeBoot: Sendable {
         let reader = try FileHandle(forReadingFrom: URL(fileURLWithPath: console))
         defer { try? reader.close() }
         var pending = Data()
-        var marked: [String: Double] = [:]
         let deadline = start.addingTimeInterval(TimeInterval(timeoutSeconds))
         var outcome: Outcome?
         while outcome == nil {
@@ -143,10 +139,6 @@ public struct NodeBoot: Sendable {
                 pending.removeSubrange(pending.startIndex...newline)
                 let line = String(decoding: raw, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
                 onLine(line)
-                let now = Date().timeIntervalSince(start)
-                for (pattern, regex) in markRegexes where marked[pattern] == nil && matches(regex, line) {
-                    marked[pattern] = now
-                }
                 if let failRegex, matches(failRegex, line) {
                     outcome = .failed(line)
                     break
@@ -163,6 +155,6 @@ public struct NodeBoot: Sendable {
             while process.isRunning && Date() < limit { usleep(100_000) }
         }
         stop(signal: hard ? SIGKILL : SIGTERM)
-        return Result(outcome: outcome ?? .timedOut, seconds: seconds, marks: marked)
+        return Result(outcome: outcome ?? .timedOut, seconds: seconds)
     }
 }

@@ -163,7 +163,7 @@ final class BootFlow {
         let mirrors = response.mirrors.isEmpty ? settings.servers + settings.mirrors : response.mirrors
 
         // 3. Storage: the layout on the disks, or a RAM root.
-        let storage = try StorageStep(node: node, settings: settings, session: session).run()
+        let storage = try StorageStep(node: node, settings: settings, session: session, inventory: inventory).run()
 
         // 4. The image.
         let sync = try ImageStep(

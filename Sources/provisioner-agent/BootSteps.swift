@@ -28,6 +28,8 @@ struct StorageStep {
     let node: NodeConfig
     let settings: BootSettings
     let session: BootSession
+    /// Read once at the start of the boot (nil when that failed: read again, with its error).
+    let inventory: Inventory?
 
     func run() throws -> StorageResult {
         let root = settings.root
@@ -55,7 +57,7 @@ struct StorageStep {
         }
         let situation: LayoutSituation
         do {
-            situation = try LayoutSituation.make(layout: layout, log: { self.session.event("disks", $0, level: .debug, quiet: true) })
+            situation = try LayoutSituation.make(layout: layout, inventory: inventory, log: { self.session.event("disks", $0, level: .debug, quiet: true) })
         } catch let failure as AgentFailure {
             throw BootFailure(phase: "disks", message: failure.message, retryable: failure.exitCode != 3)
         } catch {

@@ -180,25 +180,3 @@ func writeFileIfDifferent(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644
     return true
 }
 
-/// Mount points now, from /proc/self/mountinfo (octal escapes undone).
-func currentMountPoints() -> [String] {
-    guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return [] }
-    return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line in
-        let fields = line.split(separator: " ")
-        guard fields.count > 4 else { return nil }
-        var out = ""
-        var chars = Array(fields[4])
-        var i = 0
-        while i < chars.count {
-            if chars[i] == "\\", i + 3 < chars.count, let code = UInt8(String(chars[i + 1...i + 3]), radix: 8) {
-                out.append(Character(UnicodeScalar(code)))
-                i += 4
-            } else {
-                out.append(chars[i])
-                i += 1
-            }
-        }
-        chars = []
-        return out
-    }
-}

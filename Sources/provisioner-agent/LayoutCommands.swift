@@ -22,8 +22,10 @@ struct LayoutSituation {
     }
 
     /// Matches a parsed layout to this machine's disks, looks at them and plans.
-    static func make(layout: DiskLayout, log: @escaping (String) -> Void) throws -> LayoutSituation {
-        let inventory = try DiskInventoryReader().read()
+    static func make(layout: DiskLayout, inventory: Inventory? = nil, log: @escaping (String) -> Void) throws
+        -> LayoutSituation
+    {
+        let inventory = try inventory ?? DiskInventoryReader().read()
         let assignment: DiskAssignment
         do {
             assignment = try DiskMatcher.match(layout.disks, inventory: inventory)

@@ -112,9 +112,6 @@ struct BootNode: ParsableCommand {
     @Option(help: "Where the serial console is written.") var console: String
     @Option(help: "Stop when a console line matches this regular expression.") var until: String?
     @Option(help: "Fail when a console line matches this regular expression.") var failWhen: String?
-    @Option(name: .customLong("mark"), help: "Record when a console line first matches (repeatable).")
-    var marks: [String] = []
-    @Option(help: "Write the marks as PATTERN<TAB>SECONDS lines to this file.") var marksFile: String?
     @Flag(help: "Stop with SIGKILL (a power cut) instead of SIGTERM.") var hard = false
     @Option(help: "Seconds to let the VM power off by itself after --until matched.") var grace: Double = 0
     @Option(help: "Print only console lines matching this regular expression.") var show: String?
@@ -153,16 +150,12 @@ struct BootNode: ParsableCommand {
             }
         }
         let result = try boot.run(
-            until: until, failWhen: failWhen, marks: marks, hard: hard, grace: grace, timeoutSeconds: timeout,
+            until: until, failWhen: failWhen, hard: hard, grace: grace, timeoutSeconds: timeout,
             onStart: { qemuPID = $0 }
         ) { line in
             if let filter, filter.firstMatch(in: line, range: NSRange(line.startIndex..., in: line)) == nil { return }
             print("  │ \(line)")
             fflush(nil)
-        }
-        if let marksFile {
-            let text = marks.map { "\($0)\t\(result.marks[$0].map { String(format: "%.1f", $0) } ?? "-")" }.joined(separator: "\n")
-            try (text + "\n").write(toFile: marksFile, atomically: true, encoding: .utf8)
         }
         let seconds = String(format: "%.1f", result.seconds)
         switch result.outcome {

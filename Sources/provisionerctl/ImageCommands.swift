@@ -146,17 +146,7 @@ struct TarImporter {
                 byPath[name] = Pending(entry: e, linkTo: Self.normalize(String(cString: link)))
                 continue
             }
-            let type = archive_entry_filetype(ae)
-            let kind: EntryKind
-            switch type {
-            case S_IFREG: kind = .file
-            case S_IFDIR: kind = .directory
-            case S_IFLNK: kind = .symlink
-            case S_IFCHR: kind = .charDevice
-            case S_IFBLK: kind = .blockDevice
-            case S_IFIFO: kind = .fifo
-            case S_IFSOCK: kind = .socket
-            default:
+            guard let kind = EntryKind(fileType: mode_t(archive_entry_filetype(ae))) else {
                 throw SystemError(
                     "importing archive member", String(decoding: name, as: UTF8.self), cause: "unknown type")
             }
