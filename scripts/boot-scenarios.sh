@@ -155,6 +155,8 @@ server_stop
 boot n1 4 52:54:00:00:00:01 --uefi-vars "$work/n1-vars.fd" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-4.log
 check "the agent said it boots the installed system without the server" has "$log" 'SERVER UNREACHABLE: booting node n1 from its disks'
+check "the firmware started the agent's UEFI boot entry (not the removable-media path)" \
+    has "$log" 'BdsDxe: starting Boot[0-9A-F]{4} "provisioner \(local disk\)"'
 check "it came up from the local boot path" has "$log" 'provisioner.local-boot|found the saved config of node n1'
 check "the installed system reached multi-user.target" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
 record "(f) server down, UEFI boot from disk" "$log" "fallback after provisioner.server-wait=20"

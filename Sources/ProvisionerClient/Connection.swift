@@ -92,7 +92,7 @@ public final class ClientConnection {
         } catch let error as ClientError {
             throw error
         } catch {
-            throw ClientError.classify(error, endpoint: endpoint.description, beforeAnswer: true)
+            throw ClientError.classify(await cause(of: error), endpoint: endpoint.description, beforeAnswer: true)
         }
         let body = ResponseBody(connection: self, expectsBody: request.method != .HEAD)
         let result = try await handle(ClientResponseHead(responseHead), body)
@@ -113,6 +113,19 @@ public final class ClientConnection {
             ClientResponse(head: head, body: try await body.collect(upTo: limit))
         }
         return try ClientResponse.decodeJSON(Response.self, response, request: request)
+    }
+
+    /// Why a write failed. A failed TLS handshake closes the channel, and a write queued behind it
+    /// fails with a bare "I/O on closed channel"; the handshake error itself is waiting on the
+    /// inbound side. That one says what is wrong (an untrusted certificate), so it is the one reported.
+    private func cause(of writeError: any Error) async -> any Error {
+        guard writeError is ChannelError else { return writeError }  // the channel is closed: the drain ends
+        do {
+            while try await inbound.next() != nil {}
+        } catch {
+            if error is NIOSSLError || error is BoringSSLError { return error }
+        }
+        return writeError
     }
 
     private func readHead() async throws -> HTTPResponseHead {
