@@ -57,6 +57,8 @@ enum ChunkOrigin {
     case stream
     /// Obtained earlier in this batch: read back from where it was written.
     case earlier
+    /// A hole: nothing to obtain or write.
+    case hole
 }
 
 /// One sync's application of a plan.
@@ -217,14 +219,14 @@ final class Run: @unchecked Sendable {
         for (i, e) in manifest.entries.enumerated() where !rewriting.contains(i) && usable(e) {
             var offset: UInt64 = 0
             for c in e.chunks {
-                if index[c.hash] == nil { index[c.hash] = (e.path, offset) }
+                if !c.isHole && index[c.hash] == nil { index[c.hash] = (e.path, offset) }
                 offset += UInt64(c.length)
             }
         }
         for e in previous?.entries ?? [] where usable(e) {
             var offset: UInt64 = 0
             for c in e.chunks {
-                if index[c.hash] == nil { index[c.hash] = (e.path, offset) }
+                if !c.isHole && index[c.hash] == nil { index[c.hash] = (e.path, offset) }
                 offset += UInt64(c.length)
             }
         }

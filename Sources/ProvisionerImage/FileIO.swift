@@ -9,6 +9,10 @@ import ProvisionerSystem
 /// Small POSIX helpers shared by the store and the sync engine. Every failure is a
 /// SystemError naming the call's purpose and the path.
 enum FileIO {
+    /// lseek's SEEK_DATA and SEEK_HOLE (Linux values; Glibc hides them behind _GNU_SOURCE).
+    static let seekData: Int32 = 3
+    static let seekHole: Int32 = 4
+
     /// Runs a call that returns -1 on failure, retrying on EINTR.
     @inline(__always)
     static func retry(_ call: () -> Int32) -> Int32 {

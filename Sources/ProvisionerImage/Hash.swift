@@ -6,6 +6,8 @@ public struct ObjectHash: Hashable, Comparable, Sendable, CustomStringConvertibl
     public var w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64
 
     public static let zero = ObjectHash(w0: 0, w1: 0, w2: 0, w3: 0)
+    /// The hash a manifest gives a hole in a sparse file (no SHA-256 is all zeros): see `Chunk.hole`.
+    public static let hole = ObjectHash.zero
 
     public init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) {
         (self.w0, self.w1, self.w2, self.w3) = (w0, w1, w2, w3)

@@ -79,6 +79,58 @@ public final class ImageImporter: @unchecked Sendable {
         return (size, chunks)
     }
 
+    /// Holes shorter than this are read as zeros (all-zero chunks are one object, and the sync
+    /// leaves zero blocks unwritten anyway); longer ones become hole chunks, never read or hashed.
+    static let minHole: UInt64 = 1 << 20
+
+    /// Chunks an open regular file. Its long holes (`SEEK_HOLE`) become hole chunks, so a sparse
+    /// file of a terabyte (a `lastlog` with large UIDs) costs what its data costs; the data
+    /// between them is chunked and stored as usual.
+    func storeFile(fd: Int32, path: [UInt8]) throws -> (size: UInt64, chunks: [Chunk]) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw SystemError.fromErrno("reading", displayPath(path)) }
+        let size = UInt64(st.st_size)
+        // The holes worth keeping, in order; none for most files (the first hole is the end).
+        var holes: [(start: UInt64, end: UInt64)] = []
+        var pos: UInt64 = 0
+        while pos < size {
+            let hole = lseek(fd, off_t(pos), FileIO.seekHole)
+            guard hole >= 0, UInt64(hole) < size else { break }  // no more holes (or no SEEK_HOLE)
+            let data = lseek(fd, off_t(hole), FileIO.seekData)
+            let end = data < 0 ? size : min(UInt64(data), size)  // ENXIO: a hole up to the end
+            if end - UInt64(hole) >= Self.minHole { holes.append((UInt64(hole), end)) }
+            pos = end
+        }
+        var chunks: [Chunk] = []
+        pos = 0
+        for region in holes + [(size, size)] {
+            if region.start > pos {  // data (or a short hole) up to the next long hole
+                var at = pos
+                let stop = region.start
+                let (n, data) = try storeContent { buf in
+                    let want = Int(min(UInt64(buf.count), stop - at))
+                    if want == 0 { return 0 }
+                    let n = FileIO.retrySize { pread(fd, buf.baseAddress, want, off_t(at)) }
+                    if n < 0 { throw SystemError.fromErrno("reading", displayPath(path)) }
+                    at += UInt64(n)
+                    return n
+                }
+                guard n == stop - pos else {
+                    throw SystemError("reading", displayPath(path), cause: "the file shrank while it was imported")
+                }
+                chunks += data
+            }
+            var h = region.start
+            while h < region.end {
+                let length = UInt32(min(UInt64(Chunk.maxHole), region.end - h))
+                chunks.append(.hole(length: length))
+                h += UInt64(length)
+            }
+            pos = region.end
+        }
+        return (size, chunks)
+    }
+
     func put(_ hash: ObjectHash, _ content: UnsafeRawBufferPointer) throws {
         let isNew = known.withLock { $0.insert(hash).inserted }
         counters.withLock { $0.chunks += 1 }
@@ -171,11 +223,7 @@ public final class ImageImporter: @unchecked Sendable {
                     let fd = withCName(PathRules.name(p)) { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
                     guard fd >= 0 else { throw SystemError.fromErrno("opening", displayPath(p)) }
                     defer { close(fd) }
-                    let (size, chunks) = try self.storeContent { buf in
-                        let n = FileIO.retrySize { Glibc.read(fd, buf.baseAddress, buf.count) }
-                        if n < 0 { throw SystemError.fromErrno("reading", displayPath(p)) }
-                        return n
-                    }
+                    let (size, chunks) = try self.storeFile(fd: fd, path: p)
                     mine.append((i, size, chunks))
                 } catch {
                     shared.failure.withLock { if $0 == nil { $0 = error } }

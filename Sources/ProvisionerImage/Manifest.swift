@@ -32,6 +32,14 @@ public struct Chunk: Hashable, Sendable {
         self.length = length
         self.hash = hash
     }
+
+    /// A hole of `length` zero bytes: no object, nothing stored, sent or written (the target
+    /// file keeps it as a hole). The importer makes these from the holes of sparse files.
+    public static func hole(length: UInt32) -> Chunk { Chunk(length: length, hash: .hole) }
+    public var isHole: Bool { hash == .hole }
+
+    /// Hole chunks are at most 1 GiB (a 1 TiB sparse file is 1024 of them).
+    public static let maxHole: UInt32 = 1 << 30
 }
 
 /// An extended attribute, name and value as raw bytes.

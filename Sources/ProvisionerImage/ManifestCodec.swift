@@ -199,12 +199,15 @@ public enum ManifestCodec {
                     var total: UInt64 = 0
                     for _ in 0..<Int(n) {
                         let length = try r.varint(name)
-                        guard length >= 1, length <= UInt64(ManifestLimits.maxChunk) else {
+                        let hash = try r.hash(name)
+                        let limit = hash == .hole ? Chunk.maxHole : ManifestLimits.maxChunk
+                        guard length >= 1, length <= UInt64(limit) else {
                             throw ManifestError(
-                                entry: name, "chunk of \(length) bytes (1 to \(ManifestLimits.maxChunk))")
+                                entry: name,
+                                "\(hash == .hole ? "hole" : "chunk") of \(length) bytes (1 to \(limit))")
                         }
                         total += length
-                        e.chunks.append(Chunk(length: UInt32(length), hash: try r.hash(name)))
+                        e.chunks.append(Chunk(length: UInt32(length), hash: hash))
                     }
                     guard total == e.size else {
                         throw ManifestError(entry: name, "chunks add up to \(total) bytes, size says \(e.size)")

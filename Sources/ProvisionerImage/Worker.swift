@@ -64,6 +64,10 @@ final class Worker {
             var offset: UInt64 = 0
             for c in entries[i].chunks {
                 defer { offset += UInt64(c.length) }
+                if c.isHole {
+                    origins.append(.hole)
+                    continue
+                }
                 if let old, !seen.contains(c.hash), local[c.hash] == nil, !old.chunks.isEmpty {
                     // The old chunk holding this offset (binary search over the old offsets).
                     var lo = 0
@@ -73,7 +77,7 @@ final class Worker {
                         if oldOffsets[mid] <= offset { lo = mid } else { hi = mid - 1 }
                     }
                     let b = old.chunks[lo]
-                    if b.hash != c.hash {
+                    if b.hash != c.hash && !b.isHole {
                         bases[c.hash] = (b.hash, old.path, oldOffsets[lo], Int(b.length))
                     }
                 }
@@ -127,6 +131,9 @@ final class Worker {
                     let length = Int(c.length)
                     var got = false
                     switch origin {
+                    case .hole:  // the file is new: left unwritten, the range stays a hole
+                        offset += UInt64(length)
+                        continue
                     case .local(let path, let at):
                         got = try readLocal(c, path: path, offset: at)
                         if got { run.stats.withLock { $0.reused += 1 } }
@@ -207,7 +214,7 @@ final class Worker {
             }
             var offset: UInt64 = 0
             for c in e.chunks {
-                if written[c.hash] == nil { written[c.hash] = (e.path, offset) }
+                if !c.isHole && written[c.hash] == nil { written[c.hash] = (e.path, offset) }
                 offset += UInt64(c.length)
             }
             run.stats.withLock { $0.written += bytesWritten }
@@ -321,6 +328,30 @@ final class Worker {
         return buffer.withUnsafeBytes { ObjectHash.of(UnsafeRawBufferPointer(rebasing: $0[0..<length])) } == c.hash
     }
 
+    /// True if `length` bytes at `from` read as zeros: holes are skipped (`SEEK_DATA`), data is read.
+    func isZero(fd: Int32, from: UInt64, length: UInt64) throws -> Bool {
+        var pos = from
+        let end = from + length
+        while pos < end {
+            let data = lseek(fd, off_t(pos), FileIO.seekData)
+            if data < 0 { return errno == ENXIO }  // a hole to the end of the file (its size is checked)
+            if UInt64(data) >= end { return true }
+            let hole = lseek(fd, off_t(data), FileIO.seekHole)
+            let stop = hole < 0 ? end : min(UInt64(hole), end)
+            pos = UInt64(data)
+            while pos < stop {
+                let want = Int(min(UInt64(buffer.count), stop - pos))
+                let n = buffer.withUnsafeMutableBytes { b in
+                    FileIO.retrySize { pread(fd, b.baseAddress!, want, off_t(pos)) }
+                }
+                if n <= 0 { return false }
+                if !buffer.withUnsafeBytes({ allZero(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) { return false }
+                pos += UInt64(n)
+            }
+        }
+        return true
+    }
+
     /// True if a file on the target has exactly the manifest's content.
     func contentMatches(_ e: Entry) throws -> Bool {
         guard let dirfd = try? readDirs.open(PathRules.parent(e.path)) else { return false }
@@ -329,7 +360,11 @@ final class Worker {
         defer { close(fd) }
         var offset: UInt64 = 0
         for c in e.chunks {
-            if try !readFrom(fd: fd, c, offset: offset) { return false }
+            if c.isHole {
+                if try !isZero(fd: fd, from: offset, length: UInt64(c.length)) { return false }
+            } else if try !readFrom(fd: fd, c, offset: offset) {
+                return false
+            }
             offset += UInt64(c.length)
         }
         var st = stat()

@@ -16,6 +16,9 @@ import Testing
         passwd.mtimeNanoseconds = 999_999_999
         passwd.size = 10
         passwd.chunks = [Chunk(length: 4, hash: .of([1])), Chunk(length: 6, hash: .of([2]))]
+        var sparse = Entry("etc/sparse", .file)  // a hole may be longer than any chunk
+        sparse.size = (1 << 30) + 10
+        sparse.chunks = [.hole(length: 1 << 30), Chunk(length: 10, hash: .of([3]))]
         var link = Entry("etc/passwd-", .hardlink)
         link.linkIndex = 2
         var sym = Entry("etc/sym", .symlink)
@@ -24,7 +27,7 @@ import Testing
         var dev = Entry("etc/zdev", .blockDevice)
         dev.major = 259
         dev.minor = 1 << 20
-        return Manifest(entries: [root, etc, passwd, link, sym, dev, Entry("etc/zfifo", .fifo)])
+        return Manifest(entries: [root, etc, passwd, link, sparse, sym, dev, Entry("etc/zfifo", .fifo)])
     }
 
     @Test func roundTrip() throws {
@@ -61,6 +64,7 @@ import Testing
         ("chunks add up to", raw([root, file("a", size: 100, chunks: [Chunk(length: 5, hash: .of([0]))])])),
         ("more than the", raw([root, file("a", size: 1 << 50, chunks: [])])),
         ("chunk of", raw([root, file("a", size: 8 << 20, chunks: [Chunk(length: 8 << 20, hash: .of([0]))])])),
+        ("hole of", raw([root, file("a", size: 2 << 30, chunks: [.hole(length: 2 << 30)])])),
         ("name of 300 bytes", raw([root, file(String(repeating: "x", count: 300))])),
         (
             "not an earlier entry",

@@ -155,6 +155,56 @@ import Testing
         #expect(interruptedOnce && step > 10)
     }
 
+    /// Long holes are hole chunks: never read, hashed, stored, sent or written, on import or sync.
+    @Test func sparseFilesMoveOnlyTheirData() throws {
+        let root = try scratch("sparse")
+        defer { try? sh("rm -rf '\(root)'") }
+        let (src, dst, store) = ("\(root)/src", "\(root)/dst", "\(root)/store")
+        try sh(
+            """
+            mkdir -p '\(src)' && cd '\(src)'
+            truncate -s 1126M huge && printf head | dd of=huge conv=notrunc status=none
+            printf middle | dd of=huge bs=1M seek=1088 conv=notrunc status=none && printf tail >> huge
+            truncate -s 20M leading-hole && head -c 100000 /dev/urandom >> leading-hole
+            truncate -s 5M only-hole
+            head -c 70000 /dev/urandom > short-hole && truncate -s 200000 short-hole
+            head -c 5000 /dev/urandom >> short-hole
+            """)
+        let version = try importTree(src, store: store)
+        let manifest = try ManifestCodec.decode(
+            try #require(try ImageStore(root: store).manifestBytes(image: "img", version: version)))
+        func chunks(_ name: String) -> [Chunk] { manifest.entries.first { $0.pathString == name }?.chunks ?? [] }
+        // 1.1 GiB: data, two holes (at most 1 GiB each) up to the middle, data, a hole, data.
+        let huge = chunks("huge")
+        #expect(huge.map(\.isHole) == [false, true, true, false, true, false], "\(huge)")
+        #expect(huge.allSatisfy { !$0.isHole || $0.length <= Chunk.maxHole })
+        #expect(chunks("leading-hole").first?.isHole == true)
+        #expect(chunks("only-hole") == [.hole(length: 5 << 20)])
+        #expect(!chunks("short-hole").contains { $0.isHole }, "a hole under 1 MiB is read as zeros")
+
+        let first = try sync(store, to: dst)
+        #expect(first.bytesWritten < 1 << 20, "\(first)")
+        try expectSameTree(src, dst)
+        let blocks = try sh("stat -c %b '\(dst)/huge' '\(dst)/only-hole'").split(separator: "\n").map { Int($0)! }
+        #expect(blocks[0] < 1024 && blocks[1] == 0, "allocated 512-byte blocks: \(blocks)")
+
+        // The data in the middle changes: the new chunk comes, the holes stay holes.
+        try sh("printf MIDDLE | dd of='\(src)/huge' bs=1M seek=1088 conv=notrunc status=none")
+        try importTree(src, store: store)
+        let second = try sync(store, to: dst)
+        #expect(second.filesWritten == 1 && second.bytesReceived < 100_000, "\(second)")
+        try expectSameTree(src, dst)
+
+        // After an interruption every file is rehashed: holes are checked by SEEK_DATA, not read;
+        // data written into a hole on the node is found and undone.
+        try sh("printf x | dd of='\(dst)/only-hole' bs=1 seek=3000000 conv=notrunc status=none")
+        try sh("touch -r '\(src)/only-hole' '\(dst)/only-hole'")
+        try sh("printf 'image img\\nversion x\\n' > '\(dst)/.provisioner-state/in-progress'")
+        let recovered = try sync(store, to: dst)
+        #expect(recovered.recovered && recovered.contentMismatches == 1, "\(recovered)")
+        try expectSameTree(src, dst)
+    }
+
     @Test func killedAgentConverges() throws {
         let agent = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
             .appendingPathComponent("provisioner-agent").path
