@@ -103,8 +103,11 @@ VM_ENV := PROVISIONER_VM_KERNEL=$(KERNEL_COPY) PROVISIONER_VM_INITRD=$(TEST_INIT
 	PROVISIONER_VM_ARTIFACTS=$(REPO)/build/vm-artifacts
 
 run-tests: build-initramfs-test build-image
-	# Unit and host tests run in parallel; the VM tests one at a time (2 cores, TCG).
-	swift test --skip-build --skip VMTests
+	# Unit and host tests run in parallel; the VM tests one at a time (2 cores, TCG). The server
+	# suites run on their own: the live servers they start answer from Swift's cooperative pool
+	# (one thread per core), which the blocking image and disk tests would otherwise hold.
+	swift test --skip-build --skip VMTests --skip ProvisionerServerTests
+	swift test --skip-build --filter ProvisionerServerTests
 	$(VM_ENV) swift test --skip-build --filter VMTests --no-parallel
 	# The boot flow end to end: server, image, QEMU nodes (scenarios a-g of docs/boot.md).
 	$(BOOT_ENV) $(REPO)/scripts/boot-scenarios.sh

@@ -21,7 +21,9 @@ import Testing
     }
 
     /// Runs provisionerctl with a deadline; the process is ended by its pid if it overstays.
-    static func ctl(_ arguments: [String], timeout: Double = 60) throws -> Run {
+    /// Waits by sleeping the task, never blocking a thread of the cooperative pool: the server
+    /// under test answers provisionerctl from that same pool (2 threads on 2 cores).
+    static func ctl(_ arguments: [String], timeout: Double = 60) async throws -> Run {
         // Output goes to files (no pipe can fill up and block the child).
         let base = NSTemporaryDirectory() + "ctl-" + UUID().uuidString
         FileManager.default.createFile(atPath: base + ".out", contents: nil)
@@ -37,7 +39,7 @@ import Testing
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".err"))
         try process.run()
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
+        while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         return Run(
@@ -51,7 +53,7 @@ import Testing
         let dir = try TempDir()
         defer { dir.remove() }
         let tls = dir.path + "/tls"
-        let initRun = try Self.ctl([
+        let initRun = try await Self.ctl([
             "ca", "init", "--dir", tls, "--name", "localhost", "--ip", "127.0.0.1", "--admin", "carol",
         ])
         #expect(initRun.status == 0, "\(initRun.stderr)")
@@ -59,7 +61,7 @@ import Testing
             let mode = try FileManager.default.attributesOfItem(atPath: tls + "/" + key)[.posixPermissions] as? Int
             #expect(mode == 0o600, "\(key)")
         }
-        #expect(try Self.ctl(["ca", "init", "--dir", tls]).status == 1)  // refuses to replace the CA
+        #expect(try await Self.ctl(["ca", "init", "--dir", tls]).status == 1)  // refuses to replace the CA
 
         let server = try await LiveServer.start(stateDir: dir.path)
         do {
@@ -76,15 +78,15 @@ import Testing
                 mode: stateless
                 kernelArgs: [console=ttyS0]
             """.write(toFile: dir.path + "/cluster.yaml", atomically: true, encoding: .utf8)
-            let imported = try Self.ctl(["nodes", "import", dir.path + "/cluster.yaml"] + common)
+            let imported = try await Self.ctl(["nodes", "import", dir.path + "/cluster.yaml"] + common)
             #expect(imported.status == 0, "\(imported.stderr)")
             #expect(imported.stdout.contains("created 2"))
 
-            let exported = try Self.ctl(["nodes", "export"] + common)
+            let exported = try await Self.ctl(["nodes", "export"] + common)
             let nodes = try ClusterFile.parse(exported.stdout, source: "export")
             #expect(nodes.map(\.name) == ["web1", "web2"])
             #expect(nodes.first?.layout == "disks:\n  disk0: { match: { type: nvme, size: 1TB } }\n")
-            let again = try Self.ctl(["nodes", "import", dir.path + "/cluster.yaml", "--json"] + common)
+            let again = try await Self.ctl(["nodes", "import", dir.path + "/cluster.yaml", "--json"] + common)
             #expect(
                 try JSONDecoder().decode(ImportResult.self, from: Data(again.stdout.utf8)).unchanged == [
                     "web1", "web2",
@@ -103,12 +105,12 @@ import Testing
                     macs: ["52:54:00:00:50:02"], facts: HardwareFacts(dmi: DMIFacts(serial: "XYZ"))))
             #expect(session.status == .unassigned)
 
-            let pending = try Self.ctl(["nodes", "pending", "--json"] + common)
+            let pending = try await Self.ctl(["nodes", "pending", "--json"] + common)
             let machines = try JSONDecoder().decode([PendingMachine].self, from: Data(pending.stdout.utf8))
             #expect(machines.map(\.sessionID) == [session.sessionID])
-            #expect(try Self.ctl(["nodes", "pending"] + common).stdout.contains("XYZ"))
+            #expect(try await Self.ctl(["nodes", "pending"] + common).stdout.contains("XYZ"))
 
-            let assign = try Self.ctl(["nodes", "assign", session.sessionID, "web2"] + common)
+            let assign = try await Self.ctl(["nodes", "assign", session.sessionID, "web2"] + common)
             #expect(assign.status == 0, "\(assign.stderr)")
             let polled: SessionResponse = try await agent.json(.GET, "/api/v1/sessions/\(session.sessionID)")
             #expect(polled.node?.name == "web2")
@@ -123,20 +125,20 @@ import Testing
                 ]))
             let _: SessionSummary = try await agent.json(
                 .POST, "/api/v1/sessions/\(session.sessionID)/finish", body: SessionFinish(succeeded: true))
-            let watch = try Self.ctl(["sessions", "watch", "web2"] + common)
+            let watch = try await Self.ctl(["sessions", "watch", "web2"] + common)
             #expect(watch.status == 0, "\(watch.stderr)")
             #expect(watch.stdout.contains("disks/apply 50%: 2 partitions"))
             #expect(watch.stdout.contains("pivot: switching root"))
             #expect(watch.stdout.contains("succeeded"))
 
-            let bad = try Self.ctl(["nodes", "add", "web3", "--mac", "zz"] + common)
+            let bad = try await Self.ctl(["nodes", "add", "web3", "--mac", "zz"] + common)
             #expect(bad.status == 1)
             #expect(bad.stderr.contains("macs[0]"))
-            let missing = try Self.ctl(["nodes", "show", "nope"] + common)
+            let missing = try await Self.ctl(["nodes", "show", "nope"] + common)
             #expect(missing.status == 1)
             #expect(missing.stderr.contains("no node named nope"))
 
-            let audit = try Self.ctl(["audit", "--json"] + common)
+            let audit = try await Self.ctl(["audit", "--json"] + common)
             let entries = try JSONDecoder().decode([AuditEntry].self, from: Data(audit.stdout.utf8))
             #expect(entries.map(\.action) == ["node.create", "node.create", "node.assign"])
             #expect(entries.allSatisfy { $0.actor == "carol" && $0.remoteAddress == "127.0.0.1" })
