@@ -56,7 +56,8 @@ public enum Zstd {
             CZstd_decompress(ctx.raw, dst.baseAddress, size, frame.baseAddress, frame.count)
         }
         if CZstd_is_error(n) != 0 {
-            throw CompressionError(subject: subject, cause: String(cString: CZstd_error_name(n)))
+            throw CompressionError(
+                subject: subject, cause: "damaged or cut short (zstd: \(String(cString: CZstd_error_name(n))))")
         }
         guard n == size else {
             throw CompressionError(subject: subject, cause: "holds \(n) bytes, expected \(size)")
@@ -71,7 +72,8 @@ public enum Zstd {
     ) throws {
         let n = CZstd_decompress(context.raw, dst.baseAddress, dst.count, frame.baseAddress, frame.count)
         if CZstd_is_error(n) != 0 {
-            throw CompressionError(subject: subject, cause: String(cString: CZstd_error_name(n)))
+            throw CompressionError(
+                subject: subject, cause: "damaged or cut short (zstd: \(String(cString: CZstd_error_name(n))))")
         }
         guard n == dst.count else {
             throw CompressionError(subject: subject, cause: "holds \(n) bytes, expected \(dst.count)")

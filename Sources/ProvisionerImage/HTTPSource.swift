@@ -188,7 +188,7 @@ public struct StoreRoutes: Sendable {
                     index += 1
                     continue
                 }
-                let (frames, done) = try store.objectFrames(run)
+                let (frames, done) = try PackEncoder.objectFrames(run, from: store)
                 if out.isEmpty { out = frames } else { out += frames }
                 index += done
                 if done < run.count {  // the next one is missing (or grew): the general path names it

@@ -1,3 +1,11 @@
+import ProvisionerSystem
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// The pack stream (docs/image-format.md, "Pack stream"): many objects in one response.
 public enum PackFormat {
     public static let magic: [UInt8] = Array("PPK1".utf8)
@@ -12,15 +20,80 @@ public enum PackFormat {
 public enum PackEncoder {
     public static func header() -> [UInt8] { PackFormat.magic }
 
+    static let objectHeadSize = 37
+
+    /// What precedes an object's stored bytes in its frame: 'O', the raw hash, the length (u32 big-endian).
+    static func objectHead(_ hash: ObjectHash, length: Int) -> [UInt8] {
+        var out: [UInt8] = [PackFormat.object]
+        hash.append(to: &out)
+        return out + bigEndian32(length)
+    }
+
+    static func bigEndian32(_ length: Int) -> [UInt8] {
+        let n = UInt32(length)
+        return [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)]
+    }
+
     /// One object frame: `stored` is the object file as stored (a zstd frame).
     public static func object(_ hash: ObjectHash, stored: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = [PackFormat.object]
-        out.reserveCapacity(37 + stored.count)
-        hash.append(to: &out)
-        let n = UInt32(stored.count)
-        out.append(contentsOf: [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)])
+        var out = objectHead(hash, length: stored.count)
+        out.reserveCapacity(objectHeadSize + stored.count)
         out.append(contentsOf: stored)
         return out
+    }
+
+    /// Pack object frames (docs/image-format.md) for `hashes`, each stored object read straight
+    /// into place. Stops before the first object the store does not have (or that is too big);
+    /// returns the frames and how many objects they hold.
+    public static func objectFrames(_ hashes: [ObjectHash], from store: ImageStore) throws -> (
+        frames: [UInt8], count: Int
+    ) {
+        var fds: [(fd: Int32, size: Int)] = []
+        defer { for f in fds { close(f.fd) } }
+        var total = 0
+        for hash in hashes {
+            let path = store.objectPath(hash)
+            let fd = FileIO.retry { open(path, O_RDONLY | O_CLOEXEC) }
+            if fd < 0 {
+                if errno == ENOENT { break }
+                throw SystemError.fromErrno("opening", path)
+            }
+            var st = stat()
+            guard fstat(fd, &st) == 0 else {
+                close(fd)
+                throw SystemError.fromErrno("reading the size of", path)
+            }
+            if Int(st.st_size) > PackFormat.maxObject {
+                close(fd)
+                break
+            }
+            fds.append((fd, Int(st.st_size)))
+            total += objectHeadSize + Int(st.st_size)
+        }
+        var failure: (Int32, Int)? = nil
+        let piece = [UInt8](unsafeUninitializedCapacity: total) { buf, initialized in
+            var at = 0
+            for (i, f) in fds.enumerated() {
+                for byte in objectHead(hashes[i], length: f.size) {
+                    buf[at] = byte
+                    at += 1
+                }
+                var done = 0
+                while done < f.size {
+                    let r = FileIO.retrySize { pread(f.fd, buf.baseAddress! + at + done, f.size - done, off_t(done)) }
+                    if r <= 0 {
+                        failure = (r < 0 ? errno : EIO, i)
+                        break
+                    }
+                    done += r
+                }
+                if failure != nil { break }
+                at += f.size
+            }
+            initialized = failure == nil ? total : 0
+        }
+        if let (code, i) = failure { throw SystemError.fromErrno("reading", store.objectPath(hashes[i]), code) }
+        return (piece, fds.count)
     }
 
     /// A delta frame: `payload` is a zstd frame of the object compressed with the base
@@ -30,8 +103,7 @@ public enum PackEncoder {
         out.reserveCapacity(69 + payload.count)
         hash.append(to: &out)
         base.append(to: &out)
-        let n = UInt32(payload.count)
-        out.append(contentsOf: [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)])
+        out.append(contentsOf: bigEndian32(payload.count))
         out.append(contentsOf: payload)
         return out
     }

@@ -60,63 +60,6 @@ public struct ImageStore: Sendable {
         try FileIO.read(objectPath(hash), limit: PackFormat.maxObject)
     }
 
-    /// Pack object frames (docs/image-format.md) for `hashes`, each stored object read straight
-    /// into place. Stops before the first object the store does not have (or that is too big);
-    /// returns the frames and how many objects they hold.
-    public func objectFrames(_ hashes: [ObjectHash]) throws -> (frames: [UInt8], count: Int) {
-        var fds: [(fd: Int32, size: Int)] = []
-        defer { for f in fds { close(f.fd) } }
-        var total = 0
-        for hash in hashes {
-            let path = objectPath(hash)
-            let fd = FileIO.retry { open(path, O_RDONLY | O_CLOEXEC) }
-            if fd < 0 {
-                if errno == ENOENT { break }
-                throw SystemError.fromErrno("opening", path)
-            }
-            var st = stat()
-            guard fstat(fd, &st) == 0 else {
-                close(fd)
-                throw SystemError.fromErrno("reading the size of", path)
-            }
-            if Int(st.st_size) > PackFormat.maxObject {
-                close(fd)
-                break
-            }
-            fds.append((fd, Int(st.st_size)))
-            total += 37 + Int(st.st_size)
-        }
-        var failure: (Int32, Int)? = nil
-        let piece = [UInt8](unsafeUninitializedCapacity: total) { buf, initialized in
-            var at = 0
-            for (i, f) in fds.enumerated() {
-                buf[at] = PackFormat.object
-                let raw = hashes[i].rawBytes
-                for j in 0..<32 { buf[at + 1 + j] = raw[j] }
-                let n = UInt32(f.size)
-                buf[at + 33] = UInt8(n >> 24)
-                buf[at + 34] = UInt8((n >> 16) & 0xff)
-                buf[at + 35] = UInt8((n >> 8) & 0xff)
-                buf[at + 36] = UInt8(n & 0xff)
-                at += 37
-                var done = 0
-                while done < f.size {
-                    let r = FileIO.retrySize { pread(f.fd, buf.baseAddress! + at + done, f.size - done, off_t(done)) }
-                    if r <= 0 {
-                        failure = (r < 0 ? errno : EIO, i)
-                        break
-                    }
-                    done += r
-                }
-                if failure != nil { break }
-                at += f.size
-            }
-            initialized = failure == nil ? total : 0
-        }
-        if let (code, i) = failure { throw SystemError.fromErrno("reading", objectPath(hashes[i]), code) }
-        return (piece, fds.count)
-    }
-
     /// Stores an object (its uncompressed bytes) unless already there; returns the stored size
     /// and whether it was new. Objects are not fsynced one by one: `publish` syncs the filesystem
     /// before a manifest can name them.

@@ -80,12 +80,7 @@ import Testing
         "--acls",  // ACLs only as SCHILY.acl text: the import builds the xattrs
     ])
     func tarballImportKeepsACLsAndXattrs(tarOptions: String) throws {
-        let ctl = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("provisionerctl").path
-        guard FileManager.default.isExecutableFile(atPath: ctl) else {
-            Issue.record("no provisionerctl binary at \(ctl): run swift build first")
-            return
-        }
+        let ctl = try builtBinary("provisionerctl")
         let root = try scratch("tar-acl")
         defer { try? sh("rm -rf '\(root)'") }
         let (src, dst, store) = ("\(root)/src", "\(root)/dst", "\(root)/store")

@@ -28,6 +28,16 @@ func sh(_ script: String) throws -> String {
     return String(decoding: data, as: UTF8.self)
 }
 
+/// The path of an executable of this package built next to the test bundle (`swift build` builds them).
+func builtBinary(_ name: String) throws -> String {
+    let path = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        .appendingPathComponent(name).path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw TestFailure("no \(name) binary at \(path): run swift build first")
+    }
+    return path
+}
+
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
