@@ -5,8 +5,8 @@
 #   2. import a Debian image built with mmdebstrap
 #   3. define node n1: two NVMe disks, RAID1 + LVM (docs/examples/layout-simple-mirror.yaml)
 #   4. boot n1 in QEMU (UEFI, the kernel line the server's iPXE script gives) and watch its
-#      session live; it installs itself and reaches the image's login prompt on the serial
-#      console (then the image's provisioner-ready unit powers it off)
+#      session live; it installs itself and reaches the image's multi-user.target, and usually
+#      its serial login prompt, before the image's provisioner-ready unit powers it off 8 s later
 #   5. boot it again: nothing is rewritten
 # Every process is stopped at the end (by its pid); the disks stay in build/demo.
 set -euo pipefail
@@ -55,9 +55,12 @@ boot() {
     WATCH_PID=$!
     "$BIN/provisioner-vm" boot --kernel "$KERNEL" --initrd "$INITRD" --append "$cmdline" \
         --uefi-vars "$work/n1-vars.fd" --mac "$mac" "${disks[@]}" --console "$work/console-$n.log" \
-        --until 'Debian GNU/Linux [0-9]+ n1 ttyS0' --grace 60 --timeout 900 \
+        --until 'Debian GNU/Linux [0-9]+ n1 ttyS0|PROVISIONER-READY: n1 reached multi-user.target' \
+        --grace 60 --timeout 900 \
         --fail-when 'giving up after|Entering emergency mode|Kernel panic' \
         --show 'provisioner: |PROVISIONER-READY|login:|Reached target.*Multi-User' --work-dir "$work"
+    # The image powers off 8 s after multi-user.target; its serial login prompt usually comes first.
+    grep -a -h -E 'n1 login:' "$work/console-$n.log" | head -n 1 | sed 's/^/  │ /' || true
     sleep 1
     pkill -P "$WATCH_PID" 2> /dev/null || true
     kill "$WATCH_PID" 2> /dev/null || true
