@@ -5,6 +5,7 @@
 #   make agent      the static, stripped agent   -> build/bin/provisioner-agent
 #   make initramfs  the node initramfs           -> build/initramfs/initramfs-$(KVER).img
 #   make bench-sync image sync vs rsync over SSH  -> docs/bench-sync.md (a benchmark, not a test)
+#   make fuzz       every parser under libFuzzer + ASan, FUZZ_SECONDS (300) each -> build/fuzz
 #
 # Every target installs what it needs with apt-get first (set NO_APT=1 to skip).
 
@@ -30,7 +31,7 @@ PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 # Only for make bench-sync.
 BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc e2fsprogs mount
 
-.PHONY: all deps agent initramfs initramfs-test test demo clean help format bench-sync \
+.PHONY: all deps agent initramfs initramfs-test test demo clean help format bench-sync fuzz run-fuzz \
 	build-agent build-debug build-image build-initramfs build-initramfs-test run-tests run-demo run-bench-sync
 
 all: agent initramfs
@@ -58,6 +59,8 @@ test: deps
 	@$(SUBMAKE) run-tests
 demo: deps
 	@$(SUBMAKE) run-demo
+fuzz: deps
+	@$(SUBMAKE) run-fuzz
 bench-sync: PACKAGES += $(BENCH_PACKAGES)
 bench-sync: deps
 	@$(SUBMAKE) run-bench-sync
@@ -103,16 +106,14 @@ VM_ENV := PROVISIONER_VM_KERNEL=$(KERNEL_COPY) PROVISIONER_VM_INITRD=$(TEST_INIT
 	PROVISIONER_VM_ARTIFACTS=$(REPO)/build/vm-artifacts
 
 run-tests: build-initramfs-test build-image
-	# Unit and host tests run in parallel; the VM tests one at a time (2 cores, TCG). The server
-	# suites run on their own: the live servers they start answer from Swift's cooperative pool
-	# (one thread per core), which the blocking image and disk tests would otherwise hold.
-	swift test --skip-build --skip VMTests --skip ProvisionerServerTests
-	swift test --skip-build --filter ProvisionerServerTests
-	$(VM_ENV) swift test --skip-build --filter VMTests --no-parallel
-	# The boot flow end to end: server, image, QEMU nodes (scenarios a-g of docs/boot.md).
-	$(BOOT_ENV) $(REPO)/scripts/boot-scenarios.sh
-	# The guest side of the harness protocol on its own (byte-exact output, statuses).
-	$(MAKE) -C $(REPO)/initramfs test KVER=$(KVER) AGENT=$(AGENT)
+	# Every step runs even after one fails, and the run ends with a summary naming each failing
+	# test or scenario (scripts/test-all.sh; logs in build/test-logs).
+	VM_ENV="$(VM_ENV)" BOOT_ENV="$(BOOT_ENV)" KVER=$(KVER) AGENT=$(AGENT) $(REPO)/scripts/test-all.sh
+
+# Long fuzz runs (make test runs each target for 20 s); new inputs land in build/fuzz/corpus.
+FUZZ_SECONDS ?= 300
+run-fuzz:
+	$(REPO)/scripts/fuzz.sh -t $(FUZZ_SECONDS)
 
 run-demo: build-initramfs-test build-image
 	$(BOOT_ENV) $(REPO)/scripts/demo.sh

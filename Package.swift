@@ -156,5 +156,12 @@ let package = Package(
             dependencies: ["VMHarness", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "VMTests", dependencies: ["VMHarness", "ProvisionerCore"]),
+        // Every parser of outside input as a function of bytes; `provisioner-fuzz` runs them under
+        // libFuzzer (make fuzz, docs/fuzzing.md), the tests replay the committed corpus.
+        .target(
+            name: "ProvisionerFuzz", dependencies: ["ProvisionerCore", "ProvisionerAPI", "ProvisionerImage", "ProvisionerBoot"]),
+        .target(name: "CFuzzDriver"),
+        .executableTarget(name: "provisioner-fuzz", dependencies: ["ProvisionerFuzz", "CFuzzDriver"]),
+        .testTarget(name: "ProvisionerFuzzTests", dependencies: ["ProvisionerFuzz", "ProvisionerImage"]),
     ]
 )

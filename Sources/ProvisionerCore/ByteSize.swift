@@ -65,6 +65,8 @@ public struct ByteSize: Hashable, Comparable, Sendable, CustomStringConvertible 
         let parts = number.split(separator: ".", omittingEmptySubsequences: false)
         let whole = String(parts[0])
         let fraction = parts.count > 1 ? String(parts[1]) : ""
+        // 10^19 is the largest power of ten in 64 bits; more decimals than that are not a size.
+        guard fraction.count <= 19 else { throw .notANumber(text) }
         guard let digits = UInt64(whole + fraction) else { throw .tooLarge(text) }
         var scale: UInt64 = 1
         for _ in fraction { scale *= 10 }

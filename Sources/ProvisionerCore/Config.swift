@@ -40,6 +40,9 @@ public struct ConfigNode {
     /// `source:line`, when the text came from a named source.
     public let location: String?
 
+    /// How deep mappings and lists may nest in any document read here (docs/threat-model.md).
+    public static let maxDepth = 64
+
     init(value: Value, path: String, location: String?) {
         self.value = value
         self.path = path
@@ -49,7 +52,9 @@ public struct ConfigNode {
     /// Parses a YAML or JSON document. `source` names it in error messages.
     ///
     /// Anchors and aliases are refused: configs do not need them, and an alias
-    /// bomb must not be able to blow up the agent.
+    /// bomb must not be able to blow up the agent. Mappings and lists nest at most
+    /// `maxDepth` levels (a layout needs 6): a deeper document is refused where it
+    /// crosses the limit instead of running the reader out of stack.
     public static func parse(_ text: String, source: String) throws(ConfigError) -> ConfigNode {
         var parser = yaml_parser_t()
         guard yaml_parser_initialize(&parser) == 1 else {
@@ -73,14 +78,18 @@ public struct ConfigNode {
             throw ConfigError(field: "(document)", problem: "is empty", location: source)
         }
         var visited = Set<Int>()
-        return try convert(root, document: &document, path: "", source: source, visited: &visited)
+        return try convert(root, document: &document, path: "", source: source, visited: &visited, depth: 0)
     }
 
     private static func convert(
         _ node: UnsafeMutablePointer<yaml_node_t>, document: inout yaml_document_t, path: String, source: String,
-        visited: inout Set<Int>
+        visited: inout Set<Int>, depth: Int
     ) throws(ConfigError) -> ConfigNode {
         let location = "\(source):\(node.pointee.start_mark.line + 1)"
+        if depth > maxDepth, node.pointee.type == YAML_MAPPING_NODE || node.pointee.type == YAML_SEQUENCE_NODE {
+            throw ConfigError(
+                field: display(path), problem: "nests deeper than \(maxDepth) levels, the limit", location: location)
+        }
         // A node reached twice is an alias: refuse instead of expanding it.
         let identity = Int(bitPattern: node)
         guard visited.insert(identity).inserted else {
@@ -118,7 +127,9 @@ public struct ConfigNode {
                 entries.append(
                     (
                         key,
-                        try convert(valueNode, document: &document, path: childPath, source: source, visited: &visited)
+                        try convert(
+                            valueNode, document: &document, path: childPath, source: source, visited: &visited,
+                            depth: depth + 1)
                     ))
             }
             return ConfigNode(value: .mapping(entries), path: path, location: location)
@@ -131,7 +142,8 @@ public struct ConfigNode {
                 guard let child = yaml_document_get_node(&document, current.pointee) else { continue }
                 items.append(
                     try convert(
-                        child, document: &document, path: "\(path)[\(items.count)]", source: source, visited: &visited))
+                        child, document: &document, path: "\(path)[\(items.count)]", source: source, visited: &visited,
+                        depth: depth + 1))
             }
             return ConfigNode(value: .sequence(items), path: path, location: location)
         default:

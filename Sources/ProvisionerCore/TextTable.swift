@@ -4,14 +4,15 @@
     import Foundation
 #endif
 
-/// Left-aligned columns for the plain output of commands.
+/// Left-aligned columns for the plain output of commands. Cells are shown `terminalSafe`: a value a
+/// machine reported cannot move the cursor or forge a row.
 public struct TextTable {
     public var headers: [String]
     public var rows: [[String]] = []
 
     public init(_ headers: [String]) { self.headers = headers }
 
-    public mutating func add(_ row: [String]) { rows.append(row) }
+    public mutating func add(_ row: [String]) { rows.append(row.map(\.terminalSafe)) }
 
     public func render() -> String {
         let all = [headers] + rows

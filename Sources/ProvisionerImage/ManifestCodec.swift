@@ -333,7 +333,11 @@ struct ByteReader {
             guard offset < buffer.count else { throw ManifestError(entry: entry(), "truncated") }
             let b = buffer[offset]
             offset += 1
-            guard shift < 64 else { throw ManifestError(entry: entry(), "varint longer than 64 bits") }
+            guard shift < 64, shift < 63 || b <= 1 else {
+                throw ManifestError(entry: entry(), "varint longer than 64 bits")
+            }
+            // One spelling per number: the encoding, and so a version's id, is canonical.
+            guard b != 0 || shift == 0 else { throw ManifestError(entry: entry(), "varint not in its shortest form") }
             result |= UInt64(b & 0x7f) << shift
             if b < 0x80 { return result }
             shift += 7

@@ -9,17 +9,23 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
     public var status: HTTPResponse.Status
     public var code: String
     public var message: String
+    /// Seconds after which a refused client may try again (`Retry-After`, with 429 and 503).
+    public var retryAfter: Int?
 
-    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, retryAfter: Int? = nil) {
         self.status = status
         self.code = code
         self.message = message
+        self.retryAfter = retryAfter
     }
 
     public var description: String { "\(status.code) \(code): \(message)" }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        APIError.jsonResponse(ErrorBody(status: status.code, code: code, message: message), status: status)
+        var response = APIError.jsonResponse(
+            ErrorBody(status: status.code, code: code, message: message), status: status)
+        if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
+        return response
     }
 
     static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "bad-request", message) }

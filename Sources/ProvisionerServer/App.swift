@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import NIOCore
@@ -111,11 +112,20 @@ public func buildApplication(
     let tls = try makeServerTLSConfiguration(config)
     let store = try await Store.open(path: config.databasePath, logger: logger)
     let services = Services(config: config, store: store)
+    /// Every connection of both listeners gets the slow-client deadlines (docs/threat-model.md).
+    func http1(_ listener: String) -> HTTPServerBuilder {
+        let timeouts = config.timeouts
+        return .http1(
+            configuration: .init(
+                additionalChannelHandlers: [RequestTimeoutHandler(timeouts: timeouts, listener: listener, logger: logger)]
+            ))
+    }
     var extra: [any Service] = []
     if let bootHost = config.bootListenHost {
         extra.append(
             Application(
                 router: buildBootRouter(services),
+                server: http1("boot"),
                 configuration: .init(address: .hostname(bootHost, port: config.bootListenPort), serverName: nil),
                 onServerRunning: { channel in
                     services.bootPort.set(channel.localAddress?.port ?? 0)
@@ -125,7 +135,7 @@ public func buildApplication(
     }
     let app = Application(
         router: buildRouter(services),
-        server: try .tls(.http1(), tlsConfiguration: tls),
+        server: try .tls(http1("api"), tlsConfiguration: tls),
         configuration: .init(address: .hostname(config.listenHost, port: config.listenPort), serverName: nil),
         services: extra,
         onServerRunning: { channel in

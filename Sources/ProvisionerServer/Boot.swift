@@ -63,10 +63,13 @@ extension Services {
             self.script(IPXEScript.start(bootBase: self.bootBase(request)))
         }
         boot.get("ipxe") { request, context -> Response in
-            let query = request.uri.queryParameters
-            guard let macText = query["mac"], let mac = MACAddress.normalize(String(macText)) else {
-                throw APIError.badRequest("ipxe needs ?mac= with the booting NIC's MAC address")
+            let query: BootQuery
+            do throws(BootQueryError) {
+                query = try BootQuery.parse(Substring(request.uri.query ?? ""))
+            } catch {
+                throw APIError.badRequest(error.description)
             }
+            let mac = query.mac
             let base = self.bootBase(request)
             if let node = try await store.node(forMAC: mac) {
                 return self.script(
@@ -74,17 +77,12 @@ extension Services {
                         node: node, mac: mac, bootBase: base, serverURL: self.serverURL(for: request),
                         mirrors: self.config.mirrors))
             }
-            func fact(_ key: String) -> String? {
-                guard let raw = query[Substring(key)] else { return nil }
-                let v = String(raw).trimmingCharacters(in: .whitespaces)
-                guard !v.isEmpty else { return nil }
-                return String(v.prefix(256))
-            }
-            let facts = HardwareFacts(
-                dmi: DMIFacts(
-                    serial: fact("serial"), uuid: fact("uuid"), vendor: fact("manufacturer"), product: fact("product")))
+            let facts = HardwareFacts(dmi: query.dmi)
+            try self.registrations.admit(
+                address: context.remoteAddress, macs: [mac], what: "an iPXE request", logger: context.logger)
             _ = try await store.openSession(
-                macs: [mac], facts: facts, remoteAddress: context.remoteAddress, source: "ipxe")
+                macs: [mac], facts: facts, remoteAddress: context.remoteAddress, source: "ipxe",
+                limits: config.registration)
             switch config.unknownMachines {
             case .wait:
                 return self.script(IPXEScript.wait(mac: mac, seconds: config.pollAfterSeconds, bootBase: base))
@@ -106,7 +104,7 @@ extension Services {
     }
 
     func bootBase(_ request: Request) -> String {
-        "http://\(request.head.authority ?? "localhost:\(bootPort.get())")"
+        "http://\(Self.authority(of: request) ?? "localhost:\(bootPort.get())")"
     }
 
     func script(_ text: String) -> Response {

@@ -80,11 +80,15 @@ public struct FileServer: Sendable {
             }
         }
         let status: HTTPResponse.Status = range == nil ? .ok : .partialContent
-        let span = range ?? 0...(size - 1)
-        let length = size == 0 ? 0 : span.count
-        headers[.contentLength] = String(length)
+        // An empty file has no byte to name: `0...(size - 1)` does not exist (parseRange never
+        // answers `.range` for it, every range of an empty file is unsatisfiable).
+        guard let span = range ?? (size > 0 ? 0...(size - 1) : nil) else {
+            headers[.contentLength] = "0"
+            return Response(status: .ok, headers: headers, body: .init())
+        }
+        headers[.contentLength] = String(span.count)
         if let range { headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(size)" }
-        if request.method == .head || length == 0 {
+        if request.method == .head {
             return Response(status: status, headers: headers, body: .init())
         }
         let body = try await fileIO.loadFile(path: path, range: span, context: context)

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import ProvisionerAPI
+import ProvisionerCore
 import ProvisionerPKI
 import Synchronization
 
@@ -11,6 +12,7 @@ public struct Services: Sendable {
     public let store: Store
     public let files: FileServer
     public let digests: DigestCache
+    public let registrations: RegistrationLimiter
     /// The ports the listeners actually bound (differ from the config when it says 0).
     let apiPort: PortBox
     let bootPort: PortBox
@@ -21,14 +23,36 @@ public struct Services: Sendable {
         self.bootPort = PortBox(config.bootListenPort)
         self.store = store
         self.digests = DigestCache()
+        self.registrations = RegistrationLimiter(config.registration)
         self.files = FileServer(root: config.filesDirectory, digests: digests)
     }
 
     /// Where agents reach the HTTPS listener: `serverURL`, else the host the request came to.
     func serverURL(for request: Request) -> String {
         if let url = config.serverURL { return url }
-        let host = Self.hostOnly(request.head.authority ?? "localhost")
+        let host = Self.hostOnly(Self.authority(of: request) ?? "localhost")
         return "https://\(host):\(apiPort.get())"
+    }
+
+    /// The request's `Host` when it is a plain `host[:port]` (letters, digits, `.-_:[]`), else nil:
+    /// it is written into iPXE scripts and kernel command lines, where a space, a newline or a `$`
+    /// would be another argument or another command.
+    static func authority(of request: Request) -> String? {
+        guard let authority = request.head.authority, !authority.isEmpty, authority.utf8.count <= 255 else {
+            return nil
+        }
+        let allowed = authority.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"):
+                true
+            case UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "["),
+                UInt8(ascii: "]"):
+                true
+            default: false
+            }
+        }
+        return allowed ? authority : nil
     }
 
     /// The mirror list for agents: this server first, then the configured mirrors.
@@ -45,8 +69,10 @@ public struct Services: Sendable {
     }
 }
 
-/// Reads a JSON body of at most `limit` bytes; malformed JSON is a 400 naming the problem.
+/// Reads a JSON body of at most `limit` bytes: another `Content-Type` than JSON is a 415, malformed
+/// JSON a 400 naming the problem.
 func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, limit: Int = 4 << 20) async throws -> T {
+    try requireJSONContentType(request)
     if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
         throw APIError(
             .contentTooLarge, "body-too-large", "the body has \(length) bytes; this route takes at most \(limit)")
@@ -61,6 +87,17 @@ func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, limit: Int 
     return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
 }
 
+/// `application/json` (any parameters, such as `charset=utf-8`), or a 415 naming what was sent.
+func requireJSONContentType(_ request: Request) throws {
+    let sent = request.headers[.contentType]
+    let mediaType = sent.map { $0.split(separator: ";", maxSplits: 1).first.map(String.init) ?? "" }
+    guard let mediaType, mediaType.trimmingCharacters(in: .whitespaces).lowercased() == "application/json" else {
+        throw APIError(
+            .unsupportedMediaType, "unsupported-media-type",
+            "this route takes Content-Type: application/json, not \(sent.map { "\"\($0.terminalSafe)\"" } ?? "none")")
+    }
+}
+
 func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
     APIError.jsonResponse(value, status: status)
 }
@@ -70,8 +107,12 @@ extension Services {
     func addAgentRoutes(to group: RouterGroup<ProvisionerContext>) {
         group.post("sessions") { request, context -> Response in
             let open = try await decodeJSON(SessionOpenRequest.self, from: request)
+            try self.registrations.admit(
+                address: context.remoteAddress, macs: open.macs.compactMap(MACAddress.normalize),
+                what: "a registration", logger: context.logger)
             let (session, node) = try await store.openSession(
-                macs: open.macs, facts: open.facts, remoteAddress: context.remoteAddress, source: "agent")
+                macs: open.macs, facts: open.facts, remoteAddress: context.remoteAddress, source: "agent",
+                limits: config.registration)
             return json(self.sessionResponse(session, node, request), status: .created)
         }
         group.get("sessions/:id") { request, context -> Response in

@@ -16,6 +16,16 @@ import ProvisionerCore
 /// mirrors: [https://mirror1.example:443]   # more servers of files and image objects
 /// pollAfterSeconds: 30          # how often unassigned machines ask again
 /// unknownMachines: wait         # iPXE for an unknown MAC: wait (retry script) or discover (boot the agent)
+/// limits:                       # docs/threat-model.md, "Limits"; every field optional
+///   headerTimeout: 20           # s from connection start (TLS handshake included) to a complete request head
+///   idleTimeout: 60             # s a kept-alive connection may wait for its next request
+///   bodyTimeout: 20             # s for a request body, plus 1 s per bodyMinRate bytes received
+///   bodyMinRate: 8192           # bytes/s
+///   writeTimeout: 60            # s a client may leave a response unread
+///   maxPending: 1024            # machines waiting unassigned at once
+///   pendingExpiry: 600          # s after which a pending machine that stopped asking no longer counts
+///   registrationsPerAddress: 120  # session opens a minute from one address
+///   registrationsPerMAC: 30     # session opens a minute naming one MAC
 /// ```
 public struct ServerConfig: Sendable, Equatable {
     public var listenHost = "0.0.0.0"
@@ -31,6 +41,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var mirrors: [String] = []
     public var pollAfterSeconds = 30
     public var unknownMachines: UnknownMachinePolicy = .wait
+    public var timeouts = ConnectionTimeouts()
+    public var registration = RegistrationLimits()
 
     public enum UnknownMachinePolicy: String, Sendable, Equatable {
         /// The iPXE script sleeps and asks again; the MAC is listed as pending.
@@ -103,8 +115,39 @@ public struct ServerConfig: Sendable, Equatable {
             }
             config.unknownMachines = policy
         }
+        if let limits = root.optional("limits") {
+            try parseLimits(limits, into: &config)
+        }
         try root.finish()
         return config
+    }
+
+    private static func parseLimits(_ node: ConfigNode, into config: inout ServerConfig) throws(ConfigError) {
+        let m = try node.mapping()
+        func seconds(_ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Duration? {
+            guard let field = m.optional(key) else { return nil }
+            let n = try field.int()
+            guard range.contains(n) else {
+                throw field.error("must be \(range.lowerBound) to \(range.upperBound) seconds, not \(n)")
+            }
+            return .seconds(n)
+        }
+        func count(_ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+            guard let field = m.optional(key) else { return nil }
+            let n = try field.int()
+            guard range.contains(n) else { throw field.error("must be \(range.lowerBound) to \(range.upperBound), not \(n)") }
+            return n
+        }
+        if let v = try seconds("headerTimeout", 1...3600) { config.timeouts.header = v }
+        if let v = try seconds("idleTimeout", 1...86400) { config.timeouts.idle = v }
+        if let v = try seconds("bodyTimeout", 1...3600) { config.timeouts.body = v }
+        if let v = try count("bodyMinRate", 1...(1 << 30)) { config.timeouts.bodyMinRate = v }
+        if let v = try seconds("writeTimeout", 1...86400) { config.timeouts.write = v }
+        if let v = try count("maxPending", 1...1_000_000) { config.registration.maxPending = v }
+        if let v = try count("pendingExpiry", 10...604_800) { config.registration.pendingExpirySeconds = v }
+        if let v = try count("registrationsPerAddress", 1...1_000_000) { config.registration.perAddressPerMinute = v }
+        if let v = try count("registrationsPerMAC", 1...1_000_000) { config.registration.perMACPerMinute = v }
+        try m.finish()
     }
 
     static func hostPort(_ node: ConfigNode) throws(ConfigError) -> (String, Int) {

@@ -25,12 +25,14 @@ public final class Store: Sendable {
     let connection: SQLiteConnection
     private let gate = Gate()
     public let path: String
+    let logger: Logger
 
     public static let maxEventsPerSession = 100_000
 
-    private init(connection: SQLiteConnection, path: String) {
+    private init(connection: SQLiteConnection, path: String, logger: Logger) {
         self.connection = connection
         self.path = path
+        self.logger = logger
     }
 
     public static func open(path: String, logger: Logger) async throws -> Store {
@@ -40,7 +42,7 @@ public final class Store: Sendable {
         } catch {
             throw ServerSetupError("opening the database \(path): \(error)")
         }
-        let store = Store(connection: connection, path: path)
+        let store = Store(connection: connection, path: path, logger: logger)
         try await store.migrate()
         return store
     }

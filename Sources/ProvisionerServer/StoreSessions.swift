@@ -7,9 +7,12 @@ extension Store {
 
     /// Opens a boot session for a machine. An agent's new session abandons the machine's earlier
     /// unfinished ones. iPXE's requests from an unknown machine (`source == "ipxe"`) keep reusing
-    /// one waiting session, so a machine that retries every 30 s is listed once.
+    /// one waiting session, so a machine that retries every 30 s is listed once. A new pending
+    /// machine beyond `limits.maxPending` is refused with 429 (entries not refreshed within
+    /// `limits.pendingExpirySeconds` are abandoned first and no longer count).
     public func openSession(
-        macs: [String], facts: HardwareFacts, remoteAddress: String?, source: String
+        macs: [String], facts: HardwareFacts, remoteAddress: String?, source: String,
+        limits: RegistrationLimits = RegistrationLimits()
     ) async throws -> (SessionSummary, NodeConfig?) {
         let normal = try Self.normalize(macs)
         return try await transaction {
@@ -33,6 +36,7 @@ extension Store {
                         [.integer(now), .text(old)])
                 }
             }
+            if node == nil { try await admitPending(now: now, limits: limits) }
             let id = UUID().uuidString.lowercased()
             let state: SessionState = node == nil ? .waiting : .running
             _ = try await query(
@@ -206,6 +210,25 @@ extension Store {
     }
 
     // MARK: Helpers
+
+    /// Room for one more pending machine, or a 429 naming the cap.
+    func admitPending(now: Int, limits: RegistrationLimits) async throws {
+        _ = try await query(
+            "UPDATE sessions SET state = 'abandoned', updated_at = ? WHERE state = 'waiting' AND node IS NULL AND updated_at < ?",
+            [.integer(now), .integer(now - limits.pendingExpirySeconds * 1000)])
+        let count =
+            try await query("SELECT COUNT(*) AS n FROM sessions WHERE state = 'waiting' AND node IS NULL").first?
+            .column("n")?.integer ?? 0
+        guard count < limits.maxPending else {
+            logger.warning(
+                "refusing a new pending machine: \(count) machines already wait for an assignment (maxPending \(limits.maxPending))"
+            )
+            throw APIError(
+                .tooManyRequests, "too-many-pending",
+                "\(count) machines already wait for an assignment, the server's limit (maxPending \(limits.maxPending)); assign or wait for them to expire",
+                retryAfter: 60)
+        }
+    }
 
     func summary(_ id: String) async throws -> SessionSummary? {
         try await query("SELECT * FROM sessions WHERE id = ?", [.text(id)]).first.map(Self.sessionSummary)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOHTTP1
 import ProvisionerAPI
+import ProvisionerCore
 import ProvisionerClient
 
 /// How provisionerctl reaches the server: the admin API over mutual TLS with an admin certificate.
@@ -82,7 +83,7 @@ func reporting(_ body: () async throws -> Void) async throws {
     do {
         try await body()
     } catch let failure as CtlFailure {
-        FileHandle.standardError.write(Data("provisionerctl: \(failure.description)\n".utf8))
+        FileHandle.standardError.write(Data("provisionerctl: \(failure.description.terminalSafe)\n".utf8))
         throw ExitCode(1)
     }
 }

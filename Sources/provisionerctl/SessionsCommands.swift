@@ -43,12 +43,13 @@ extension Ctl {
     }
 }
 
+/// One event as a line; what the agent wrote is shown `terminalSafe` (`--json` keeps it exact).
 func eventLine(_ e: StoredEvent) -> String {
-    var line = "\(e.time) [\(e.event.level.rawValue)] \(e.event.phase)"
-    if let step = e.event.step { line += "/\(step)" }
-    if let p = e.event.progress { line += " \(Int((p * 100).rounded()))%" }
-    line += ": \(e.event.message)"
-    if let error = e.event.error { line += " — \(error)" }
+    var line = "\(e.time) [\(e.event.level.rawValue)] \(e.event.phase.terminalSafe)"
+    if let step = e.event.step { line += "/\(step.terminalSafe)" }
+    if let p = e.event.progress, p.isFinite { line += " \(Int((min(max(p, 0), 1) * 100).rounded()))%" }
+    line += ": \(e.event.message.terminalSafe)"
+    if let error = e.event.error { line += " — \(error.terminalSafe)" }
     return line
 }
 
@@ -92,9 +93,8 @@ extension Ctl.Sessions {
                 )
                 print("MACs: \(s.macs.joined(separator: ", "))")
                 let dmi = detail.facts.dmi
-                print(
-                    "DMI: vendor \(dmi.vendor ?? "-"), product \(dmi.product ?? "-"), serial \(dmi.serial ?? "-"), uuid \(dmi.uuid ?? "-")"
-                )
+                let shown = [dmi.vendor, dmi.product, dmi.serial, dmi.uuid].map { $0?.terminalSafe ?? "-" }
+                print("DMI: vendor \(shown[0]), product \(shown[1]), serial \(shown[2]), uuid \(shown[3])")
                 for e in detail.events { print(eventLine(e)) }
             }
         }

@@ -48,6 +48,9 @@ import Testing
             stderr: (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? "")
     }
 
+    /// DMI strings as a hostile machine might report them: a title-setting OSC, a screen clear, a CR.
+    static let hostile = "Acme\u{1B}]0;owned\u{07}\u{1B}[2J\rfake"
+
     @Test func caInitNodesPendingAssignWatchAndAudit() async throws {
         #expect(FileManager.default.isExecutableFile(atPath: Self.ctlPath), "\(Self.ctlPath) missing")
         let dir = try TempDir()
@@ -102,13 +105,20 @@ import Testing
             let session: SessionResponse = try await agent.json(
                 .POST, "/api/v1/sessions",
                 body: SessionOpenRequest(
-                    macs: ["52:54:00:00:50:02"], facts: HardwareFacts(dmi: DMIFacts(serial: "XYZ"))))
+                    macs: ["52:54:00:00:50:02"],
+                    facts: HardwareFacts(dmi: DMIFacts(serial: "XYZ", vendor: Self.hostile, product: "P\u{202E}X"))))
             #expect(session.status == .unassigned)
 
             let pending = try await Self.ctl(["nodes", "pending", "--json"] + common)
             let machines = try JSONDecoder().decode([PendingMachine].self, from: Data(pending.stdout.utf8))
             #expect(machines.map(\.sessionID) == [session.sessionID])
-            #expect(try await Self.ctl(["nodes", "pending"] + common).stdout.contains("XYZ"))
+            #expect(machines.first?.facts.dmi.vendor == Self.hostile)  // --json keeps the exact bytes
+            let plain = try await Self.ctl(["nodes", "pending"] + common).stdout
+            #expect(plain.contains("XYZ"))
+            // Plain output shows what the machine sent, escaped: no terminal control reaches the admin.
+            #expect(plain.contains("Acme\\e]0;owned\\x07\\e[2J\\rfake"), "\(plain)")
+            #expect(plain.contains("P\\u{202E}X"))
+            #expect(!plain.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
 
             let assign = try await Self.ctl(["nodes", "assign", session.sessionID, "web2"] + common)
             #expect(assign.status == 0, "\(assign.stderr)")
@@ -122,6 +132,7 @@ import Testing
                 body: EventBatch(events: [
                     AgentEvent(phase: "disks", step: "apply", message: "2 partitions", progress: 0.5),
                     AgentEvent(phase: "pivot", message: "switching root"),
+                    AgentEvent(phase: "plugins", message: "done\u{1B}[1A\rforged line"),
                 ]))
             let _: SessionSummary = try await agent.json(
                 .POST, "/api/v1/sessions/\(session.sessionID)/finish", body: SessionFinish(succeeded: true))
@@ -130,6 +141,8 @@ import Testing
             #expect(watch.stdout.contains("disks/apply 50%: 2 partitions"))
             #expect(watch.stdout.contains("pivot: switching root"))
             #expect(watch.stdout.contains("succeeded"))
+            #expect(watch.stdout.contains("plugins: done\\e[1A\\rforged line"))
+            #expect(!watch.stdout.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
 
             let bad = try await Self.ctl(["nodes", "add", "web3", "--mac", "zz"] + common)
             #expect(bad.status == 1)

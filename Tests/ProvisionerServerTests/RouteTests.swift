@@ -19,7 +19,7 @@ import Testing
             try await app(services).test(.router) { client in
                 let open = SessionOpenRequest(
                     macs: ["52-54-00-AA-BB-01"], facts: HardwareFacts(dmi: DMIFacts(serial: "SER1", vendor: "QEMU")))
-                let opened = try await client.execute(uri: "/api/v1/sessions", method: .post, body: try jsonBody(open))
+                let opened = try await client.execute(uri: "/api/v1/sessions", method: .post, headers: jsonHeaders, body: try jsonBody(open))
                 #expect(opened.status == .created)
                 let session = try decode(SessionResponse.self, opened)
                 #expect(session.status == .unassigned)
@@ -40,10 +40,10 @@ import Testing
 
                 let node = NodeConfig(name: "n1", layout: layout)
                 #expect(
-                    try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(node)).status
+                    try await client.execute(uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders, body: try jsonBody(node)).status
                         == .created)
                 let assigned = try await client.execute(
-                    uri: "/api/v1/admin/pending/assign", method: .post,
+                    uri: "/api/v1/admin/pending/assign", method: .post, headers: jsonHeaders,
                     body: try jsonBody(AssignRequest(machine: session.sessionID, node: "n1")))
                 #expect(assigned.status == .ok)
                 #expect(try decode(NodeRecord.self, assigned).config.macs == ["52:54:00:aa:bb:01"])
@@ -73,22 +73,22 @@ import Testing
         try await withServices { services, _ in
             try await app(services).test(.router) { client in
                 try await client.execute(
-                    uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(NodeConfig(name: "n2")))
+                    uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders, body: try jsonBody(NodeConfig(name: "n2")))
                 let first = try decode(
                     SessionResponse.self,
                     try await client.execute(
-                        uri: "/api/v1/sessions", method: .post,
+                        uri: "/api/v1/sessions", method: .post, headers: jsonHeaders,
                         body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:02"]))))
                 #expect(first.status == .unassigned)
                 let assign = try await client.execute(
-                    uri: "/api/v1/admin/pending/assign", method: .post,
+                    uri: "/api/v1/admin/pending/assign", method: .post, headers: jsonHeaders,
                     body: try jsonBody(AssignRequest(machine: "52:54:00:00:00:02", node: "n2")))
                 #expect(assign.status == .ok)
                 // A reboot opens a new session that is assigned at once and abandons the old one.
                 let second = try decode(
                     SessionResponse.self,
                     try await client.execute(
-                        uri: "/api/v1/sessions", method: .post,
+                        uri: "/api/v1/sessions", method: .post, headers: jsonHeaders,
                         body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:02"]))))
                 #expect(second.status == .assigned)
                 #expect(second.node?.name == "n2")
@@ -110,7 +110,7 @@ import Testing
                 let session = try decode(
                     SessionResponse.self,
                     try await client.execute(
-                        uri: "/api/v1/sessions", method: .post,
+                        uri: "/api/v1/sessions", method: .post, headers: jsonHeaders,
                         body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:03"]))))
                 let batch = EventBatch(events: [
                     AgentEvent(phase: "disks", step: "plan", message: "3 actions"),
@@ -120,14 +120,14 @@ import Testing
                 let accepted = try decode(
                     EventsAccepted.self,
                     try await client.execute(
-                        uri: "/api/v1/sessions/\(session.sessionID)/events", method: .post, body: try jsonBody(batch)))
+                        uri: "/api/v1/sessions/\(session.sessionID)/events", method: .post, headers: jsonHeaders, body: try jsonBody(batch)))
                 #expect(accepted == EventsAccepted(accepted: 3, lastSeq: 3))
                 let finished = try await client.execute(
-                    uri: "/api/v1/sessions/\(session.sessionID)/finish", method: .post,
+                    uri: "/api/v1/sessions/\(session.sessionID)/finish", method: .post, headers: jsonHeaders,
                     body: try jsonBody(SessionFinish(succeeded: false, message: "image failed")))
                 #expect(try decode(SessionSummary.self, finished).state == .failed)
                 let late = try await client.execute(
-                    uri: "/api/v1/sessions/\(session.sessionID)/events", method: .post, body: try jsonBody(batch))
+                    uri: "/api/v1/sessions/\(session.sessionID)/events", method: .post, headers: jsonHeaders, body: try jsonBody(batch))
                 expectJSONError(late, 409, code: "session-finished")
             }
             // The admin reads them back, and from a sequence number on (what watch does).
@@ -153,7 +153,7 @@ import Testing
             try await app(services).test(.router) { client in
                 let ok = NodeConfig(name: "web1", macs: ["52:54:00:00:10:01"], layout: layout)
                 #expect(
-                    try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(ok)).status
+                    try await client.execute(uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders, body: try jsonBody(ok)).status
                         == .created)
                 let cases: [(NodeConfig, Int, String)] = [
                     (ok, 409, "conflict"),
@@ -169,23 +169,23 @@ import Testing
                 ]
                 for (node, status, code) in cases {
                     let response = try await client.execute(
-                        uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(node))
+                        uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders, body: try jsonBody(node))
                     expectJSONError(response, status, code: code)
                 }
                 // The layout error names the field.
                 let bad = try await client.execute(
-                    uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(cases[4].0))
+                    uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders, body: try jsonBody(cases[4].0))
                 #expect(String(buffer: bad.body).contains("disks.disk0.match.size"))
                 expectJSONError(
                     try await client.execute(uri: "/api/v1/admin/nodes/nope", method: .get), 404, code: "unknown-node")
                 expectJSONError(
                     try await client.execute(
-                        uri: "/api/v1/admin/nodes/web1", method: .put, body: try jsonBody(NodeConfig(name: "other"))),
+                        uri: "/api/v1/admin/nodes/web1", method: .put, headers: jsonHeaders, body: try jsonBody(NodeConfig(name: "other"))),
                     400)
                 var changed = ok
                 changed.mode = .stateless
                 let put = try await client.execute(
-                    uri: "/api/v1/admin/nodes/web1", method: .put, body: try jsonBody(changed))
+                    uri: "/api/v1/admin/nodes/web1", method: .put, headers: jsonHeaders, body: try jsonBody(changed))
                 #expect(try decode(NodeRecord.self, put).config.mode == .stateless)
                 #expect(try await client.execute(uri: "/api/v1/admin/nodes/web1", method: .delete).status == .ok)
                 let audit = try decode(
@@ -206,7 +206,7 @@ import Testing
                 let r1 = try decode(
                     ImportResult.self,
                     try await client.execute(
-                        uri: "/api/v1/admin/nodes/import", method: .post, body: try jsonBody(first)))
+                        uri: "/api/v1/admin/nodes/import", method: .post, headers: jsonHeaders, body: try jsonBody(first)))
                 #expect(r1.created == ["a", "b"])
                 // MACs move from a to c in the same import; b is pruned.
                 let second = ImportRequest(
@@ -214,7 +214,7 @@ import Testing
                 let r2 = try decode(
                     ImportResult.self,
                     try await client.execute(
-                        uri: "/api/v1/admin/nodes/import", method: .post, body: try jsonBody(second)))
+                        uri: "/api/v1/admin/nodes/import", method: .post, headers: jsonHeaders, body: try jsonBody(second)))
                 #expect(r2.created == ["c"])
                 #expect(r2.updated == ["a"])
                 #expect(r2.deleted == ["b"])
@@ -234,7 +234,7 @@ import Testing
             try await app(services, as: nil).test(.router) { client in
                 expectJSONError(
                     try await client.execute(
-                        uri: "/api/v1/sessions", method: .post,
+                        uri: "/api/v1/sessions", method: .post, headers: jsonHeaders,
                         body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:00:09"]))),
                     401, code: "no-certificate")
                 expectJSONError(try await client.execute(uri: "/files/kernels/default", method: .get), 401)
@@ -276,7 +276,8 @@ import Testing
                     ("/no/such/route", .get, nil, 404),
                 ]
                 for (uri, method, body, status) in cases {
-                    let response = try await client.execute(uri: uri, method: method, body: body)
+                    let headers = method == .post ? jsonHeaders : [:]
+                    let response = try await client.execute(uri: uri, method: method, headers: headers, body: body)
                     expectJSONError(response, status)
                     #expect(String(buffer: response.body) != "secret", "\(uri)")
                 }
@@ -342,7 +343,7 @@ import Testing
             try await app(services).test(.router) { client in
                 let node = NodeConfig(
                     name: "n7", macs: ["52:54:00:00:00:07"], kernelArgs: ["console=ttyS0"], kernel: "vmlinuz-6.1")
-                try await client.execute(uri: "/api/v1/admin/nodes", method: .post, body: try jsonBody(node))
+                try await client.execute(uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders, body: try jsonBody(node))
             }
             let boot = Application(router: buildBootRouter(services))
             try await boot.test(.router) { client in

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -92,6 +93,9 @@ let nodePeer = PeerIdentity(role: .node, name: "provisioner-node")
 func app(_ services: Services, as peer: PeerIdentity? = adminPeer) -> some ApplicationProtocol {
     Application(router: buildRouter(services, authentication: .fixed(peer)))
 }
+
+/// What our clients send with a JSON body (the API answers 415 to anything else).
+let jsonHeaders: HTTPFields = [.contentType: "application/json"]
 
 func jsonBody<T: Encodable>(_ value: T) throws -> ByteBuffer {
     ByteBuffer(bytes: try JSONEncoder().encode(value))

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every test step of `make test` (the Makefile builds what they need first), goes on after a
+# failing step, and ends with a summary naming each failing step and why: CI shows only the last
+# lines of its output. Logs: build/test-logs/STEP.log.
+#
+# Needs the environment the Makefile sets (VM_ENV and BOOT_ENV variables, KVER, AGENT).
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+logs=$REPO/build/test-logs
+mkdir -p "$logs"
+results=()
+failed=0
+passed=0
+
+# step NAME COMMAND...: runs it with its output shown and kept; records pass or fail with reasons.
+step() {
+    local name=$1
+    shift
+    local log=$logs/$name.log start=$SECONDS
+    echo "== $name: $*"
+    "$@" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    local took=$((SECONDS - start))
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        results+=("PASS  $name (${took} s)")
+    else
+        failed=$((failed + 1))
+        results+=("FAIL  $name (${took} s, exit $rc; log $log)")
+        # Why: failing Swift tests with their first issue, failed boot checks, fuzz findings.
+        local why
+        why=$(grep -E '✘ Test .*(recorded an issue|failed after)|^\s*FAIL: |^fuzz: .*FAILED|error: |Fatal error|timed out' "$log" \
+            | grep -v 'with [0-9]* issues\?\.$' | sed 's/^[[:space:]]*//' | awk '!seen[$0]++' | head -n 12 | cut -c1-300)
+        [ -n "$why" ] || why=$(tail -n 3 "$log" | cut -c1-300)
+        while IFS= read -r line; do results+=("        $line"); done <<< "$why"
+    fi
+}
+
+cd "$REPO"
+# Unit and host tests in parallel; the server suites on their own (their live servers answer from
+# Swift's cooperative pool, which the blocking image and disk tests would otherwise hold).
+step host-tests swift test --skip-build --skip VMTests --skip ProvisionerServerTests
+step server-tests swift test --skip-build --filter ProvisionerServerTests
+# Every parser of outside input under libFuzzer + ASan, 20 s each from the committed corpus.
+step fuzz "$REPO/scripts/fuzz.sh" -t "${FUZZ_SECONDS:-20}"
+# The VM tests one at a time (2 cores, TCG).
+step vm-tests env $VM_ENV swift test --skip-build --filter VMTests --no-parallel
+# The boot flow end to end: server, image, QEMU nodes (scenarios of docs/boot.md).
+step boot-scenarios env $BOOT_ENV "$REPO/scripts/boot-scenarios.sh"
+# The guest side of the harness protocol on its own (byte-exact output, statuses).
+step initramfs-harness make -C "$REPO/initramfs" test KVER="$KVER" AGENT="$AGENT"
+
+echo
+echo "== make test summary"
+for line in "${results[@]}"; do echo "$line"; done
+echo "summary: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
