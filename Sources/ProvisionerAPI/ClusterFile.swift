@@ -128,33 +128,13 @@ public enum ClusterFile {
         return out
     }
 
-    /// A YAML double-quoted scalar (JSON string escapes are valid YAML).
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\x" + String(repeating: "0", count: 2 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { YAMLText.quoted(s) }
 
     /// `|` block (keeping the final newline exactly) when the text allows it; a quoted scalar otherwise.
     static func blockLiteral(_ text: String, indent: String) -> String {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         let leadingSpace = lines.first.map { $0.first == " " || $0.first == "\t" } ?? false
-        let hasControl = text.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || $0.value == 0x7F }
+        let hasControl = text.unicodeScalars.contains { $0 != "\n" && YAMLText.isSpecial($0) }
         let trailingSpaceLine = lines.contains { $0.last == " " || $0.last == "\t" }
         guard !text.isEmpty, !leadingSpace, !hasControl, !trailingSpaceLine else { return quote(text) }
         var body = lines

@@ -77,7 +77,7 @@ extension FilesystemSpec {
     var yamlFlow: String {
         var fields = ["type: \(type.rawValue)"]
         if let label { fields.append("label: \(yamlScalar(label))") }
-        if let mount { fields.append("mount: \(mount)") }
+        if let mount { fields.append("mount: \(yamlScalar(mount))") }
         if !mkfsOptions.isEmpty { fields.append("mkfs-options: [\(mkfsOptions.map(yamlScalar).joined(separator: ", "))]") }
         if !mountOptions.isEmpty {
             fields.append("mount-options: [\(mountOptions.map(yamlScalar).joined(separator: ", "))]")
@@ -105,22 +105,38 @@ extension DiskCriteria {
 }
 
 /// A YAML scalar, double-quoted with escapes.
-func yamlScalar(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\x" + (hex.count == 1 ? "0" + hex : hex)
-            } else {
-                out.unicodeScalars.append(scalar)
+func yamlScalar(_ text: String) -> String { YAMLText.quoted(text) }
+
+/// Writing YAML that the strict reader reads back to exactly the same text.
+public enum YAMLText {
+    /// `text` as a double-quoted scalar (JSON's escapes are valid YAML).
+    public static func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            default:
+                if isSpecial(scalar) {
+                    let hex = String(scalar.value, radix: 16)
+                    out += scalar.value <= 0xFF ? "\\x" + (hex.count == 1 ? "0" + hex : hex) : "\\u" + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
             }
         }
+        return out + "\""
     }
-    return out + "\""
+
+    /// Controls, and what YAML reads as a line break or a byte-order mark (NEL, LS, PS, BOM): never
+    /// written raw, in a quoted scalar or a block.
+    public static func isSpecial(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0..<0x20, 0x7F...0x9F, 0x2028, 0x2029, 0xFEFF: true
+        default: false
+        }
+    }
 }

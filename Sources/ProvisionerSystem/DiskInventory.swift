@@ -100,13 +100,13 @@ public struct DiskInventoryReader: Sendable {
             partitions.append(
                 Partition(
                     number: number, name: partName, path: "\(dev)/\(partName)",
-                    startBytes: (p.uint("start") ?? 0) * 512, sizeBytes: (p.uint("size") ?? 0) * 512,
+                    startBytes: bytes(p.uint("start") ?? 0, of: 512), sizeBytes: bytes(p.uint("size") ?? 0, of: 512),
                     holders: p.list("holders"), mountpoints: mounts.mountpoints(devNumber: p.string("dev"))))
         }
 
         return Disk(
             name: name, path: "\(dev)/\(name)", transport: transport, rotational: attr.uint("queue/rotational") == 1,
-            vendor: vendor, model: model, serial: serial, wwn: wwn, sizeBytes: sectors * 512,
+            vendor: vendor, model: model, serial: serial, wwn: wwn, sizeBytes: bytes(sectors, of: 512),
             logicalSectorSize: Int(attr.uint("queue/logical_block_size") ?? 512),
             physicalSectorSize: Int(attr.uint("queue/physical_block_size") ?? 512),
             readOnly: attr.uint("ro") == 1, removable: attr.uint("removable") == 1, byId: byId, byPath: byPath,
@@ -325,4 +325,11 @@ enum PCIVendors {
     ]
 
     static func name(forID id: String) -> String { names[id.lowercased()] ?? id }
+}
+
+/// `count` units of `unit` bytes (sysfs counts 512-byte sectors, MD KiB), saturating: a value no
+/// disk can have must not trap the agent.
+func bytes(_ count: UInt64, of unit: UInt64) -> UInt64 {
+    let (bytes, overflow) = count.multipliedReportingOverflow(by: unit)
+    return overflow ? UInt64.max : bytes
 }

@@ -145,7 +145,7 @@ public struct StorageObserver {
                 }
                 closedir(slaves)
             }
-            let component = readSysfs("\(sys)/md/component_size").flatMap { UInt64($0) }.map { $0 * 1024 }
+            let component = readSysfs("\(sys)/md/component_size").flatMap { UInt64($0) }.map { bytes($0, of: 1024) }
             result[uuid] = LiveArray(device: "/dev/\(name)", members: members.sorted(), componentSizeBytes: component)
         }
         return result
