@@ -86,7 +86,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     static func manifest(_ data: [UInt8]) -> String? {
         guard let manifest = try? ManifestCodec.decode(data) else { return nil }
         // The encoding is canonical: a manifest that decodes re-encodes to the same bytes.
-        return ManifestCodec.encode(manifest) == data ? nil : "a decoded manifest re-encodes differently"
+        let again = ManifestCodec.encode(manifest)
+        guard again != data else { return nil }
+        let at = (0..<min(again.count, data.count)).first { again[$0] != data[$0] } ?? min(again.count, data.count)
+        return "a decoded manifest re-encodes differently from byte \(at) (\(data.count) bytes in, \(again.count) out)"
     }
 
     static func zstd(_ data: [UInt8]) -> String? {

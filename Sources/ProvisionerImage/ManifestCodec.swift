@@ -120,6 +120,10 @@ public enum ManifestCodec {
             }
             var path = Array(previous[0..<Int(shared)])
             path.append(contentsOf: try r.bytes(Int(rest), label()))
+            // Canonical: the shared prefix is the longest one (as the encoder writes it).
+            if Int(shared) < min(previous.count, path.count) && previous[Int(shared)] == path[Int(shared)] {
+                throw ManifestError(entry: "#\(index) after \(label())", "bad path encoding (prefix not fully shared)")
+            }
             var name: String { String(decoding: path, as: UTF8.self) }
             guard let kind = EntryKind(rawValue: try r.byte(name)) else {
                 throw ManifestError(entry: name, "unknown entry kind")

@@ -31,5 +31,12 @@ import Testing
         for count: [UInt8] in [[0x81, 0x00], [0x80, 0x80, 0x01], [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02]] {
             #expect(throws: ManifestError.self) { try ManifestCodec.decode(Array("PIMG".utf8) + [1] + count + root) }
         }
+        // Paths share the longest prefix with the entry before: "ab" after "a" is written (1, "b").
+        let dir: [UInt8] = [2, 0xED, 0x03, 0, 0, 0, 0, 0]
+        let a: [UInt8] = [0, 1, UInt8(ascii: "a")] + dir
+        let shared: [UInt8] = Array("PIMG".utf8) + [1, 3] + root + a + [1, 1, UInt8(ascii: "b")] + dir
+        let unshared: [UInt8] = Array("PIMG".utf8) + [1, 3] + root + a + [0, 2, UInt8(ascii: "a"), UInt8(ascii: "b")] + dir
+        #expect((try? ManifestCodec.decode(shared))?.entries.count == 3)
+        #expect(throws: ManifestError.self) { try ManifestCodec.decode(unshared) }
     }
 }
