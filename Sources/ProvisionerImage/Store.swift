@@ -102,6 +102,85 @@ public struct ImageStore: Sendable {
         return id
     }
 
+    /// Stores an object received in its stored form (a zstd frame, as packs carry it) after checking
+    /// that it decompresses to at most one chunk's bytes whose SHA-256 is `hash`. Returns whether it
+    /// was new. A damaged or mislabelled object is refused and nothing is written.
+    @discardableResult
+    public func putStoredObject(_ hash: ObjectHash, stored: [UInt8], context: DecompressionContext) throws -> Bool {
+        guard hash != .hole else { throw SystemError("storing object", hash.hex, cause: "the hole id is not an object") }
+        if hasObject(hash) { return false }
+        let content = try stored.withUnsafeBytes {
+            try Zstd.decompress(
+                $0, expectedSize: nil, limit: Int(ManifestLimits.maxChunk), subject: "object \(hash.hex)",
+                context: context)
+        }
+        guard ObjectHash.of(content) == hash else {
+            throw ObjectMismatch(expected: hash, actual: ObjectHash.of(content))
+        }
+        let path = objectPath(hash)
+        try FileIO.makeDirectories(String(path[..<path.lastIndex(of: "/")!]))
+        try FileIO.writeAtomically(path, stored, sync: false)
+        return true
+    }
+
+    /// An object whose bytes do not hash to the id it was sent under.
+    public struct ObjectMismatch: Error, CustomStringConvertible {
+        public var expected: ObjectHash
+        public var actual: ObjectHash
+        public var description: String {
+            "object \(expected.hex): its content hashes to \(actual.hex) (damaged or mislabelled)"
+        }
+    }
+
+    /// Writes a version's manifest (after syncing the objects it names) without moving `latest`:
+    /// the server's registry decides which version a branch names.
+    public func addVersion(image: String, manifest encoded: [UInt8]) throws -> ObjectHash {
+        guard Self.isValidName(image) else {
+            throw SystemError("adding a version to image", image, cause: "not a valid image name")
+        }
+        let id = ManifestCodec.versionID(of: encoded)
+        try FileIO.makeDirectories("\(imageDirectory(image))/versions")
+        let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            _ = CImageSys_syncfs(fd)
+            close(fd)
+        }
+        let path = manifestPath(image: image, version: id)
+        if !FileIO.exists(path) { try FileIO.writeAtomically(path, Zstd.compress(encoded, level: 9)) }
+        return id
+    }
+
+    /// Points `latest` (what `GET /v1/images/NAME/latest` answers) at a version.
+    public func setLatest(image: String, version: ObjectHash) throws {
+        guard Self.isValidName(image) else { return }
+        try FileIO.makeDirectories(imageDirectory(image))
+        try FileIO.writeAtomically("\(imageDirectory(image))/latest", Array("\(version.hex)\n".utf8))
+    }
+
+    /// Where an upload's manifest waits for its objects (STATE/images/uploads/IMAGE/ID).
+    public func uploadPath(image: String, id: ObjectHash) -> String { "\(root)/uploads/\(image)/\(id.hex)" }
+
+    public func saveUpload(image: String, manifest encoded: [UInt8]) throws -> ObjectHash {
+        let id = ManifestCodec.versionID(of: encoded)
+        try FileIO.makeDirectories("\(root)/uploads/\(image)")
+        try FileIO.writeAtomically(uploadPath(image: image, id: id), Zstd.compress(encoded, level: 3))
+        return id
+    }
+
+    /// An upload's manifest, checked against its id; nil if there is no such upload.
+    public func uploadManifest(image: String, id: ObjectHash) throws -> [UInt8]? {
+        guard Self.isValidName(image), let stored = try FileIO.read(uploadPath(image: image, id: id)) else { return nil }
+        let bytes = try stored.withUnsafeBytes { try Zstd.decompress($0, expectedSize: nil, subject: "upload \(id.hex)") }
+        guard ObjectHash.of(bytes) == id else {
+            throw SystemError("reading upload", uploadPath(image: image, id: id), cause: "its hash is not its id (damaged)")
+        }
+        return bytes
+    }
+
+    public func removeUpload(image: String, id: ObjectHash) {
+        _ = unlink(uploadPath(image: image, id: id))
+    }
+
     /// The latest version of an image; nil if the image does not exist.
     public func latest(image: String) throws -> ObjectHash? {
         guard Self.isValidName(image) else { return nil }

@@ -20,7 +20,9 @@ public func buildRouter(_ services: Services, authentication: PeerAuthentication
     router.get("health") { _, _ -> Response in json(["status": "ok"]) }
     let api = router.group("api/v1")
     services.addAgentRoutes(to: api.group().add(middleware: RoleMiddleware(roles: [.node, .admin])))
-    services.addAdminRoutes(to: api.group("admin").add(middleware: RoleMiddleware(roles: [.admin])))
+    let admin = api.group("admin").add(middleware: RoleMiddleware(roles: [.admin]))
+    services.addAdminRoutes(to: admin)
+    services.addImageAdminRoutes(to: admin)
     services.addFileRoutes(to: router, roles: [.node, .admin])
     services.addImageRoutes(to: router, roles: [.node, .admin])
     return router

@@ -89,13 +89,7 @@ func decodeJSON<T: Decodable>(_ type: T.Type, from request: Request, limit: Int 
 
 /// `application/json` (any parameters, such as `charset=utf-8`), or a 415 naming what was sent.
 func requireJSONContentType(_ request: Request) throws {
-    let sent = request.headers[.contentType]
-    let mediaType = sent.map { $0.split(separator: ";", maxSplits: 1).first.map(String.init) ?? "" }
-    guard let mediaType, mediaType.trimmingCharacters(in: .whitespaces).lowercased() == "application/json" else {
-        throw APIError(
-            .unsupportedMediaType, "unsupported-media-type",
-            "this route takes Content-Type: application/json, not \(sent.map { "\"\($0.terminalSafe)\"" } ?? "none")")
-    }
+    try requireContentType(request, "application/json")
 }
 
 func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
@@ -113,12 +107,12 @@ extension Services {
             let (session, node) = try await store.openSession(
                 macs: open.macs, facts: open.facts, remoteAddress: context.remoteAddress, source: "agent",
                 limits: config.registration)
-            return json(self.sessionResponse(session, node, request), status: .created)
+            return json(self.sessionResponse(session, try await self.resolved(node), request), status: .created)
         }
         group.get("sessions/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
             let (session, node) = try await store.pollSession(id)
-            return json(self.sessionResponse(session, node, request))
+            return json(self.sessionResponse(session, try await self.resolved(node), request))
         }
         group.post("sessions/:id/events") { request, context -> Response in
             let id = try context.parameters.require("id")
@@ -133,6 +127,22 @@ extension Services {
             let finish = try await decodeJSON(SessionFinish.self, from: request, limit: 64 << 10)
             return json(try await store.finishSession(id, finish))
         }
+    }
+
+    /// The node's config as its agent gets it: an image that follows a branch (or the live one)
+    /// names the version that branch is at now, so the node boots exactly what the registry says.
+    /// An image only in the store directory (imported with `--store`) keeps following `latest`.
+    func resolved(_ node: NodeConfig?) async throws -> NodeConfig? {
+        guard var node, let ref = node.image, ref.version == nil else { return node }
+        if let record = try await store.image(named: ref.name) {
+            guard let version = record.resolve(ref) else {
+                throw APIError(
+                    .conflict, "unknown-branch",
+                    "node \(node.name) follows \(ref.spelled), but image \(ref.name) has no branch \(ref.branch ?? record.live)")
+            }
+            node.image = ImageRef(name: ref.name, version: version, branch: ref.branch ?? record.live)
+        }
+        return node
     }
 
     func sessionResponse(_ session: SessionSummary, _ node: NodeConfig?, _ request: Request) -> SessionResponse {

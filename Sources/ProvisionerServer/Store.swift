@@ -56,7 +56,12 @@ public final class Store: Sendable {
         _ = try await connection.query("PRAGMA synchronous=NORMAL")
         _ = try await connection.query("PRAGMA foreign_keys=ON")
         let version = try await connection.query("PRAGMA user_version").first?.column("user_version")?.integer ?? 0
-        guard version < 1 else { return }
+        if version < 1 { try await createSchemaVersion1() }
+        if version < 2 { try await createSchemaVersion2() }
+    }
+
+    /// Nodes, sessions, events, audit.
+    private func createSchemaVersion1() async throws {
         let statements = [
             """
             CREATE TABLE nodes (name TEXT PRIMARY KEY, config TEXT NOT NULL,
@@ -80,6 +85,31 @@ public final class Store: Sendable {
                 remote TEXT, action TEXT NOT NULL, subject TEXT NOT NULL, before TEXT, after TEXT)
             """,
             "PRAGMA user_version = 1",
+        ]
+        try await transaction {
+            for sql in statements { _ = try await connection.query(sql) }
+        }
+    }
+
+    /// The image registry (docs/images.md): images, their branches, versions and open uploads.
+    private func createSchemaVersion2() async throws {
+        let statements = [
+            "CREATE TABLE images (name TEXT PRIMARY KEY, live TEXT NOT NULL, created_at INTEGER NOT NULL)",
+            """
+            CREATE TABLE image_branches (image TEXT NOT NULL REFERENCES images(name) ON DELETE CASCADE,
+                name TEXT NOT NULL, head TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (image, name))
+            """,
+            """
+            CREATE TABLE image_versions (image TEXT NOT NULL REFERENCES images(name) ON DELETE CASCADE,
+                id TEXT NOT NULL, parent TEXT, branch TEXT NOT NULL, created_at INTEGER NOT NULL,
+                created_by TEXT NOT NULL, entries INTEGER NOT NULL, content_bytes INTEGER NOT NULL,
+                summary TEXT NOT NULL, PRIMARY KEY (image, id))
+            """,
+            """
+            CREATE TABLE image_uploads (image TEXT NOT NULL, id TEXT NOT NULL, branch TEXT NOT NULL,
+                started_at INTEGER NOT NULL, started_by TEXT NOT NULL, PRIMARY KEY (image, id))
+            """,
+            "PRAGMA user_version = 2",
         ]
         try await transaction {
             for sql in statements { _ = try await connection.query(sql) }

@@ -1,0 +1,221 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOPosix
+import ProvisionerAPI
+import ProvisionerImage
+
+/// Publishing images through the server (docs/images.md): an admin sends the manifest first and
+/// learns which objects the server lacks, sends those in packs (each checked against its hash, so a
+/// cut connection resumes by asking again), and commits. Only a commit whose every object is present
+/// moves a branch; the move and its audit entry are one transaction.
+extension Services {
+    static let manifestType = "application/x-provisioner-manifest"
+    static let packType = "application/x-provisioner-pack"
+
+    func addImageAdminRoutes(to group: RouterGroup<ProvisionerContext>) {
+        let store = ImageStore(root: config.imagesDirectory)
+        @Sendable func actor(_ context: ProvisionerContext) -> Actor {
+            Actor(name: context.peer?.name ?? "unknown", remoteAddress: context.remoteAddress)
+        }
+        @Sendable func imageName(_ context: ProvisionerContext) throws -> String {
+            let name = try context.parameters.require("name")
+            guard ImageNames.isValid(name) else {
+                throw APIError(.badRequest, "bad-name", "\"\(name.terminalSafe)\" is not an image name ([a-z0-9][a-z0-9._-]{0,63})")
+            }
+            return name
+        }
+
+        group.get("images") { _, _ -> Response in json(try await self.store.images()) }
+        group.get("images/:name") { _, context -> Response in
+            let name = try imageName(context)
+            guard let record = try await self.store.image(named: name) else {
+                throw APIError.notFound("unknown-image", "no image named \(name)")
+            }
+            return json(record)
+        }
+
+        // 1. The manifest: validated, kept as the upload, answered with the objects still missing.
+        group.post("images/:name/uploads") { request, context -> Response in
+            let name = try imageName(context)
+            let branch = try await self.branchParameter(request, image: name)
+            try requireContentType(request, Self.manifestType)
+            let body = try await collectBody(request, limit: 512 << 20, what: "a manifest")
+            let (manifest, encoded) = try await NIOThreadPool.singleton.runIfActive {
+                do {
+                    return (try ManifestCodec.decode(body), body)
+                } catch {
+                    throw APIError(.unprocessableContent, "bad-manifest", "\(error)")
+                }
+            }
+            let id = try await NIOThreadPool.singleton.runIfActive { try store.saveUpload(image: name, manifest: encoded) }
+            try await self.store.beginUpload(image: name, id: id.hex, branch: branch, by: actor(context))
+            let (objects, missing) = try await NIOThreadPool.singleton.runIfActive { Self.missingObjects(manifest, store) }
+            return json(
+                UploadStatus(
+                    upload: id.hex, image: name, branch: branch, objects: objects, missing: missing.map(\.hex)),
+                status: .created)
+        }
+
+        // 2. Objects, as a pack stream of object frames: each is checked before it is stored.
+        group.post("objects") { request, _ -> Response in
+            try requireContentType(request, Self.packType)
+            var decoder = PackDecoder()
+            var result = ObjectsStored(stored: 0, alreadyPresent: 0, bytes: 0)
+            let context = DecompressionContextBox()
+            for try await buffer in request.body {
+                decoder.feed(Array(buffer.readableBytesView))
+                var frames: [(ObjectHash, [UInt8])] = []
+                do {
+                    while let frame = try decoder.next() {
+                        switch frame {
+                        case .object(let hash, let stored): frames.append((hash, stored))
+                        case .end: break
+                        case .delta, .missing:
+                            throw APIError(.badRequest, "bad-pack", "an upload carries object frames only")
+                        }
+                    }
+                } catch let error as PackError {
+                    throw APIError(.badRequest, "bad-pack", error.description)
+                }
+                guard !frames.isEmpty else { continue }
+                let batch = frames
+                let (stored, present, bytes) = try await NIOThreadPool.singleton.runIfActive {
+                    var stored = 0
+                    var present = 0
+                    var bytes: UInt64 = 0
+                    for (hash, frame) in batch {
+                        do {
+                            if try store.putStoredObject(hash, stored: frame, context: context.value) {
+                                stored += 1
+                                bytes += UInt64(frame.count)
+                            } else {
+                                present += 1
+                            }
+                        } catch let mismatch as ImageStore.ObjectMismatch {
+                            throw APIError(.unprocessableContent, "hash-mismatch", mismatch.description)
+                        } catch let error as CompressionError {
+                            throw APIError(.unprocessableContent, "bad-object", "object \(hash.hex): \(error)")
+                        }
+                    }
+                    return (stored, present, bytes)
+                }
+                result.stored += stored
+                result.alreadyPresent += present
+                result.bytes += bytes
+            }
+            do {
+                try decoder.finish()
+            } catch {
+                throw APIError(.badRequest, "bad-pack", "\(error) (the objects before the cut were kept)")
+            }
+            return json(result)
+        }
+
+        // 3. Commit: every object present, then the version is written and the branch moves.
+        group.post("images/:name/uploads/:id/commit") { _, context -> Response in
+            let name = try imageName(context)
+            let id = try Self.hash(try context.parameters.require("id"), what: "an upload id")
+            guard let branch = try await self.store.upload(image: name, id: id.hex),
+                let encoded = try await NIOThreadPool.singleton.runIfActive({
+                    try store.uploadManifest(image: name, id: id)
+                })
+            else {
+                throw APIError.notFound("unknown-upload", "no upload \(id.hex) of image \(name); send the manifest first")
+            }
+            return json(try await self.commit(image: name, branch: branch, encoded: encoded, store: store, by: actor(context)))
+        }
+    }
+
+    /// The branch an upload goes to: `?branch=`, else the image's live branch, else `main`.
+    func branchParameter(_ request: Request, image: String) async throws -> String {
+        if let text = request.uri.queryParameters["branch"] {
+            let branch = String(text)
+            guard ImageNames.isValid(branch) else {
+                throw APIError(.badRequest, "bad-name", "\"\(branch.terminalSafe)\" is not a branch name ([a-z0-9][a-z0-9._-]{0,63})")
+            }
+            return branch
+        }
+        return try await store.image(named: image)?.live ?? ImageNames.defaultBranch
+    }
+
+    /// Distinct objects a manifest names (holes excluded), and those the store lacks.
+    static func missingObjects(_ manifest: Manifest, _ store: ImageStore) -> (Int, [ObjectHash]) {
+        var seen = Set<ObjectHash>()
+        var missing: [ObjectHash] = []
+        for entry in manifest.entries where entry.kind == .file {
+            for chunk in entry.chunks where !chunk.isHole && seen.insert(chunk.hash).inserted {
+                if !store.hasObject(chunk.hash) { missing.append(chunk.hash) }
+            }
+        }
+        return (seen.count, missing)
+    }
+
+    /// Publishes an encoded manifest on a branch once every object it names is in the store.
+    func commit(image: String, branch: String, encoded: [UInt8], store: ImageStore, by actor: Actor) async throws
+        -> BranchMove
+    {
+        let previousHead = try await self.store.image(named: image)?.branches.first { $0.name == branch }?.head
+        let (manifest, summary, missing) = try await NIOThreadPool.singleton.runIfActive {
+            let manifest = try ManifestCodec.decode(encoded)
+            let (_, missing) = Self.missingObjects(manifest, store)
+            let previous = try previousHead.flatMap { ObjectHash(hex: $0) }.flatMap {
+                try store.manifestBytes(image: image, version: $0)
+            }.map { try ManifestCodec.decode($0) }
+            return (manifest, ManifestComparison.summary(old: previous, new: manifest), missing)
+        }
+        guard missing.isEmpty else {
+            throw APIError(
+                .conflict, "objects-missing",
+                "\(missing.count) objects of this version are not on the server yet (first: \(missing[0].hex)); send them and commit again"
+            )
+        }
+        let id = try await NIOThreadPool.singleton.runIfActive { try store.addVersion(image: image, manifest: encoded) }
+        let move = try await self.store.publish(
+            image: image, branch: branch, version: id.hex, expectedHead: previousHead,
+            entries: manifest.entries.count, contentBytes: manifest.contentBytes,
+            summary: ChangeSummary(
+                added: summary.added, changed: summary.changed, removed: summary.removed,
+                contentBytes: summary.contentBytes),
+            by: actor)
+        try await updateLatest(image: image, store: store)
+        try await NIOThreadPool.singleton.runIfActive { store.removeUpload(image: image, id: id) }
+        return move
+    }
+
+    /// Keeps the store's `latest` file (served at /v1/images/NAME/latest) on the live branch's head.
+    func updateLatest(image: String, store: ImageStore) async throws {
+        guard let record = try await self.store.image(named: image),
+            let head = record.resolve(ImageRef(name: image)), let id = ObjectHash(hex: head)
+        else { return }
+        try await NIOThreadPool.singleton.runIfActive { try store.setLatest(image: image, version: id) }
+    }
+}
+
+/// A zstd context for one request's objects (used on the thread pool, one batch at a time).
+final class DecompressionContextBox: @unchecked Sendable {
+    let value = DecompressionContext()
+}
+
+/// Any `Content-Type` but `type` (parameters aside) is a 415 naming what was sent.
+func requireContentType(_ request: Request, _ type: String) throws {
+    let sent = request.headers[.contentType]
+    let media = sent.map { $0.split(separator: ";", maxSplits: 1).first.map(String.init) ?? "" }
+    guard let media, media.trimmingCharacters(in: .whitespaces).lowercased() == type else {
+        throw APIError(
+            .unsupportedMediaType, "unsupported-media-type",
+            "this route takes Content-Type: \(type), not \(sent.map { "\"\($0.terminalSafe)\"" } ?? "none")")
+    }
+}
+
+/// The whole body, at most `limit` bytes (413 past it).
+func collectBody(_ request: Request, limit: Int, what: String) async throws -> [UInt8] {
+    if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
+        throw APIError(.contentTooLarge, "body-too-large", "\(what) of \(length) bytes; at most \(limit)")
+    }
+    do {
+        return Array(try await request.body.collect(upTo: limit).readableBytesView)
+    } catch {
+        throw APIError(.contentTooLarge, "body-too-large", "\(what) larger than \(limit) bytes")
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import ProvisionerAPI
+import SQLiteNIO
+
+/// The image registry in the database (docs/images.md): which versions an image has, which version
+/// each branch names, which branch is live, and the uploads under way. The bytes (objects and
+/// manifests) live in the image store under STATE/images, named by their hashes; a branch move is a
+/// row update in one transaction with its audit entry.
+extension Store {
+    public func images() async throws -> [ImageRecord] {
+        try await read {
+            var out: [ImageRecord] = []
+            for row in try await query("SELECT name FROM images ORDER BY name") {
+                if let name = row.column("name")?.string, let record = try await imageRow(name) { out.append(record) }
+            }
+            return out
+        }
+    }
+
+    public func image(named name: String) async throws -> ImageRecord? {
+        try await read { try await imageRow(name) }
+    }
+
+    func imageRow(_ name: String) async throws -> ImageRecord? {
+        guard let row = try await query("SELECT * FROM images WHERE name = ?", [.text(name)]).first else { return nil }
+        let branches = try await query(
+            "SELECT * FROM image_branches WHERE image = ? ORDER BY name", [.text(name)]
+        ).map { b in
+            ImageBranchRecord(
+                name: b.column("name")?.string ?? "", head: b.column("head")?.string ?? "",
+                updatedAt: Clock.iso(b.column("updated_at")?.integer ?? 0))
+        }
+        let versions = try await query(
+            "SELECT * FROM image_versions WHERE image = ? ORDER BY created_at, rowid", [.text(name)]
+        ).map { v in
+            ImageVersionRecord(
+                id: v.column("id")?.string ?? "", parent: v.column("parent")?.string,
+                branch: v.column("branch")?.string ?? "", createdAt: Clock.iso(v.column("created_at")?.integer ?? 0),
+                createdBy: v.column("created_by")?.string ?? "", entries: v.column("entries")?.integer ?? 0,
+                contentBytes: UInt64(v.column("content_bytes")?.integer ?? 0),
+                summary: try StoredJSON.decode(ChangeSummary.self, v.column("summary")?.string))
+        }
+        return ImageRecord(
+            name: name, live: row.column("live")?.string ?? ImageNames.defaultBranch, branches: branches,
+            versions: versions)
+    }
+
+    /// The version a node following `ref` boots; nil when the registry has no such image (an image
+    /// only in the store directory is served by its `latest` file, as before the registry).
+    public func resolve(_ ref: ImageRef) async throws -> String? {
+        try await read { try await imageRow(ref.name)?.resolve(ref) }
+    }
+
+    /// Records an upload under way (its objects are kept by `image gc` until it ends).
+    func beginUpload(image: String, id: String, branch: String, by actor: Actor) async throws {
+        try await transaction {
+            _ = try await query(
+                """
+                INSERT INTO image_uploads (image, id, branch, started_at, started_by) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (image, id) DO UPDATE SET branch = excluded.branch, started_at = excluded.started_at
+                """,
+                [.text(image), .text(id), .text(branch), .integer(Clock.nowMillis()), .text(actor.name)])
+        }
+    }
+
+    func upload(image: String, id: String) async throws -> String? {
+        try await read {
+            try await query("SELECT branch FROM image_uploads WHERE image = ? AND id = ?", [.text(image), .text(id)])
+                .first?.column("branch")?.string
+        }
+    }
+
+    /// Every upload under way, as (image, manifest id).
+    func uploads() async throws -> [(image: String, id: String)] {
+        try await read {
+            try await query("SELECT image, id FROM image_uploads").compactMap { row in
+                guard let image = row.column("image")?.string, let id = row.column("id")?.string else { return nil }
+                return (image, id)
+            }
+        }
+    }
+
+    /// Makes `version` the head of `image`'s `branch` (creating the image, live on that branch, and
+    /// the branch when new), records the version and ends its upload; audited as `image.publish`.
+    /// `summary` is computed by the caller against `previousHead` (409 if the head moved meanwhile).
+    func publish(
+        image: String, branch: String, version: String, expectedHead previousHead: String?, entries: Int,
+        contentBytes: UInt64, summary: ChangeSummary, by actor: Actor
+    ) async throws -> BranchMove {
+        try await transaction {
+            let now = Clock.nowMillis()
+            let existing = try await imageRow(image)
+            let head = existing?.branches.first { $0.name == branch }?.head
+            guard head == previousHead else {
+                throw APIError.conflict(
+                    "\(image)/\(branch) moved to \(head ?? "nothing") while this version was being published; publish again")
+            }
+            if existing == nil {
+                _ = try await query(
+                    "INSERT INTO images (name, live, created_at) VALUES (?, ?, ?)",
+                    [.text(image), .text(branch), .integer(now)])
+            }
+            if existing?.versions.contains(where: { $0.id == version }) != true {
+                _ = try await query(
+                    """
+                    INSERT INTO image_versions (image, id, parent, branch, created_at, created_by, entries,
+                        content_bytes, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                    [
+                        .text(image), .text(version), head.map { .text($0) } ?? .null, .text(branch), .integer(now),
+                        .text(actor.name), .integer(entries), .integer(Int(clamping: contentBytes)),
+                        .text(StoredJSON.encode(summary)),
+                    ])
+            }
+            _ = try await query(
+                """
+                INSERT INTO image_branches (image, name, head, updated_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (image, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at
+                """, [.text(image), .text(branch), .text(version), .integer(now)])
+            _ = try await query("DELETE FROM image_uploads WHERE image = ? AND id = ?", [.text(image), .text(version)])
+            let move = BranchMove(image: image, branch: branch, previous: head, version: version, summary: summary)
+            try await audit(
+                actor, "image.publish", "image/\(image)/\(branch)", before: head.map { StoredJSON.encode(["head": $0]) },
+                after: StoredJSON.encode(move))
+            return move
+        }
+    }
+}

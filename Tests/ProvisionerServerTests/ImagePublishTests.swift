@@ -1,0 +1,163 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import ProvisionerAPI
+import ProvisionerImage
+import Testing
+
+@testable import ProvisionerServer
+
+/// Publishing through the server (docs/images.md): manifest first, then the missing objects, then a
+/// commit that moves a branch; nothing partial is ever visible.
+@Suite struct ImagePublishTests {
+    /// A small image: two files (one object each) under /etc.
+    static func tree(_ hostname: String) -> (manifest: [UInt8], objects: [(ObjectHash, [UInt8])]) {
+        let contents = [Array(hostname.utf8), Array("motd\n".utf8)]
+        let objects = contents.map { (ObjectHash.of($0), $0) }
+        func file(_ path: String, _ content: [UInt8]) -> Entry {
+            var e = Entry(path, .file)
+            e.mode = 0o644
+            e.size = UInt64(content.count)
+            e.chunks = [Chunk(length: UInt32(content.count), hash: .of(content))]
+            return e
+        }
+        var root = Entry("", .directory)
+        root.mode = 0o755
+        var etc = Entry("etc", .directory)
+        etc.mode = 0o755
+        let manifest = Manifest(entries: [root, etc, file("etc/hostname", contents[0]), file("etc/motd", contents[1])])
+        return (ManifestCodec.encode(manifest), objects)
+    }
+
+    static func pack(_ objects: [(ObjectHash, [UInt8])], end: Bool = true) -> ByteBuffer {
+        var bytes = PackEncoder.header()
+        for (hash, content) in objects { bytes += PackEncoder.object(hash, stored: Zstd.compress(content)) }
+        if end { bytes += PackEncoder.end() }
+        return ByteBuffer(bytes: bytes)
+    }
+
+    static let manifestHeaders: HTTPFields = [.contentType: "application/x-provisioner-manifest"]
+    static let packHeaders: HTTPFields = [.contentType: "application/x-provisioner-pack"]
+
+    @Test func publishAskSendCommitAndFollowBranches() async throws {
+        try await withServices { services, _ in
+            let (manifest, objects) = Self.tree("n1\n")
+            try await app(services).test(.router) { client in
+                // Refusals before anything is kept.
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/uploads", method: .post, headers: jsonHeaders,
+                        body: ByteBuffer(bytes: manifest)), 415, code: "unsupported-media-type")
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/..%2Fetc/uploads", method: .post, headers: Self.manifestHeaders,
+                        body: ByteBuffer(bytes: manifest)), 400, code: "bad-name")
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/uploads", method: .post, headers: Self.manifestHeaders,
+                        body: ByteBuffer(bytes: Array(manifest.dropLast(3)))), 422, code: "bad-manifest")
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/uploads?branch=a/b", method: .post,
+                        headers: Self.manifestHeaders, body: ByteBuffer(bytes: manifest)), 400, code: "bad-name")
+
+                // Ask: both objects are missing.
+                let started = try await client.execute(
+                    uri: "/api/v1/admin/images/debian/uploads", method: .post, headers: Self.manifestHeaders,
+                    body: ByteBuffer(bytes: manifest))
+                #expect(started.status == .created)
+                let status = try decode(UploadStatus.self, started)
+                #expect(status.branch == "main")
+                #expect(status.objects == 2)
+                #expect(Set(status.missing) == Set(objects.map(\.0.hex)))
+
+                // A commit with objects missing is refused; no image becomes visible.
+                let early = try await client.execute(
+                    uri: "/api/v1/admin/images/debian/uploads/\(status.upload)/commit", method: .post)
+                expectJSONError(early, 409, code: "objects-missing")
+                #expect(try await services.store.images().isEmpty)
+
+                // A mislabelled object is refused; a pack cut short keeps the objects before the cut.
+                let wrong = try await client.execute(
+                    uri: "/api/v1/admin/objects", method: .post, headers: Self.packHeaders,
+                    body: Self.pack([(objects[0].0, Array("forged".utf8))]))
+                expectJSONError(wrong, 422, code: "hash-mismatch")
+                let cut = try await client.execute(
+                    uri: "/api/v1/admin/objects", method: .post, headers: Self.packHeaders,
+                    body: Self.pack([objects[0]], end: false))
+                expectJSONError(cut, 400, code: "bad-pack")
+                let again = try decode(
+                    UploadStatus.self,
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/uploads", method: .post, headers: Self.manifestHeaders,
+                        body: ByteBuffer(bytes: manifest)))
+                #expect(again.missing == [objects[1].0.hex])  // resumes: only what is still missing
+                let sent = try decode(
+                    ObjectsStored.self,
+                    try await client.execute(
+                        uri: "/api/v1/admin/objects", method: .post, headers: Self.packHeaders, body: Self.pack(objects)))
+                #expect(sent.stored == 1)
+                #expect(sent.alreadyPresent == 1)
+
+                let committed = try await client.execute(
+                    uri: "/api/v1/admin/images/debian/uploads/\(status.upload)/commit", method: .post)
+                #expect(committed.status == .ok, "\(String(buffer: committed.body))")
+                let move = try decode(BranchMove.self, committed)
+                #expect(move.previous == nil)
+                #expect(move.version == status.upload)
+                #expect(move.summary == ChangeSummary(added: 4, contentBytes: 8))
+
+                // A second version on another branch; main stays live.
+                let (manifest2, objects2) = Self.tree("n2\n")
+                let status2 = try decode(
+                    UploadStatus.self,
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/uploads?branch=test", method: .post,
+                        headers: Self.manifestHeaders, body: ByteBuffer(bytes: manifest2)))
+                #expect(status2.missing == [objects2[0].0.hex])
+                _ = try await client.execute(
+                    uri: "/api/v1/admin/objects", method: .post, headers: Self.packHeaders,
+                    body: Self.pack([objects2[0]]))
+                let move2 = try decode(
+                    BranchMove.self,
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/uploads/\(status2.upload)/commit", method: .post))
+                #expect(move2.branch == "test")
+
+                let record = try decode(
+                    ImageRecord.self, try await client.execute(uri: "/api/v1/admin/images/debian", method: .get))
+                #expect(record.live == "main")
+                #expect(record.branches.map(\.name) == ["main", "test"])
+                #expect(record.resolve(ImageRef(name: "debian")) == status.upload)
+                #expect(record.resolve(ImageRef(name: "debian", branch: "test")) == status2.upload)
+                #expect(record.versions.map(\.createdBy) == ["alice", "alice"])
+
+                // Nodes get the version their branch names now.
+                for (node, ref, expected) in [
+                    ("n1", ImageRef(name: "debian"), status.upload),
+                    ("n2", ImageRef(name: "debian", branch: "test"), status2.upload),
+                ] {
+                    let mac = node == "n1" ? "52:54:00:00:09:01" : "52:54:00:00:09:02"
+                    _ = try await client.execute(
+                        uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders,
+                        body: try jsonBody(NodeConfig(name: node, macs: [mac], image: ref, mode: .stateless)))
+                    let session = try decode(
+                        SessionResponse.self,
+                        try await client.execute(
+                            uri: "/api/v1/sessions", method: .post, headers: jsonHeaders,
+                            body: try jsonBody(SessionOpenRequest(macs: [mac]))))
+                    #expect(session.node?.image?.version == expected, "\(node)")
+                }
+
+                let audit = try decode(
+                    [AuditEntry].self, try await client.execute(uri: "/api/v1/admin/audit", method: .get))
+                let publishes = audit.filter { $0.action == "image.publish" }
+                #expect(publishes.map(\.subject) == ["image/debian/main", "image/debian/test"])
+            }
+            // The store's `latest` follows the live branch.
+            let latest = try ImageStore(root: services.config.imagesDirectory).latest(image: "debian")
+            #expect(latest?.hex == Self.tree("n1\n").manifest.withUnsafeBytes { ObjectHash.of($0) }.hex)
+        }
+    }
+}
