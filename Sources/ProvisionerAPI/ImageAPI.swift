@@ -187,3 +187,56 @@ public struct BranchMove: Codable, Hashable, Sendable {
         self.summary = summary
     }
 }
+
+/// `POST /api/v1/admin/images/NAME/branches`: a new branch at `from` (a version id or a branch; the
+/// live branch's head when absent).
+public struct BranchCreateRequest: Codable, Hashable, Sendable {
+    public var name: String
+    public var from: String?
+    public init(name: String, from: String? = nil) {
+        self.name = name
+        self.from = from
+    }
+}
+
+/// `PUT /api/v1/admin/images/NAME/live`.
+public struct LiveRequest: Codable, Hashable, Sendable {
+    public var branch: String
+    public init(branch: String) { self.branch = branch }
+}
+
+/// `POST /api/v1/admin/images/NAME/branches/BRANCH/rollback`: back to `to` (a version of the image),
+/// or to the version the head replaced when absent.
+public struct RollbackRequest: Codable, Hashable, Sendable {
+    public var to: String?
+    public init(to: String? = nil) { self.to = to }
+}
+
+/// `GET /api/v1/admin/images/NAME/diff?a=&b=`: what changes from version `from` to `to`.
+public struct ImageDiff: Codable, Hashable, Sendable {
+    public struct Entry: Codable, Hashable, Sendable {
+        public var path: String
+        /// `added`, `removed` or `changed`.
+        public var change: String
+        /// For `changed`: `kind`, `content`, `mode`, `owner`, `mtime`, `xattrs`, `target`, `device`, `link`.
+        public var aspects: [String]
+        public init(path: String, change: String, aspects: [String]) {
+            self.path = path
+            self.change = change
+            self.aspects = aspects
+        }
+    }
+    public var image: String
+    public var from: String
+    public var to: String
+    public var summary: ChangeSummary
+    /// At most 100,000 entries (the summary counts all).
+    public var entries: [Entry]
+    public init(image: String, from: String, to: String, summary: ChangeSummary, entries: [Entry]) {
+        self.image = image
+        self.from = from
+        self.to = to
+        self.summary = summary
+        self.entries = entries
+    }
+}

@@ -23,6 +23,7 @@ public func buildRouter(_ services: Services, authentication: PeerAuthentication
     let admin = api.group("admin").add(middleware: RoleMiddleware(roles: [.admin]))
     services.addAdminRoutes(to: admin)
     services.addImageAdminRoutes(to: admin)
+    services.addImageBranchRoutes(to: admin)
     services.addFileRoutes(to: router, roles: [.node, .admin])
     services.addImageRoutes(to: router, roles: [.node, .admin])
     return router

@@ -126,3 +126,87 @@ extension Store {
         }
     }
 }
+
+extension Store {
+    /// Nodes whose image is `image` and who follow `branch` by name (or, with `orLive`, the live
+    /// branch by following the image alone).
+    func nodesFollowing(image: String, branch: String, orLive: Bool) async throws -> [String] {
+        try await nodesInTransaction().filter { node in
+            guard let ref = node.image, ref.name == image, ref.version == nil else { return false }
+            return ref.branch == branch || (orLive && ref.branch == nil)
+        }.map(\.name).sorted()
+    }
+
+    func nodesInTransaction() async throws -> [NodeConfig] {
+        try await query("SELECT config FROM nodes").map { try StoredJSON.decode(NodeConfig.self, $0.column("config")?.string) }
+    }
+
+    /// Moves a branch head to a version the image has (rollback, or a new branch when `create`).
+    func moveBranch(
+        image: String, branch: String, to version: String, create: Bool, action: String, summary: ChangeSummary,
+        by actor: Actor
+    ) async throws -> BranchMove {
+        try await transaction {
+            guard let record = try await imageRow(image) else {
+                throw APIError.notFound("unknown-image", "no image named \(image)")
+            }
+            guard record.versions.contains(where: { $0.id == version }) else {
+                throw APIError.notFound("unknown-version", "image \(image) has no version \(version)")
+            }
+            let head = record.branches.first { $0.name == branch }?.head
+            if create {
+                guard head == nil else { throw APIError.conflict("image \(image) already has a branch \(branch)") }
+            } else if head == nil {
+                throw APIError.notFound("unknown-branch", "image \(image) has no branch \(branch)")
+            }
+            _ = try await query(
+                """
+                INSERT INTO image_branches (image, name, head, updated_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (image, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at
+                """, [.text(image), .text(branch), .text(version), .integer(Clock.nowMillis())])
+            let move = BranchMove(image: image, branch: branch, previous: head, version: version, summary: summary)
+            try await audit(
+                actor, action, "image/\(image)/\(branch)", before: head.map { StoredJSON.encode(["head": $0]) },
+                after: StoredJSON.encode(move))
+            return move
+        }
+    }
+
+    func setLive(image: String, branch: String, by actor: Actor) async throws -> ImageRecord {
+        try await transaction {
+            guard let record = try await imageRow(image) else {
+                throw APIError.notFound("unknown-image", "no image named \(image)")
+            }
+            guard record.branches.contains(where: { $0.name == branch }) else {
+                throw APIError.notFound("unknown-branch", "image \(image) has no branch \(branch)")
+            }
+            _ = try await query("UPDATE images SET live = ? WHERE name = ?", [.text(branch), .text(image)])
+            try await audit(
+                actor, "image.live", "image/\(image)", before: StoredJSON.encode(["live": record.live]),
+                after: StoredJSON.encode(["live": branch]))
+            return try await imageRow(image)!
+        }
+    }
+
+    func deleteBranch(image: String, branch: String, by actor: Actor) async throws {
+        try await transaction {
+            guard let record = try await imageRow(image) else {
+                throw APIError.notFound("unknown-image", "no image named \(image)")
+            }
+            guard let head = record.branches.first(where: { $0.name == branch })?.head else {
+                throw APIError.notFound("unknown-branch", "image \(image) has no branch \(branch)")
+            }
+            guard record.live != branch else {
+                throw APIError.conflict("\(branch) is the live branch of \(image); make another branch live first")
+            }
+            let users = try await nodesFollowing(image: image, branch: branch, orLive: false)
+            guard users.isEmpty else {
+                throw APIError.conflict("nodes follow \(image)/\(branch): \(users.joined(separator: ", "))")
+            }
+            _ = try await query("DELETE FROM image_branches WHERE image = ? AND name = ?", [.text(image), .text(branch)])
+            try await audit(
+                actor, "image.branch.delete", "image/\(image)/\(branch)", before: StoredJSON.encode(["head": head]),
+                after: nil)
+        }
+    }
+}

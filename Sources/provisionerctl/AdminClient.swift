@@ -63,6 +63,21 @@ struct AdminClient {
         try await call { try await client.json(method, APIVersion.prefix + "/admin/" + path, body: body) }
     }
 
+    /// Sends raw bytes (a manifest, a pack) and decodes the JSON answer.
+    func post<T: Decodable>(_ path: String, bytes: [UInt8], contentType: String, as type: T.Type = T.self)
+        async throws -> T
+    {
+        try await call {
+            let request = ClientRequest.post(APIVersion.prefix + "/admin/" + path, body: bytes, contentType: contentType)
+            let response = try await client.send(request).checked(path: "POST \(request.path)")
+            do {
+                return try JSONDecoder().decode(T.self, from: Data(response.body.readableBytesView))
+            } catch {
+                throw CtlFailure("POST \(request.path): the answer is not the expected JSON: \(error)")
+            }
+        }
+    }
+
     private func call<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()

@@ -1,6 +1,8 @@
 import ArgumentParser
 import CArchive
 import Foundation
+import ProvisionerAPI
+import ProvisionerCore
 import ProvisionerImage
 import ProvisionerSystem
 
@@ -14,45 +16,82 @@ extension Ctl {
 }
 
 extension Ctl.Image {
-    struct Import: ParsableCommand {
+    struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a new version of an image from a directory tree or a tarball.",
             discussion: """
-                Objects already in the store are reused. Run as root so that every owner, \
-                device node and security.* xattr can be read. See docs/image-format.md.
+                Through the server (the default): the tree is chunked locally, the server says which \
+                objects it lacks, only those are sent, and the version is committed on the branch \
+                (NAME/BRANCH, default the image's live branch) once all are there; run it again \
+                after a cut connection and it sends only what is still missing. With --store, the \
+                version goes into a store directory on this machine instead. Run as root so that \
+                every owner, device node and security.* xattr can be read. See docs/images.md.
                 """
         )
 
-        @Argument(help: "Image name ([a-z0-9][a-z0-9._-]{0,63}).")
+        @Argument(help: "NAME or NAME/BRANCH (names: [a-z0-9][a-z0-9._-]{0,63}).")
         var name: String
 
         @Option(help: "A root filesystem directory or a tar archive (any compression libarchive reads).")
         var from: String
 
-        @Option(help: "The image store directory (created if missing).")
-        var store: String
+        @Option(help: "Write into this image store directory instead of publishing through the server.")
+        var store: String?
 
-        @Flag(help: "Print JSON instead of text.")
-        var json = false
+        @Option(help: "Where the tree is chunked before it is sent (default: a temporary directory, removed after).")
+        var staging: String?
+
+        @OptionGroup var server: ServerOptions
 
         func validate() throws {
-            guard ImageStore.isValidName(name) else {
-                throw ValidationError("image name \"\(name)\" must match [a-z0-9][a-z0-9._-]{0,63}")
+            do {
+                let ref = try ImageRef(parsing: name)
+                guard ref.version == nil else { throw ValidationError("import makes a version; name NAME or NAME/BRANCH") }
+                if store != nil && ref.branch != nil {
+                    throw ValidationError("a store directory has no branches; publish through the server for NAME/BRANCH")
+                }
+            } catch let error as ConfigError {
+                throw ValidationError(error.problem)
             }
         }
 
-        func run() throws {
-            let importer = ImageImporter(store: ImageStore(root: store))
-            let now = Int64(Date().timeIntervalSince1970)
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: from, isDirectory: &isDirectory) else {
-                throw ValidationError("--from \(from) does not exist")
+        func run() async throws {
+            try await reporting {
+                let ref = try ImageRef(parsing: name)
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: from, isDirectory: &isDirectory) else {
+                    throw CtlFailure("--from \(from) does not exist")
+                }
+                let temporary = staging == nil && store == nil
+                let root = store ?? staging ?? NSTemporaryDirectory() + "provisionerctl-staging-" + UUID().uuidString
+                defer { if temporary { try? FileManager.default.removeItem(atPath: root) } }
+                let importer = ImageImporter(store: ImageStore(root: root))
+                let now = Int64(Date().timeIntervalSince1970)
+                let result: ProvisionerImage.ImportResult
+                do {
+                    result =
+                        isDirectory.boolValue
+                        ? try importer.importDirectory(from, image: ref.name, now: now)
+                        : try TarImporter(importer: importer).importArchive(from, image: ref.name, now: now)
+                } catch {
+                    throw CtlFailure("\(error)")
+                }
+                if store != nil { return try printLocal(result) }
+                let outcome = try await ImagePublisher(server: try server.client(), staging: ImageStore(root: root))
+                    .publish(image: ref.name, branch: ref.branch, version: result.version)
+                if server.json { return try printJSON(outcome.move) }
+                let move = outcome.move
+                print(
+                    "\(move.image)/\(move.branch)@\(move.version): \(result.entries) entries, \(result.contentBytes) bytes; "
+                        + "sent \(outcome.sentObjects) of \(outcome.objects) objects (\(outcome.sentBytes) bytes); "
+                        + (move.previous == move.version
+                            ? "the branch already named this version"
+                            : "\(move.summary.text) since \(move.previous.map { String($0.prefix(12)) } ?? "nothing")"))
             }
-            let result =
-                isDirectory.boolValue
-                ? try importer.importDirectory(from, image: name, now: now)
-                : try TarImporter(importer: importer).importArchive(from, image: name, now: now)
-            if json {
+        }
+
+        func printLocal(_ result: ProvisionerImage.ImportResult) throws {
+            if server.json {
                 let out: [String: Any] = [
                     "image": result.image, "version": result.version.hex, "entries": result.entries,
                     "contentBytes": result.contentBytes, "chunks": result.chunks, "newObjects": result.newObjects,
@@ -118,7 +157,7 @@ struct TarImporter {
         return Array(parts.joined(separator: "/").utf8)
     }
 
-    func importArchive(_ path: String, image: String, now: Int64) throws -> ImportResult {
+    func importArchive(_ path: String, image: String, now: Int64) throws -> ProvisionerImage.ImportResult {
         guard let archive = archive_read_new() else {
             throw SystemError("reading", path, cause: "libarchive: out of memory")
         }

@@ -161,3 +161,112 @@ import Testing
         }
     }
 }
+
+extension ImagePublishTests {
+    /// Publishes the tree for `hostname` on `branch`; returns the version id.
+    static func publish(_ client: some TestClientProtocol, _ hostname: String, branch: String = "main") async throws
+        -> String
+    {
+        let (manifest, objects) = tree(hostname)
+        let status = try decode(
+            UploadStatus.self,
+            try await client.execute(
+                uri: "/api/v1/admin/images/debian/uploads?branch=\(branch)", method: .post, headers: manifestHeaders,
+                body: ByteBuffer(bytes: manifest)))
+        _ = try await client.execute(
+            uri: "/api/v1/admin/objects", method: .post, headers: packHeaders, body: pack(objects))
+        let move = try decode(
+            BranchMove.self,
+            try await client.execute(
+                uri: "/api/v1/admin/images/debian/uploads/\(status.upload)/commit", method: .post))
+        return move.version
+    }
+
+    @Test func branchesLiveRollbackDiffAndRefusals() async throws {
+        try await withServices { services, _ in
+            try await app(services).test(.router) { client in
+                let v1 = try await Self.publish(client, "one\n")
+                let v2 = try await Self.publish(client, "two\n")
+                func image() async throws -> ImageRecord {
+                    try decode(ImageRecord.self, try await client.execute(uri: "/api/v1/admin/images/debian", method: .get))
+                }
+                #expect(try await image().versions.map(\.parent) == [nil, v1])
+
+                // A branch from the live one, another from a version.
+                let created = try await client.execute(
+                    uri: "/api/v1/admin/images/debian/branches", method: .post, headers: jsonHeaders,
+                    body: try jsonBody(BranchCreateRequest(name: "test")))
+                #expect(created.status == .created)
+                #expect(try decode(BranchMove.self, created).version == v2)
+                _ = try await client.execute(
+                    uri: "/api/v1/admin/images/debian/branches", method: .post, headers: jsonHeaders,
+                    body: try jsonBody(BranchCreateRequest(name: "old", from: v1)))
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/branches", method: .post, headers: jsonHeaders,
+                        body: try jsonBody(BranchCreateRequest(name: "test"))), 409)
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/branches", method: .post, headers: jsonHeaders,
+                        body: try jsonBody(BranchCreateRequest(name: "x", from: "nope"))), 404, code: "unknown-branch")
+
+                // Rollback moves main back to v1 and says what changes; the store's latest follows.
+                let back = try decode(
+                    BranchMove.self,
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/branches/main/rollback", method: .post, headers: jsonHeaders,
+                        body: try jsonBody(RollbackRequest())))
+                #expect(back.previous == v2)
+                #expect(back.version == v1)
+                #expect(back.summary == ChangeSummary(changed: 1, contentBytes: 4))
+                let store = ImageStore(root: services.config.imagesDirectory)
+                #expect(try store.latest(image: "debian")?.hex == v1)
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/branches/main/rollback", method: .post, headers: jsonHeaders,
+                        body: try jsonBody(RollbackRequest())), 409)  // v1 is the first version
+                expectJSONError(
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/debian/branches/main/rollback", method: .post, headers: jsonHeaders,
+                        body: try jsonBody(RollbackRequest(to: String(repeating: "0", count: 64)))), 404,
+                    code: "unknown-version")
+
+                // Live moves to test; main can then be deleted unless a node follows it.
+                let live = try await client.execute(
+                    uri: "/api/v1/admin/images/debian/live", method: .put, headers: jsonHeaders,
+                    body: try jsonBody(LiveRequest(branch: "test")))
+                #expect(try decode(ImageRecord.self, live).live == "test")
+                #expect(try store.latest(image: "debian")?.hex == v2)
+                expectJSONError(
+                    try await client.execute(uri: "/api/v1/admin/images/debian/branches/test", method: .delete), 409)
+                _ = try await client.execute(
+                    uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders,
+                    body: try jsonBody(NodeConfig(name: "n5", image: ImageRef(name: "debian", branch: "main"))))
+                let refused = try await client.execute(uri: "/api/v1/admin/images/debian/branches/main", method: .delete)
+                expectJSONError(refused, 409)
+                #expect(String(buffer: refused.body).contains("n5"))
+                #expect(
+                    try await client.execute(uri: "/api/v1/admin/images/debian/branches/old", method: .delete).status == .ok)
+                #expect(try await image().branches.map(\.name) == ["main", "test"])
+
+                // Diff between versions or branches.
+                let diff = try decode(
+                    ImageDiff.self,
+                    try await client.execute(uri: "/api/v1/admin/images/debian/diff?a=main&b=\(v2)", method: .get))
+                #expect(diff.from == v1)
+                #expect(diff.entries == [ImageDiff.Entry(path: "etc/hostname", change: "changed", aspects: ["content"])])
+                expectJSONError(
+                    try await client.execute(uri: "/api/v1/admin/images/debian/diff?a=main", method: .get), 400)
+
+                let actions = try decode(
+                    [AuditEntry].self, try await client.execute(uri: "/api/v1/admin/audit", method: .get)
+                ).map(\.action).filter { $0.hasPrefix("image.") }
+                #expect(
+                    actions == [
+                        "image.publish", "image.publish", "image.branch.create", "image.branch.create", "image.rollback",
+                        "image.live", "image.branch.delete",
+                    ])
+            }
+        }
+    }
+}
