@@ -126,16 +126,18 @@ public struct NodeConfig: Codable, Hashable, Sendable {
             node.macs.append(normal)
         }
         if let image {
-            guard Names.isSimpleName(image.name) else {
+            guard ImageNames.isValid(image.name) else {
                 throw ConfigError(
                     field: field("image.name"),
-                    problem: "\"\(image.name)\" is not a valid image name; use letters, digits, . _ - (not first)")
+                    problem: "\"\(image.name)\" is not a valid image name ([a-z0-9][a-z0-9._-]{0,63})")
             }
-            if let v = image.version, !Names.isSimpleName(v) {
-                throw ConfigError(field: field("image.version"), problem: "\"\(v)\" is not a valid version")
+            if let v = image.version, !ImageNames.isVersionID(v) && v != "latest" {
+                throw ConfigError(
+                    field: field("image.version"), problem: "\"\(v)\" is not a version id (64 lowercase hex digits)")
             }
-            if let b = image.branch, !Names.isSimpleName(b) {
-                throw ConfigError(field: field("image.branch"), problem: "\"\(b)\" is not a valid branch name")
+            if let b = image.branch, !ImageNames.isValid(b) {
+                throw ConfigError(
+                    field: field("image.branch"), problem: "\"\(b)\" is not a valid branch name ([a-z0-9][a-z0-9._-]{0,63})")
             }
         }
         if let layout {

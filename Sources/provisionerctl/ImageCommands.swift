@@ -9,8 +9,8 @@ import ProvisionerSystem
 extension Ctl {
     struct Image: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Image store: import root filesystems as image versions, list them.",
-            subcommands: [Import.self, List.self]
+            abstract: "Images: publish versions, branches, the live branch, rollback, diff (docs/images.md).",
+            subcommands: [Import.self, List.self, Show.self, Live.self, Branch.self, Rollback.self, Diff.self]
         )
     }
 }
@@ -108,18 +108,38 @@ extension Ctl.Image {
         }
     }
 
-    struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the images of a store and their versions.")
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List images: their branches (the live one marked) and what each names.",
+            discussion: "With --store, the images of a store directory on this machine instead.")
 
-        @Option(help: "The image store directory.")
-        var store: String
+        @Option(help: "List a store directory on this machine instead of the server's registry.")
+        var store: String?
 
-        @Flag(help: "Print JSON (the same as GET /v1/images).")
-        var json = false
+        @OptionGroup var server: ServerOptions
 
-        func run() throws {
-            let images = try ImageStore(root: store).listImages()
-            if json {
+        func run() async throws {
+            try await reporting {
+                if let store { return try listStore(store) }
+                let images = try await server.client().get("images", as: [ImageRecord].self)
+                if server.json { return try printJSON(images) }
+                var table = TextTable(["IMAGE", "BRANCH", "HEAD", "VERSIONS", "UPDATED"])
+                for image in images {
+                    for branch in image.branches {
+                        table.add([
+                            image.name, branch.name + (branch.name == image.live ? " (live)" : ""),
+                            String(branch.head.prefix(16)), String(image.versions.count), branch.updatedAt,
+                        ])
+                    }
+                }
+                print(table.render())
+            }
+        }
+
+        func listStore(_ store: String) throws {
+            let images: [ImageInfo]
+            do { images = try ImageStore(root: store).listImages() } catch { throw CtlFailure("\(error)") }
+            if server.json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: try encoder.encode(images), as: UTF8.self))

@@ -62,14 +62,10 @@ struct NodeFieldOptions: ParsableArguments {
         }
     }
 
+    /// `NAME`, `NAME/BRANCH` or `NAME@VERSION` (the older `NAME:BRANCH` is read too).
     static func parseImage(_ text: String) throws -> ImageRef {
-        if let at = text.firstIndex(of: "@") {
-            return ImageRef(name: String(text[..<at]), version: String(text[text.index(after: at)...]))
-        }
-        if let colon = text.firstIndex(of: ":") {
-            return ImageRef(name: String(text[..<colon]), branch: String(text[text.index(after: colon)...]))
-        }
-        return ImageRef(name: text)
+        let spelled = !text.contains("/") && !text.contains("@") ? text.replacingOccurrences(of: ":", with: "/") : text
+        return try parseRef(spelled)
     }
 
     static func parsePlugin(_ text: String) throws -> PluginConfig {
@@ -88,12 +84,7 @@ struct NodeFieldOptions: ParsableArguments {
 extension NodeMode: ExpressibleByArgument {}
 extension SyncVerify: ExpressibleByArgument {}
 
-func imageText(_ image: ImageRef?) -> String {
-    guard let image else { return "-" }
-    if let v = image.version { return "\(image.name)@\(v)" }
-    if let b = image.branch { return "\(image.name):\(b)" }
-    return image.name
-}
+func imageText(_ image: ImageRef?) -> String { image?.spelled ?? "-" }
 
 extension Ctl.Nodes {
     struct List: AsyncParsableCommand {

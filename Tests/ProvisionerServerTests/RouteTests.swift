@@ -436,7 +436,7 @@ extension RouteTests {
                     PluginConfig(name: "net", parameters: ["addr": "10.0.0.1/24", "q": "a \"b\""]),
                 ],
                 kernelArgs: ["console=ttyS0"], syncVerify: .content, kernel: "vmlinuz", initramfs: "initrd"),
-            NodeConfig(name: "b", image: ImageRef(name: "x", version: "3")),
+            NodeConfig(name: "b", image: ImageRef(name: "x", version: String(repeating: "3", count: 64))),
         ]
         let text = ClusterFile.render(nodes)
         #expect(try ClusterFile.parse(text, source: "c.yaml") == nodes)

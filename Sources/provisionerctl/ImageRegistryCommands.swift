@@ -1,0 +1,164 @@
+import ArgumentParser
+import Foundation
+import ProvisionerAPI
+import ProvisionerCore
+
+extension Ctl.Image {
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One image: its branches and every version.")
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "Image name.") var name: String
+
+        func run() async throws {
+            try await reporting {
+                let image = try await server.client().get("images/\(pathComponent(name))", as: ImageRecord.self)
+                if server.json { return try printJSON(image) }
+                print("image \(image.name), live branch \(image.live)")
+                var branches = TextTable(["BRANCH", "HEAD", "UPDATED"])
+                for b in image.branches { branches.add([b.name + (b.name == image.live ? " (live)" : ""), b.head, b.updatedAt]) }
+                print(branches.render())
+                print("")
+                var versions = TextTable(["VERSION", "BRANCH", "CREATED", "BY", "ENTRIES", "BYTES", "CHANGES", "HEAD OF"])
+                for v in image.versions.reversed() {
+                    let heads = image.branches.filter { $0.head == v.id }.map(\.name).joined(separator: ",")
+                    versions.add([
+                        String(v.id.prefix(16)), v.branch, v.createdAt, v.createdBy, String(v.entries), String(v.contentBytes),
+                        "+\(v.summary.added) ~\(v.summary.changed) -\(v.summary.removed)", heads.isEmpty ? "-" : heads,
+                    ])
+                }
+                print(versions.render())
+            }
+        }
+    }
+
+    struct Live: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Makes a branch the live one: nodes that follow the image boot its head from their next boot.")
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "Image name.") var name: String
+        @Argument(help: "Branch name.") var branch: String
+
+        func run() async throws {
+            try await reporting {
+                let image = try await server.client().send(
+                    .PUT, "images/\(pathComponent(name))/live", LiveRequest(branch: branch), as: ImageRecord.self)
+                if server.json { return try printJSON(image) }
+                print("\(image.name): live branch is \(image.live)")
+            }
+        }
+    }
+
+    struct Branch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Creates, lists or deletes branches of an image.", subcommands: [Create.self, List.self, Delete.self])
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "A new branch at a version or another branch's head.")
+            @OptionGroup var server: ServerOptions
+            @Argument(help: "NAME/BRANCH to create.") var target: String
+            @Option(help: "A version id or a branch (default: the live branch's head).") var from: String?
+
+            func run() async throws {
+                try await reporting {
+                    let ref = try imageAndBranch(target)
+                    let move = try await server.client().send(
+                        .POST, "images/\(ref.name)/branches", BranchCreateRequest(name: ref.branch, from: from),
+                        as: BranchMove.self)
+                    if server.json { return try printJSON(move) }
+                    print("\(move.image)/\(move.branch) created at \(move.version)")
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "An image's branches.")
+            @OptionGroup var server: ServerOptions
+            @Argument(help: "Image name.") var name: String
+
+            func run() async throws {
+                try await reporting {
+                    let image = try await server.client().get("images/\(pathComponent(name))", as: ImageRecord.self)
+                    if server.json { return try printJSON(image.branches) }
+                    var table = TextTable(["BRANCH", "HEAD", "UPDATED"])
+                    for b in image.branches {
+                        table.add([b.name + (b.name == image.live ? " (live)" : ""), b.head, b.updatedAt])
+                    }
+                    print(table.render())
+                }
+            }
+        }
+
+        struct Delete: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Deletes a branch (refused while it is live or a node follows it).")
+            @OptionGroup var server: ServerOptions
+            @Argument(help: "NAME/BRANCH.") var target: String
+
+            func run() async throws {
+                try await reporting {
+                    let ref = try imageAndBranch(target)
+                    let _: [String: String] = try await server.client().send(
+                        .DELETE, "images/\(ref.name)/branches/\(ref.branch)", Optional<String>.none)
+                    print("\(ref.name)/\(ref.branch) deleted")
+                }
+            }
+        }
+    }
+
+    struct Rollback: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Moves a branch back: to the version its head replaced, or to --to VERSION.",
+            discussion: "Its nodes move only the difference at their next boot.")
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "NAME or NAME/BRANCH (default: the live branch).") var target: String
+        @Option(help: "A version id of the image.") var to: String?
+
+        func run() async throws {
+            try await reporting {
+                let ref = try parseRef(target)
+                let client = try server.client()
+                let branch: String
+                if let b = ref.branch {
+                    branch = b
+                } else {
+                    branch = try await client.get("images/\(ref.name)", as: ImageRecord.self).live
+                }
+                let move = try await client.send(
+                    .POST, "images/\(ref.name)/branches/\(branch)/rollback", RollbackRequest(to: to), as: BranchMove.self)
+                if server.json { return try printJSON(move) }
+                print("\(move.image)/\(move.branch): \(move.previous ?? "-") -> \(move.version) (\(move.summary.text))")
+            }
+        }
+    }
+
+    struct Diff: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "What differs between two versions or branches.")
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "Image name.") var name: String
+        @Argument(help: "From: a version id or a branch.") var a: String
+        @Argument(help: "To: a version id or a branch.") var b: String
+
+        func run() async throws {
+            try await reporting {
+                let diff = try await server.client().get(
+                    "images/\(pathComponent(name))/diff?a=\(pathComponent(a))&b=\(pathComponent(b))", as: ImageDiff.self)
+                if server.json { return try printJSON(diff) }
+                for e in diff.entries {
+                    let mark = e.change == "added" ? "+" : e.change == "removed" ? "-" : "~"
+                    print("\(mark) \(e.path.terminalSafe)\(e.aspects.isEmpty ? "" : " (\(e.aspects.joined(separator: ", ")))")")
+                }
+                print("\(diff.from.prefix(12)) -> \(diff.to.prefix(12)): \(diff.summary.text)")
+            }
+        }
+    }
+}
+
+func parseRef(_ text: String) throws -> ImageRef {
+    do { return try ImageRef(parsing: text) } catch { throw CtlFailure(error.description) }
+}
+
+func imageAndBranch(_ text: String) throws -> (name: String, branch: String) {
+    let ref = try parseRef(text)
+    guard let branch = ref.branch, ref.version == nil else { throw CtlFailure("\(text): expected NAME/BRANCH") }
+    return (ref.name, branch)
+}
