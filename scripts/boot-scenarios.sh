@@ -75,7 +75,7 @@ pollAfterSeconds: 3
 unknownMachines: discover
 EOF
 SERVER_CONFIG=$STATE/server.yaml server_start
-ctl image import debian --from "$IMAGES/debian.tar" --store "$STATE/images"
+ctl image import debian --from "$IMAGES/debian.tar"
 ctl nodes add n1 --mac 52:54:00:00:00:01 --image debian --layout "$layout" \
     --plugin hostname --plugin network "${common_args[@]}"
 ctl nodes add n3 --mac 52:54:00:00:00:03 --image debian --mode stateless --plugin hostname "${common_args[@]}"
@@ -103,7 +103,7 @@ check "multi-user.target reached again" has "$log" 'PROVISIONER-READY: n1'
 record "(b) second boot, nothing changed" "$log" "verify metadata"
 
 say "(c) image updated on the server: one package added"
-ctl image import debian --from "$IMAGES/debian-hello.tar" --store "$STATE/images"
+ctl image import debian --from "$IMAGES/debian-hello.tar"
 boot n1 3 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-3.log
 received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)

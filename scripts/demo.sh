@@ -36,9 +36,9 @@ say "1. provisioner-server (state in $STATE)"
 cluster_prepare "$KERNEL" "$INITRD"
 server_start
 
-say "2. the image: Debian bookworm from mmdebstrap ($IMAGES/debian.tar)"
-ctl image import debian --from "$IMAGES/debian.tar" --store "$STATE/images"
-ctl image list --store "$STATE/images"
+say "2. the image: Debian bookworm from mmdebstrap ($IMAGES/debian.tar), published through the server"
+ctl image import debian --from "$IMAGES/debian.tar"
+ctl image list
 
 say "3. node n1: two NVMe disks mirrored, LVM on top"
 cat "$REPO/docs/examples/layout-simple-mirror.yaml"

@@ -185,7 +185,8 @@ extension Services {
             guard let head = image.branches.first(where: { $0.name == branch })?.head else {
                 throw APIError.notFound("unknown-branch", "image \(name) has no branch \(branch)")
             }
-            guard let target = input.to ?? image.versions.first(where: { $0.id == head })?.parent else {
+            let previous = try await self.store.rollbackTarget(image: name, branch: branch)
+            guard let target = input.to ?? previous else {
                 throw APIError.conflict("\(name)/\(branch) is at its first version; name one with --to")
             }
             let summary = try await self.summary(image: name, from: head, to: target, store: store)
@@ -269,11 +270,14 @@ extension Services {
     func commit(image: String, branch: String, encoded: [UInt8], store: ImageStore, by actor: Actor) async throws
         -> BranchMove
     {
-        let previousHead = try await self.store.image(named: image)?.branches.first { $0.name == branch }?.head
+        let record = try await self.store.image(named: image)
+        let previousHead = record?.branches.first { $0.name == branch }?.head
+        // A new branch is compared with the live branch it usually starts from.
+        let base = previousHead ?? record?.resolve(ImageRef(name: image))
         let (manifest, summary, missing) = try await NIOThreadPool.singleton.runIfActive {
             let manifest = try ManifestCodec.decode(encoded)
             let (_, missing) = Self.missingObjects(manifest, store)
-            let previous = try previousHead.flatMap { ObjectHash(hex: $0) }.flatMap {
+            let previous = try base.flatMap { ObjectHash(hex: $0) }.flatMap {
                 try store.manifestBytes(image: image, version: $0)
             }.map { try ManifestCodec.decode($0) }
             return (manifest, ManifestComparison.summary(old: previous, new: manifest), missing)

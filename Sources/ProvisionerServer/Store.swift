@@ -106,6 +106,10 @@ public final class Store: Sendable {
                 summary TEXT NOT NULL, PRIMARY KEY (image, id))
             """,
             """
+            CREATE TABLE image_branch_versions (image TEXT NOT NULL, branch TEXT NOT NULL, version TEXT NOT NULL,
+                parent TEXT, PRIMARY KEY (image, branch, version))
+            """,
+            """
             CREATE TABLE image_uploads (image TEXT NOT NULL, id TEXT NOT NULL, branch TEXT NOT NULL,
                 started_at INTEGER NOT NULL, started_by TEXT NOT NULL, PRIMARY KEY (image, id))
             """,

@@ -117,6 +117,9 @@ extension Store {
                 INSERT INTO image_branches (image, name, head, updated_at) VALUES (?, ?, ?, ?)
                 ON CONFLICT (image, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at
                 """, [.text(image), .text(branch), .text(version), .integer(now)])
+            if head != version {
+                try await recordParent(image: image, branch: branch, version: version, parent: head)
+            }
             _ = try await query("DELETE FROM image_uploads WHERE image = ? AND id = ?", [.text(image), .text(version)])
             let move = BranchMove(image: image, branch: branch, previous: head, version: version, summary: summary)
             try await audit(
@@ -139,6 +142,29 @@ extension Store {
 
     func nodesInTransaction() async throws -> [NodeConfig] {
         try await query("SELECT config FROM nodes").map { try StoredJSON.decode(NodeConfig.self, $0.column("config")?.string) }
+    }
+
+    /// The version `version` replaced as head of `branch` when it was published there (what a
+    /// rollback goes back to); kept from the first time, so rollbacks walk back the publishes.
+    func recordParent(image: String, branch: String, version: String, parent: String?) async throws {
+        _ = try await query(
+            "INSERT OR IGNORE INTO image_branch_versions (image, branch, version, parent) VALUES (?, ?, ?, ?)",
+            [.text(image), .text(branch), .text(version), parent.map { .text($0) } ?? .null])
+    }
+
+    /// What a rollback of `branch` goes back to: the head its current head replaced there.
+    public func rollbackTarget(image: String, branch: String) async throws -> String? {
+        try await read {
+            guard
+                let head = try await query(
+                    "SELECT head FROM image_branches WHERE image = ? AND name = ?", [.text(image), .text(branch)]
+                ).first?.column("head")?.string
+            else { return nil }
+            return try await query(
+                "SELECT parent FROM image_branch_versions WHERE image = ? AND branch = ? AND version = ?",
+                [.text(image), .text(branch), .text(head)]
+            ).first?.column("parent")?.string
+        }
     }
 
     /// Moves a branch head to a version the image has (rollback, or a new branch when `create`).
@@ -164,6 +190,7 @@ extension Store {
                 INSERT INTO image_branches (image, name, head, updated_at) VALUES (?, ?, ?, ?)
                 ON CONFLICT (image, name) DO UPDATE SET head = excluded.head, updated_at = excluded.updated_at
                 """, [.text(image), .text(branch), .text(version), .integer(Clock.nowMillis())])
+            if create { try await recordParent(image: image, branch: branch, version: version, parent: nil) }
             let move = BranchMove(image: image, branch: branch, previous: head, version: version, summary: summary)
             try await audit(
                 actor, action, "image/\(image)/\(branch)", before: head.map { StoredJSON.encode(["head": $0]) },
@@ -204,6 +231,8 @@ extension Store {
                 throw APIError.conflict("nodes follow \(image)/\(branch): \(users.joined(separator: ", "))")
             }
             _ = try await query("DELETE FROM image_branches WHERE image = ? AND name = ?", [.text(image), .text(branch)])
+            _ = try await query(
+                "DELETE FROM image_branch_versions WHERE image = ? AND branch = ?", [.text(image), .text(branch)])
             try await audit(
                 actor, "image.branch.delete", "image/\(image)/\(branch)", before: StoredJSON.encode(["head": head]),
                 after: nil)

@@ -161,4 +161,54 @@ import Testing
         }
         await server.stop()
     }
+
+    /// Publishing through the server with the real binary, mutual TLS and the admin certificate of
+    /// `ca init`: a second run sends nothing, a change sends only its object, rollback and diff work.
+    @Test func imagePublishBranchRollbackThroughTheServer() async throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let tls = dir.path + "/tls"
+        #expect(try await Self.ctl(["ca", "init", "--dir", tls, "--name", "localhost", "--ip", "127.0.0.1"]).status == 0)
+        let server = try await LiveServer.start(stateDir: dir.path)
+        do {
+            let common = ["--server", "https://127.0.0.1:\(server.apiPort)", "--tls-dir", tls]
+            try dir.write("tree/etc/hostname", Array("one\n".utf8))
+            try dir.write("tree/usr/lib/big", (0..<700_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) })
+            func publish(_ name: String) async throws -> BranchMove {
+                let run = try await Self.ctl(["image", "import", name, "--from", dir.path + "/tree", "--json"] + common)
+                #expect(run.status == 0, "\(run.stderr)")
+                return try JSONDecoder().decode(BranchMove.self, from: Data(run.stdout.utf8))
+            }
+            let first = try await publish("demo")
+            #expect(first.previous == nil)
+            #expect(first.branch == "main")
+            let plain = try await Self.ctl(["image", "import", "demo", "--from", dir.path + "/tree"] + common)
+            #expect(plain.stdout.contains("sent 0 of"), "\(plain.stdout)")  // everything is already there
+            try dir.write("tree/etc/hostname", Array("two\n".utf8))
+            let second = try await Self.ctl(["image", "import", "demo/test", "--from", dir.path + "/tree"] + common)
+            #expect(second.status == 0, "\(second.stderr)")
+            #expect(second.stdout.contains("sent 1 of"), "\(second.stdout)")  // only the changed file's object
+            #expect(second.stdout.contains("demo/test@"))
+
+            let list = try await Self.ctl(["image", "list"] + common)
+            #expect(list.stdout.contains("main (live)"), "\(list.stdout)")
+            #expect(list.stdout.contains("test"))
+            let moved = try await publish("demo")  // the changed tree on main too
+            #expect(moved.summary.changed == 1)
+            let diff = try await Self.ctl(["image", "diff", "demo", first.version, "main"] + common)
+            #expect(diff.stdout.contains("~ etc/hostname (content, mtime)"), "\(diff.stdout)")
+            let rollback = try await Self.ctl(["image", "rollback", "demo", "--json"] + common)
+            #expect(rollback.status == 0, "\(rollback.stderr)")
+            #expect(try JSONDecoder().decode(BranchMove.self, from: Data(rollback.stdout.utf8)).version == first.version)
+            let bad = try await Self.ctl(["image", "import", "Bad/..", "--from", dir.path + "/tree"] + common)
+            #expect(bad.status != 0)
+            let unknown = try await Self.ctl(["image", "rollback", "demo/nope"] + common)
+            #expect(unknown.status == 1)
+            #expect(unknown.stderr.contains("no branch nope"), "\(unknown.stderr)")
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
 }
