@@ -55,7 +55,7 @@ public struct LayoutApplier {
             let target = mount.mountPoint == "/" ? rootPath : rootPath + mount.mountPoint
             try step("mount", "\(mount.device) on \(target)") { () throws(SystemError) in
                 try makeDirectories(target)
-                if !isMountPoint(target) {
+                if !MountTable.read().isMountPoint(target) {
                     var argv = ["mount", "-t", mount.type.rawValue]
                     if !mount.options.isEmpty { argv += ["-o", mount.options.joined(separator: ",")] }
                     try Command.check(argv + [mount.device, target], doing: "mounting \(mount.device) on", on: target)
@@ -205,15 +205,6 @@ public struct LayoutApplier {
         guard let data = FileManager.default.contents(atPath: "/sys/block/\(name)/md/array_state") else { return false }
         let state = String(decoding: data, as: UTF8.self).trimmed
         return state != "clear" && state != "inactive"
-    }
-
-    func isMountPoint(_ path: String) -> Bool {
-        guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return false }
-        let resolved = realPath(path)
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && MountTable.unescape(String(fields[4])) == resolved
-        }
     }
 
     func makeDirectories(_ path: String) throws(SystemError) {

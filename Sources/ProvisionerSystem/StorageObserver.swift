@@ -27,7 +27,7 @@ public struct StorageObserver {
     /// `disks` are the real disks the layout partitions (not merely matches).
     public func observe(disks: [Disk], activate: Bool = true) throws(SystemError) -> ObservedStorage {
         var observed = ObservedStorage()
-        let mounts = MountTable(mountInfo: "/proc/self/mountinfo", swaps: "/proc/swaps", dev: "/dev")
+        let mounts = MountTable.read()
 
         // In use before the agent did anything: mounted, swapped on, or held.
         for disk in disks {
@@ -80,6 +80,7 @@ public struct StorageObserver {
                     ["mdadm", "--assemble", "--run", device, "--uuid=\(uuid)"] + array.members)
                 if result.status == 0 {
                     log("assembled array \(array.name) (\(device)) from \(array.members.joined(separator: ", "))")
+                    observed.broughtUp.append(.array(name: array.name, device: device))
                     running = try runningArrays()
                     if let live = running[uuid] {
                         array.device = live.device
@@ -105,6 +106,25 @@ public struct StorageObserver {
         let lvmDevices = Array(ourPaths).sorted() + observed.arrays.compactMap(\.device)
         try readLVM(into: &observed, devices: lvmDevices, activate: activate, mounts: mounts)
         return observed
+    }
+
+    /// Takes down what `observe` brought up, last first: logical volumes deactivated, then arrays
+    /// stopped, so the machine is as it was before anyone looked (`provisioner-agent plan`).
+    public func takeDown(_ broughtUp: [BroughtUp]) throws(SystemError) {
+        for item in broughtUp.reversed() {
+            switch item {
+            case .logicalVolumes(let group, let names, let devices):
+                try Command.check(
+                    ["lvm", "lvchange", "-an"] + Self.devicesArguments(devices) + names.map { "\(group)/\($0)" },
+                    doing: "deactivating the logical volumes observing activated in", on: group)
+                log("deactivated \(names.map { "\(group)/\($0)" }.joined(separator: ", ")) again")
+            case .array(let name, let device):
+                _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
+                try Command.check(
+                    ["mdadm", "--stop", device], doing: "stopping array \(name), which observing assembled, at", on: device)
+                log("stopped array \(name) (\(device)) again")
+            }
+        }
     }
 
     func markInUse(_ observed: inout ObservedStorage, _ path: String, _ mountpoints: [String], _ holders: [String]) {
@@ -216,10 +236,15 @@ public struct StorageObserver {
                 group.logicalVolumes.append(
                     ObservedLogicalVolume(name: lv.lv_name, sizeBytes: UInt64(lv.lv_size) ?? 0, path: path))
             }
-            if activate {
+            let inactive = group.logicalVolumes.filter { access($0.path, F_OK) != 0 }
+            if activate && !inactive.isEmpty {
                 let result = try Command.run(["lvm", "vgchange", "-ay"] + Self.devicesArguments(existing) + [vg.vg_name])
                 if result.status != 0 { log("could not activate volume group \(vg.vg_name): \(result.lastMessage)") }
                 _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
+                let activated = inactive.filter { access($0.path, F_OK) == 0 }.map(\.name)
+                if !activated.isEmpty {
+                    observed.broughtUp.append(.logicalVolumes(group: vg.vg_name, names: activated, devices: existing))
+                }
             }
             for lv in group.logicalVolumes where access(lv.path, F_OK) == 0 {
                 observed.contents[lv.path] = try contents(lv.path)
@@ -247,13 +272,3 @@ public func realPath(_ path: String) -> String {
     return String(cString: resolved)
 }
 
-extension MountTable {
-    /// Where a device (by path, following links) is mounted or swapped on.
-    func mountpoints(ofDevice path: String) -> [String] {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return [] }
-        let major = (UInt(st.st_rdev) >> 8) & 0xfff | ((UInt(st.st_rdev) >> 32) & ~UInt(0xfff))
-        let minor = (UInt(st.st_rdev) & 0xff) | ((UInt(st.st_rdev) >> 12) & ~UInt(0xff))
-        return mountpoints(devNumber: "\(major):\(minor)")
-    }
-}

@@ -29,7 +29,7 @@ final class BootSession: @unchecked Sendable {
         var endpoints: [Endpoint] = []
         for url in servers {
             do { endpoints.append(try Endpoint(parsing: url)) } catch {
-                throw BootFailure(phase: "register", message: "server \(url): \(error)", retryable: false)
+                throw BootFailure(.register, .configuration, "server \(url): \(error)")
             }
         }
         do {
@@ -40,8 +40,7 @@ final class BootSession: @unchecked Sendable {
                     servers: endpoints, tls: tls, connectTimeout: .seconds(5), readTimeout: .seconds(60),
                     userAgent: "provisioner-agent"))
         } catch {
-            throw BootFailure(
-                phase: "register", message: "the TLS credentials in /etc/provisioner: \(error)", retryable: false)
+            throw BootFailure(.register, .configuration, "the TLS credentials in /etc/provisioner: \(error)")
         }
     }
 
@@ -55,7 +54,7 @@ final class BootSession: @unchecked Sendable {
     }
 
     func poll() throws -> SessionResponse {
-        guard let id else { throw BootFailure(phase: "register", message: "no session", retryable: true) }
+        guard let id else { throw BootFailure(.register, .transient, "no session") }
         let client = self.client
         return try blocking {
             try await client.json(.GET, "\(APIVersion.prefix)/sessions/\(id)", body: Optional<Empty>.none)
@@ -111,7 +110,7 @@ final class BootSession: @unchecked Sendable {
         let response = try blocking { try await client.send(ClientRequest(method: .HEAD, path: path)) }
         if response.status == 404 { return nil }
         guard (200..<300).contains(response.status) else {
-            throw BootFailure(phase: "bootloader", message: "HEAD \(path): HTTP \(response.status)", retryable: true)
+            throw BootFailure(.bootloader, .transient, "HEAD \(path): HTTP \(response.status)")
         }
         return response.head.etag
     }
@@ -121,9 +120,7 @@ final class BootSession: @unchecked Sendable {
         let temporary = path + ".provisioner-new"
         let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else {
-            throw BootFailure(
-                phase: "bootloader", message: "creating \(temporary): \(String(cString: strerror(errno)))",
-                retryable: false)
+            throw BootFailure(.bootloader, .transient, "creating \(temporary): \(String(cString: strerror(errno)))")
         }
         let client = self.client
         let result: Result<String?, any Error>
@@ -138,9 +135,8 @@ final class BootSession: @unchecked Sendable {
                                 let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
                                 guard n > 0 else {
                                     throw BootFailure(
-                                        phase: "bootloader",
-                                        message: "writing \(temporary): \(String(cString: strerror(errno)))",
-                                        retryable: false)
+                                        .bootloader, .transient,
+                                        "writing \(temporary): \(String(cString: strerror(errno)))")
                                 }
                                 offset += n
                             }
@@ -158,13 +154,11 @@ final class BootSession: @unchecked Sendable {
         switch result {
         case .failure(let error):
             unlink(temporary)
-            throw BootFailure(phase: "bootloader", message: "downloading \(remote): \(error)", retryable: true)
+            throw BootFailure(.bootloader, .transient, "downloading \(remote): \(error)")
         case .success(let etag):
             guard synced, rename(temporary, path) == 0 else {
                 unlink(temporary)
-                throw BootFailure(
-                    phase: "bootloader", message: "storing \(path): \(String(cString: strerror(errno)))",
-                    retryable: false)
+                throw BootFailure(.bootloader, .transient, "storing \(path): \(String(cString: strerror(errno)))")
             }
             return etag
         }

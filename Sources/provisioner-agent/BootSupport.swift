@@ -110,39 +110,12 @@ enum MachineFacts {
     }
 }
 
-/// A failure of the boot flow: what failed, and whether trying again can help.
-struct BootFailure: Error, CustomStringConvertible {
-    var phase: String
-    var message: String
-    /// A refused layout or a bad configuration fails the same way every time.
-    var retryable: Bool
-    var description: String { "\(phase): \(message)" }
-}
-
 /// The server could not be reached at all (as opposed to answering with an error).
 func isUnreachable(_ error: any Error) -> Bool {
     guard let error = error as? ClientError else { return false }
     if error.isConnectionLevel { return true }
     if case .allServersFailed = error { return true }
     return false
-}
-
-/// Runs a command for the boot flow; its failure names what was done to what.
-@discardableResult
-func runChecked(_ argv: [String], doing: String, on subject: String) throws -> CommandResult {
-    do {
-        return try Command.check(argv, doing: doing, on: subject)
-    } catch {
-        throw BootFailure(phase: "system", message: "\(error)", retryable: true)
-    }
-}
-
-/// Whether `path` is a mount point (its device differs from its parent's, or it is `/`).
-func isMountPoint(_ path: String) -> Bool {
-    var a = stat()
-    var b = stat()
-    guard stat(path, &a) == 0, stat(path + "/..", &b) == 0 else { return false }
-    return a.st_dev != b.st_dev || a.st_ino == b.st_ino
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, after an fsync: a power cut

@@ -20,7 +20,7 @@ struct ImageCredentials {
 /// `MirrorSource` of these (random pick, failover, damaged objects fetched from the next one).
 func makeHTTPSource(url: String, credentials: ImageCredentials) throws -> any ObjectSource {
     guard url.hasPrefix("https://") else {
-        throw AgentFailure(message: "\(url): only https:// sources are accepted (mutual TLS)", exitCode: 2)
+        throw AgentFailure(message: "\(url): only https:// sources are accepted (mutual TLS)", status: .badInput)
     }
     do {
         let endpoint = try Endpoint(parsing: url)
@@ -29,7 +29,7 @@ func makeHTTPSource(url: String, credentials: ImageCredentials) throws -> any Ob
         let client = try ProvisionerClient(ClientConfiguration(servers: [endpoint], tls: tls))
         return HTTPObjectSource(transport: ClientTransport(client: client, label: url))
     } catch let error as ClientError {
-        throw AgentFailure(message: "\(url): \(error)", exitCode: 2)
+        throw AgentFailure(message: "\(url): \(error)", status: .badInput)
     }
 }
 
