@@ -22,6 +22,8 @@ public struct SyncOptions: Sendable {
     public var mountPoints: [[UInt8]] = []
     /// Counters a caller may read from another thread while the sync runs (console progress).
     public var progress: SyncProgress?
+    /// Where warnings go (an object that came damaged and was fetched again).
+    public var warnings: WarningSink = { _ in }
     public init() {}
 }
 
@@ -175,21 +177,7 @@ public final class SyncEngine: @unchecked Sendable {
         if !plan.checkContent.isEmpty {
             let bad = try run.checkContent(plan.checkContent)
             run.report.contentMismatches = bad.count
-            if !bad.isEmpty {
-                plan.writeFiles = (plan.writeFiles + bad).sorted()
-                // A rewritten primary needs its other names linked again.
-                let set = Set(bad)
-                for (i, e) in manifest.entries.enumerated() where e.kind == .hardlink && set.contains(e.linkIndex) {
-                    if !plan.links.contains(i) { plan.links.append(i) }
-                }
-                plan.links.sort()
-                plan.fixMetadata.removeAll { set.contains($0) }
-                for i in bad {
-                    let parent = manifest.entries.firstIndex { $0.path == PathRules.parent(manifest.entries[i].path) }
-                    if let parent, !plan.directoryMetadata.contains(parent) { plan.directoryMetadata.append(parent) }
-                }
-                plan.directoryMetadata.sort { pathLess(manifest.entries[$1].path, manifest.entries[$0].path) }
-            }
+            plan = Differ.rewrite(plan, manifest: manifest, mismatched: bad)
         }
         if !plan.checkContent.isEmpty { phase("rehash") }
         if plan.isEmpty && applied.map { $0.0 == image && $0.1 == id } == true && !interrupted {

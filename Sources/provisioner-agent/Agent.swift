@@ -97,6 +97,9 @@ func printError(_ message: String) {
     _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
 }
 
+/// The image library's warnings on the command line: stderr, since stdout is for results.
+@Sendable func printWarning(_ message: String) { printError("warning: \(message)") }
+
 func readTextFile(_ path: String, what: String) throws -> String {
     guard let data = FileManager.default.contents(atPath: path) else {
         let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"

@@ -4,6 +4,7 @@ import ProvisionerCore
 import ProvisionerImage
 import ProvisionerPlugins
 import ProvisionerSystem
+import Synchronization
 
 #if canImport(FoundationEssentials)
     import FoundationEssentials
@@ -84,11 +85,20 @@ extension BootRunner {
         options.mountPoints = task.mountPoints.map { Array($0.utf8) }
         let progress = SyncProgress()
         options.progress = progress
+        // The library's warnings: on the console at once (from any thread), to the session after.
+        let warned = WarningQueue()
+        let console = self.console
+        let sink: WarningSink = { message in
+            console.say("image: warning: \(message)")
+            warned.append(message)
+        }
+        options.warnings = sink
+        defer { for message in warned.drain() { session?.event("image", message, level: .warning, quiet: true) } }
         session?.event(
             "image",
             "syncing \(task.image)@\(task.version) from \(task.mirrors.joined(separator: ", ")) (verify \(options.verify.rawValue))")
 
-        let source = MirrorSource(sources)
+        let source = MirrorSource(sources, warnings: sink)
         let engine = SyncEngine(target: root, source: source, options: options)
         let reporter = session.map { ProgressReporter(progress: progress, source: source, session: $0) }
         reporter?.start()
@@ -162,6 +172,13 @@ extension BootRunner {
     }
 }
 
+/// Warnings from the sync's threads, kept for the session.
+final class WarningQueue: Sendable {
+    private let messages = Mutex<[String]>([])
+    func append(_ message: String) { messages.withLock { $0.append(message) } }
+    func drain() -> [String] { messages.withLock { m in defer { m.removeAll() }; return m } }
+}
+
 /// The plugins' view of what the layout mounted, and the files they write.
 enum PluginFiles {
     static func mounted(_ activation: Activation?) -> (mounts: [MountedFilesystem], swaps: [MountedFilesystem]) {
@@ -202,7 +219,6 @@ final class ProgressReporter: @unchecked Sendable {
     let progress: SyncProgress
     let source: any ObjectSource
     let session: BootSession
-    private let done = ResultBox<Bool>()
     private var task: Task<Void, Never>?
 
     init(progress: SyncProgress, source: any ObjectSource, session: BootSession) {

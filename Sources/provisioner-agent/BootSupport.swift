@@ -14,6 +14,9 @@ import ProvisionerSystem
     import Glibc
 #endif
 
+import Dispatch
+import Synchronization
+
 /// The boot console: one line per message, written straight to stdout (the unit sends it to
 /// the journal and the console, which stamps each line with the time since power-on; stdio
 /// buffering would hold lines back).
@@ -49,33 +52,21 @@ func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) thr
     return try box.wait().get()
 }
 
-final class ResultBox<T: Sendable>: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var changed = pthread_cond_t()
-    private var result: Result<T, any Error>?
+/// One result handed from a task to a waiting thread: the value under a `Mutex`, the wake-up a
+/// semaphore's.
+final class ResultBox<T: Sendable>: Sendable {
+    private let result = Mutex<Result<T, any Error>?>(nil)
+    private let ready = DispatchSemaphore(value: 0)
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&changed, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&changed)
-        pthread_mutex_destroy(&mutex)
-    }
-
-    func set(_ value: Result<T, any Error>) {
-        pthread_mutex_lock(&mutex)
-        result = value
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
+    func set(_ value: sending Result<T, any Error>) {
+        result.withLock { $0 = value }
+        ready.signal()
     }
 
     func wait() -> Result<T, any Error> {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while result == nil { pthread_cond_wait(&changed, &mutex) }
-        return result!
+        ready.wait()
+        ready.signal()  // a second wait returns at once too
+        return result.withLock { $0! }
     }
 }
 

@@ -70,6 +70,7 @@ extension Agent {
                 options.verify = verify
                 options.threads = threads
                 options.interruptAfter = interruptAfter
+                options.warnings = printWarning
                 options.preserved = preserve.map { Array($0.utf8.drop(while: { $0 == UInt8(ascii: "/") })) }
                 let started = monotonicSeconds()
                 let report = try SyncEngine(target: to, source: source, options: options).run(
@@ -173,7 +174,7 @@ func makeSource(_ text: String, credentials: ImageCredentials) throws -> any Obj
         }
     }
     guard !sources.isEmpty else { throw AgentFailure(message: "--source is empty", status: .badInput) }
-    return MirrorSource(sources)
+    return MirrorSource(sources, warnings: printWarning)
 }
 
 func monotonicSeconds() -> Double {
