@@ -162,10 +162,13 @@ public struct Activation: Hashable, Sendable {
     public struct VolumeGroupActivation: Hashable, Sendable {
         public var name: String
         public var devices: [String]
+        /// The layout's logical volumes in the group: when all are active, nothing is to be done.
+        public var volumes: [String]
 
-        public init(name: String, devices: [String]) {
+        public init(name: String, devices: [String], volumes: [String] = []) {
             self.name = name
             self.devices = devices
+            self.volumes = volumes
         }
     }
     public struct Mount: Hashable, Sendable {
@@ -192,6 +195,25 @@ public struct Activation: Hashable, Sendable {
     public var mounts: [Mount] = []
     /// Swap devices, for fstab; not switched on in the initramfs.
     public var swaps: [String] = []
+
+    /// The mounts in waves that can be mounted at once: each mount comes in the wave after the
+    /// deepest mount it lies under (`/` first, then `/var`, `/scratch` and `/boot/efi` together,
+    /// then `/var/log`).
+    public var mountWaves: [[Mount]] {
+        var waves: [[Mount]] = []
+        var depth: [String: Int] = [:]
+        for mount in mounts {  // parents before children
+            let parents = mounts.filter { other in
+                other.mountPoint != mount.mountPoint
+                    && (other.mountPoint == "/" || mount.mountPoint.hasPrefix(other.mountPoint + "/"))
+            }
+            let wave = (parents.compactMap { depth[$0.mountPoint] }.max() ?? -1) + 1
+            depth[mount.mountPoint] = wave
+            if wave == waves.count { waves.append([]) }
+            waves[wave].append(mount)
+        }
+        return waves
+    }
 
     public init(
         arrays: [ArrayAssembly] = [], volumeGroups: [VolumeGroupActivation] = [], mounts: [Mount] = [],

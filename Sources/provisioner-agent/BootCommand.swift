@@ -85,6 +85,8 @@ final class BootRunner {
     func run() -> Bool {
         var decision = machine.start()
         while true {
+            // What the last step said goes to the server in one request, before the next step.
+            session?.flush()
             for warning in decision.warnings { warn(warning, phase: Self.phase(of: decision.action)) }
             switch decision.action {
             case .register(let attempt, let cleanRoot):

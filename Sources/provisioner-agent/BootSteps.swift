@@ -41,7 +41,7 @@ extension BootRunner {
         let situation: LayoutSituation
         do {
             situation = try LayoutSituation.inspect(
-                layout, inventory: inventory, log: { self.session?.event("disks", $0, level: .debug, quiet: true) })
+                layout, inventory: inventory, log: { self.session?.event("disks", $0, step: "observe") })
         } catch {
             let (status, message) = ExitStatus.of(error)
             return failed(.disks, status == .unmatched ? .unmatched : .transient, message)
@@ -49,7 +49,7 @@ extension BootRunner {
         for line in situation.report().text.split(separator: "\n") {
             session?.event("disks", String(line), step: "plan")
         }
-        session?.event("disks", "observed and planned in \(took(since: start))", level: .debug, quiet: true)
+        session?.event("disks", "matched, observed and planned in \(took(since: start))")
         return machine.disksPlanned(situation.plan)
     }
 
@@ -147,6 +147,7 @@ extension BootRunner {
 
     /// N10: the node's plugins, writing only what differs.
     func runPlugins(_ configs: [PluginConfig]) -> BootDecision {
+        let start = monotonicSeconds()
         let runner = PluginRunner(root: root)
         let (mounts, swaps) = PluginFiles.mounted(activation)
         var entries: [RootEntry] = []
@@ -164,9 +165,11 @@ extension BootRunner {
         }
         let names = configs.map(\.name).joined(separator: ", ")
         if report.changed.isEmpty {
-            session?.event("plugins", "\(names): nothing to change (\(report.unchanged.count) file(s) already right)")
+            session?.event(
+                "plugins",
+                "\(names): nothing to change (\(report.unchanged.count) file(s) already right); in \(took(since: start))")
         } else {
-            session?.event("plugins", "\(names): wrote \(report.changed.joined(separator: ", "))")
+            session?.event("plugins", "\(names): wrote \(report.changed.joined(separator: ", ")); in \(took(since: start))")
         }
         return machine.stepSucceeded(.pluginsRan(changedFiles: report.changed))
     }

@@ -118,23 +118,13 @@ func writeFileIfDifferent(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644
     let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
     if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
     let temporary = path + ".provisioner-new"
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
-    guard fd >= 0 else { throw SystemError.fromErrno("creating", temporary) }
-    var offset = 0
-    let ok = bytes.withUnsafeBytes { raw -> Bool in
-        while offset < raw.count {
-            let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n <= 0 { return false }
-            offset += n
-        }
-        return fsync(fd) == 0
-    }
-    let savedErrno = errno
-    close(fd)
-    guard ok else {
+    do {
+        let file = try OwnedDescriptor(opening: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
+        try file.write(bytes)
+        try file.sync()
+    } catch {
         unlink(temporary)
-        errno = savedErrno
-        throw SystemError.fromErrno("writing", temporary)
+        throw error
     }
     guard rename(temporary, path) == 0 else {
         let e = SystemError.fromErrno("renaming into place", path)
