@@ -11,14 +11,15 @@ public struct LayoutSituation: Sendable {
 
     /// Matches a parsed layout to this machine's disks (`inventory`, or read now), looks at them
     /// and plans. Throws `MatchError` when the layout does not map, `SystemError` when the disks
-    /// cannot be read.
+    /// cannot be read. `readOnly`: arrays brought up to look inside are assembled read-only (for a
+    /// plan that is taken down again, not applied).
     public static func inspect(
-        _ layout: DiskLayout, inventory: Inventory? = nil, log: @escaping (String) -> Void
+        _ layout: DiskLayout, inventory: Inventory? = nil, readOnly: Bool = false, log: @escaping (String) -> Void
     ) throws -> LayoutSituation {
         let inventory = try inventory ?? DiskInventoryReader().read()
         let assignment = try DiskMatcher.match(layout.disks, inventory: inventory)
         let written = layout.disks.filter { !$0.partitions.isEmpty }.compactMap { assignment.disks[$0.name] }
-        let observed = try StorageObserver(log: log).observe(disks: written)
+        let observed = try StorageObserver(log: log).observe(disks: written, readOnly: readOnly)
         let plan = LayoutPlanner.plan(layout: layout, assignment: assignment, observed: observed)
         return LayoutSituation(layout: layout, assignment: assignment, observed: observed, plan: plan)
     }

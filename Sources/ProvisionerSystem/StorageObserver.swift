@@ -24,8 +24,12 @@ public struct StorageObserver {
 
     public init(log: @escaping (String) -> Void = { _ in }) { self.log = log }
 
-    /// `disks` are the real disks the layout partitions (not merely matches).
-    public func observe(disks: [Disk], activate: Bool = true) throws(SystemError) -> ObservedStorage {
+    /// `disks` are the real disks the layout partitions (not merely matches). `readOnly`: arrays
+    /// are assembled read-only, so looking inside them cannot write even their superblocks
+    /// (`provisioner-agent plan`); the boot assembles them for writing, as apply needs them.
+    public func observe(disks: [Disk], activate: Bool = true, readOnly: Bool = false) throws(SystemError)
+        -> ObservedStorage
+    {
         var observed = ObservedStorage()
         let mounts = MountTable.read()
 
@@ -80,7 +84,11 @@ public struct StorageObserver {
         let assembly = down.map { uuid in
             let array = byUUID[uuid]!
             let device = "/dev/md/\(LogicalDisk.isValidName(array.name) ? array.name : "agent-" + uuid.prefix(8))"
-            return (device, ["mdadm", "--assemble", "--run", device, "--uuid=\(uuid)"] + array.members)
+            return (
+                device,
+                ["mdadm", "--assemble", "--run"] + (readOnly ? ["--readonly"] : []) + [device, "--uuid=\(uuid)"]
+                    + array.members
+            )
         }
         let assembled = try concurrently(assembly.count) { i throws(SystemError) in try Command.run(assembly[i].1) }
         for (uuid, ((device, _), result)) in zip(down, zip(assembly, assembled)) {
@@ -205,8 +213,9 @@ public struct StorageObserver {
         var report: [[String: [Row]]]
         var rows: [Row] { report.flatMap { $0.values.flatMap { $0 } } }
     }
-    struct PVRow: Decodable { var pv_name: String; var vg_name: String }
-    struct VGRow: Decodable {
+    /// A physical volume and its group's facts (empty for a volume in no group).
+    struct PVRow: Decodable {
+        var pv_name: String
         var vg_name: String
         var vg_uuid: String
         var vg_extent_size: String
@@ -246,19 +255,20 @@ public struct StorageObserver {
     {
         let existing = devices.filter { access($0, F_OK) == 0 }
         guard !existing.isEmpty else { return }
-        // The three reports at once: read-only, they share LVM's lock.
+        // Two reports at once (read-only, they share LVM's lock): the physical volumes with their
+        // group's facts, and the logical volumes. A group is known from its physical volumes.
         let reports = [
-            ("pvs", "pv_name,vg_name"), ("vgs", "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count"),
+            ("pvs", "pv_name,vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count"),
             ("lvs", "vg_name,lv_name,lv_size,lv_path"),
         ]
         let results = try concurrently(reports.count) { i throws(SystemError) in
             try Command.run(Self.lvmArguments(reports[i].0, fields: reports[i].1, devices: existing))
         }
         let pvs = try decodeReport(results[0], "pvs", devices: existing, as: PVRow.self)
+        let lvs = try decodeReport(results[1], "lvs", devices: existing, as: LVRow.self)
         for pv in pvs { observed.physicalVolumes[realPath(pv.pv_name)] = pv.vg_name }
-        let vgs = try decodeReport(results[1], "vgs", devices: existing, as: VGRow.self)
-        let lvs = try decodeReport(results[2], "lvs", devices: existing, as: LVRow.self)
-        for vg in vgs {
+        var groups: [ObservedVolumeGroup] = []
+        for vg in pvs where !vg.vg_name.isEmpty && !groups.contains(where: { $0.name == vg.vg_name }) {
             let members = pvs.filter { $0.vg_name == vg.vg_name }.map { realPath($0.pv_name) }.sorted()
             var group = ObservedVolumeGroup(
                 name: vg.vg_name, uuid: vg.vg_uuid, extentSizeBytes: UInt64(vg.vg_extent_size) ?? 0,
@@ -269,20 +279,29 @@ public struct StorageObserver {
                 group.logicalVolumes.append(
                     ObservedLogicalVolume(name: lv.lv_name, sizeBytes: UInt64(lv.lv_size) ?? 0, path: path))
             }
-            let inactive = group.logicalVolumes.filter { access($0.path, F_OK) != 0 }
-            if activate && !inactive.isEmpty {
-                let result = try Command.run(["lvm", "vgchange", "-ay"] + Self.devicesArguments(existing) + [vg.vg_name])
-                if result.status != 0 { log("could not activate volume group \(vg.vg_name): \(result.lastMessage)") }
+            groups.append(group)
+        }
+        // Groups with a volume down are activated in one run, to look inside the volumes.
+        let inactive = groups.map { $0.logicalVolumes.filter { access($0.path, F_OK) != 0 } }
+        let down = zip(groups, inactive).filter { !$0.1.isEmpty }.map(\.0.name)
+        if activate && !down.isEmpty {
+            let result = try Command.run(["lvm", "vgchange", "-ay"] + Self.devicesArguments(existing) + down)
+            if result.status != 0 { log("could not activate volume group(s) \(down.joined(separator: ", ")): \(result.lastMessage)") }
+            // LVM waits for udev's links itself; settle only when one is still missing.
+            if inactive.joined().contains(where: { access($0.path, F_OK) != 0 }) {
                 _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
-                let activated = inactive.filter { access($0.path, F_OK) == 0 }.map(\.name)
+            }
+            for (group, volumes) in zip(groups, inactive) {
+                let activated = volumes.filter { access($0.path, F_OK) == 0 }.map(\.name)
                 if !activated.isEmpty {
-                    observed.broughtUp.append(.logicalVolumes(group: vg.vg_name, names: activated, devices: existing))
+                    observed.broughtUp.append(.logicalVolumes(group: group.name, names: activated, devices: existing))
                 }
             }
+        }
+        for group in groups {
             for lv in group.logicalVolumes where access(lv.path, F_OK) == 0 {
                 observed.contents[lv.path] = try contents(lv.path)
-                let mountpoints = mounts.mountpoints(ofDevice: lv.path)
-                markInUse(&observed, lv.path, mountpoints, [])
+                markInUse(&observed, lv.path, mounts.mountpoints(ofDevice: lv.path), [])
             }
             observed.volumeGroups.append(group)
         }

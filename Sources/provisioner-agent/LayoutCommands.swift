@@ -9,9 +9,9 @@ import ProvisionerSystem
 #endif
 
 /// Reads a layout file, matches it to this machine's disks, looks at them and plans.
-func inspectLayout(_ path: String, log: @escaping (String) -> Void) throws -> LayoutSituation {
+func inspectLayout(_ path: String, readOnly: Bool = false, log: @escaping (String) -> Void) throws -> LayoutSituation {
     let layout = try DiskLayout(parsing: try readTextFile(path, what: "layout"), source: path)
-    return try LayoutSituation.inspect(layout, log: log)
+    return try LayoutSituation.inspect(layout, readOnly: readOnly, log: log)
 }
 
 extension Agent {
@@ -19,8 +19,8 @@ extension Agent {
         static let configuration = CommandConfiguration(
             abstract: "Show what apply would change on this machine's disks; change nothing.",
             discussion: """
-                Changes nothing on the machine: arrays that looking inside needs are assembled and volume \
-                groups activated, and taken down again before it exits (the plan says so). \
+                Changes nothing on the machine: arrays that looking inside needs are assembled (read-only) \
+                and volumes activated, and taken down again before it exits (the plan says so). \
                 Exits 0 when the plan can be applied (or nothing is to be done), 4 when it is refused, \
                 3 when the layout does not map onto the disks, 2 for a bad layout.
                 """
@@ -33,7 +33,7 @@ extension Agent {
 
         func run() throws {
             try reporting {
-                let situation = try inspectLayout(layout, log: { printError($0) })
+                let situation = try inspectLayout(layout, readOnly: true, log: { printError($0) })
                 try situation.takeDown(log: { printError($0) })
                 let report = situation.report(undone: true)
                 if output.json { try printJSON(report.json) } else { print(report.text) }
