@@ -84,4 +84,22 @@ public enum LocalBoot {
         }
         return (order, entries)
     }
+
+    /// Whether the firmware needs our UEFI boot entry: none of its entries has our label yet.
+    public static func needsUEFIEntry(_ entries: [String: String]) -> Bool {
+        !entries.values.contains(label)
+    }
+
+    /// The entries `efibootmgr --create` added: in the order after, not in the order before.
+    public static func addedEntries(before: [String], after: [String]) -> [String] {
+        var added: [String] = []
+        for entry in after where !before.contains(entry) && !added.contains(entry) { added.append(entry) }
+        return added
+    }
+
+    /// The boot order to set after adding entries: efibootmgr puts a new entry first, but the
+    /// network boot stays in front and the local disk comes after everything the firmware had.
+    public static func bootOrder(before: [String], added: [String]) -> [String] {
+        before + added.filter { !before.contains($0) }
+    }
 }

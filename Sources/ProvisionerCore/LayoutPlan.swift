@@ -10,6 +10,15 @@ public struct LayoutPlan: Hashable, Sendable {
     /// Assembling, activating and mounting, done on every boot after the actions.
     public var activation: Activation
 
+    public init(
+        actions: [LayoutAction] = [], refusals: [String] = [], notes: [String] = [], activation: Activation = Activation()
+    ) {
+        self.actions = actions
+        self.refusals = refusals
+        self.notes = notes
+        self.activation = activation
+    }
+
     public var isConverged: Bool { actions.isEmpty && refusals.isEmpty }
     public var destroysData: Bool { actions.contains { !$0.destroys.isEmpty } }
 }
@@ -142,10 +151,25 @@ public struct Activation: Hashable, Sendable {
         public var device: String
         public var members: [String]
         public var isAssembled: Bool
+
+        public init(name: String, device: String, members: [String], isAssembled: Bool) {
+            self.name = name
+            self.device = device
+            self.members = members
+            self.isAssembled = isAssembled
+        }
     }
     public struct VolumeGroupActivation: Hashable, Sendable {
         public var name: String
         public var devices: [String]
+        /// The layout's logical volumes in the group: when all are active, nothing is to be done.
+        public var volumes: [String]
+
+        public init(name: String, devices: [String], volumes: [String] = []) {
+            self.name = name
+            self.devices = devices
+            self.volumes = volumes
+        }
     }
     public struct Mount: Hashable, Sendable {
         public var device: String
@@ -155,6 +179,14 @@ public struct Activation: Hashable, Sendable {
         public var options: [String]
         /// Grow the filesystem to its device once mounted (its volume was extended).
         public var grow: Bool
+
+        public init(device: String, mountPoint: String, type: FilesystemType, options: [String] = [], grow: Bool = false) {
+            self.device = device
+            self.mountPoint = mountPoint
+            self.type = type
+            self.options = options
+            self.grow = grow
+        }
     }
 
     public var arrays: [ArrayAssembly] = []
@@ -163,4 +195,33 @@ public struct Activation: Hashable, Sendable {
     public var mounts: [Mount] = []
     /// Swap devices, for fstab; not switched on in the initramfs.
     public var swaps: [String] = []
+
+    /// The mounts in waves that can be mounted at once: each mount comes in the wave after the
+    /// deepest mount it lies under (`/` first, then `/var`, `/scratch` and `/boot/efi` together,
+    /// then `/var/log`).
+    public var mountWaves: [[Mount]] {
+        var waves: [[Mount]] = []
+        var depth: [String: Int] = [:]
+        for mount in mounts {  // parents before children
+            let parents = mounts.filter { other in
+                other.mountPoint != mount.mountPoint
+                    && (other.mountPoint == "/" || mount.mountPoint.hasPrefix(other.mountPoint + "/"))
+            }
+            let wave = (parents.compactMap { depth[$0.mountPoint] }.max() ?? -1) + 1
+            depth[mount.mountPoint] = wave
+            if wave == waves.count { waves.append([]) }
+            waves[wave].append(mount)
+        }
+        return waves
+    }
+
+    public init(
+        arrays: [ArrayAssembly] = [], volumeGroups: [VolumeGroupActivation] = [], mounts: [Mount] = [],
+        swaps: [String] = []
+    ) {
+        self.arrays = arrays
+        self.volumeGroups = volumeGroups
+        self.mounts = mounts
+        self.swaps = swaps
+    }
 }

@@ -632,7 +632,8 @@ public struct LayoutPlanner {
             result.arrays.append(.init(name: array.name, device: device, members: array.members.map(path(of:)), isAssembled: assembled))
         }
         for group in layout.volumeGroups {
-            result.volumeGroups.append(.init(name: group.name, devices: group.devices.map(path(of:))))
+            result.volumeGroups.append(
+                .init(name: group.name, devices: group.devices.map(path(of:)), volumes: group.volumes.map(\.name)))
         }
         for (ref, fs, _) in layout.filesystems {
             let device = path(of: ref)

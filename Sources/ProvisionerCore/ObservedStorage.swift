@@ -14,17 +14,37 @@ public struct ObservedStorage: Codable, Hashable, Sendable {
     /// Devices used by something other than the agent, with how:
     /// `/dev/md127` → `mounted on /data`. Nothing here is ever changed.
     public var inUse: [String: String]
+    /// What observing brought up to look inside (arrays assembled, logical volumes activated) that
+    /// was not up before, in the order it was done. `provisioner-agent plan` takes it down again.
+    public var broughtUp: [BroughtUp]
 
     public init(
         arrays: [ObservedArray] = [], volumeGroups: [ObservedVolumeGroup] = [],
         physicalVolumes: [String: String] = [:], contents: [String: [Signature]] = [:],
-        inUse: [String: String] = [:]
+        inUse: [String: String] = [:], broughtUp: [BroughtUp] = []
     ) {
         self.arrays = arrays
         self.volumeGroups = volumeGroups
         self.physicalVolumes = physicalVolumes
         self.contents = contents
         self.inUse = inUse
+        self.broughtUp = broughtUp
+    }
+}
+
+/// One thing observing brought up that was down before it looked.
+public enum BroughtUp: Codable, Hashable, Sendable, CustomStringConvertible {
+    /// An array assembled from its members: `/dev/md/system`.
+    case array(name: String, device: String)
+    /// Logical volumes of a group activated (`system/root`), on these devices only.
+    case logicalVolumes(group: String, names: [String], devices: [String])
+
+    public var description: String {
+        switch self {
+        case .array(let name, let device): "array \(name) (\(device)) assembled"
+        case .logicalVolumes(let group, let names, _):
+            "logical volume\(names.count == 1 ? "" : "s") \(names.map { "\(group)/\($0)" }.joined(separator: ", ")) activated"
+        }
     }
 }
 

@@ -49,18 +49,6 @@ final class DirectoryChain {
     }
 }
 
-/// Where a chunk comes from during a batch of file writes.
-enum ChunkOrigin {
-    /// Already on the target (a file the previous manifest or this one says holds it).
-    case local(path: [UInt8], offset: UInt64)
-    /// The next object of the batch's stream.
-    case stream
-    /// Obtained earlier in this batch: read back from where it was written.
-    case earlier
-    /// A hole: nothing to obtain or write.
-    case hole
-}
-
 /// One sync's application of a plan.
 final class Run: @unchecked Sendable {
     let engine: SyncEngine

@@ -33,6 +33,8 @@ public struct SyncPlan: Hashable, Sendable {
     /// Entries left alone because a preserved path is in the way, with the reason.
     public var conflicts: [String] = []
 
+    public init() {}
+
     public var isEmpty: Bool {
         removals.isEmpty && createDirectories.isEmpty && writeFiles.isEmpty && createOthers.isEmpty
             && links.isEmpty && fixMetadata.isEmpty && deletions.isEmpty && directoryMetadata.isEmpty

@@ -22,6 +22,8 @@ public struct SyncOptions: Sendable {
     public var mountPoints: [[UInt8]] = []
     /// Counters a caller may read from another thread while the sync runs (console progress).
     public var progress: SyncProgress?
+    /// Where warnings go (an object that came damaged and was fetched again).
+    public var warnings: WarningSink = { _ in }
     public init() {}
 }
 
@@ -107,15 +109,11 @@ public final class SyncEngine: @unchecked Sendable {
                 throw SystemError("preserving", displayPath(p), cause: problem)
             }
         }
-        var rootfd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if rootfd < 0 && errno == ENOENT {
-            try FileIO.makeDirectories(target)
-            rootfd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        }
-        guard rootfd >= 0 else { throw SystemError.fromErrno("opening the target directory", target) }
-        defer { close(rootfd) }
-        let state = try StateDirectory(rootfd: rootfd, target: target)
-        defer { close(state.fd) }
+        // The target and its state directory stay open (owned here) until the sync returns.
+        if access(target, F_OK) != 0 && errno == ENOENT { try FileIO.makeDirectories(target) }
+        let root = try OwnedDescriptor(opening: target, flags: O_RDONLY | O_DIRECTORY)
+        let rootfd = root.rawValue
+        let state = try StateDirectory(root: root, target: target)
 
         var mark = monotonicNow()
         var phases: [(String, Double)] = []
@@ -175,21 +173,7 @@ public final class SyncEngine: @unchecked Sendable {
         if !plan.checkContent.isEmpty {
             let bad = try run.checkContent(plan.checkContent)
             run.report.contentMismatches = bad.count
-            if !bad.isEmpty {
-                plan.writeFiles = (plan.writeFiles + bad).sorted()
-                // A rewritten primary needs its other names linked again.
-                let set = Set(bad)
-                for (i, e) in manifest.entries.enumerated() where e.kind == .hardlink && set.contains(e.linkIndex) {
-                    if !plan.links.contains(i) { plan.links.append(i) }
-                }
-                plan.links.sort()
-                plan.fixMetadata.removeAll { set.contains($0) }
-                for i in bad {
-                    let parent = manifest.entries.firstIndex { $0.path == PathRules.parent(manifest.entries[i].path) }
-                    if let parent, !plan.directoryMetadata.contains(parent) { plan.directoryMetadata.append(parent) }
-                }
-                plan.directoryMetadata.sort { pathLess(manifest.entries[$1].path, manifest.entries[$0].path) }
-            }
+            plan = Differ.rewrite(plan, manifest: manifest, mismatched: bad)
         }
         if !plan.checkContent.isEmpty { phase("rehash") }
         if plan.isEmpty && applied.map { $0.0 == image && $0.1 == id } == true && !interrupted {
@@ -211,7 +195,9 @@ public final class SyncEngine: @unchecked Sendable {
         try run.apply(plan, previous: previousManifest)
         phase("apply")
 
-        guard CImageSys_syncfs(rootfd) == 0 else { throw SystemError.fromErrno("flushing the filesystem of", target) }
+        guard CImageSys_syncfs(root.rawValue) == 0 else {
+            throw SystemError.fromErrno("flushing the filesystem of", target)
+        }
         try state.write("manifest", Zstd.compress(bytes, level: 3))
         try state.write("applied", Array("image \(image)\nversion \(id.hex)\n".utf8))
         try state.remove("in-progress")
@@ -223,25 +209,30 @@ public final class SyncEngine: @unchecked Sendable {
     }
 }
 
-/// `.provisioner-state/` in the target.
-struct StateDirectory {
-    let fd: Int32
-    let path: String
+/// `.provisioner-state/` in the target, open for as long as the sync runs.
+struct StateDirectory: ~Copyable {
+    let dir: OwnedDescriptor
+    var fd: Int32 { dir.rawValue }
+    var path: String { dir.path }
 
-    init(rootfd: Int32, target: String) throws {
-        path = "\(target)/\(SyncEngine.stateName)"
-        if mkdirat(rootfd, SyncEngine.stateName, 0o700) != 0 && errno != EEXIST {
-            throw SystemError.fromErrno("creating", path)
+    init(root: borrowing OwnedDescriptor, target: String) throws {
+        if mkdirat(root.rawValue, SyncEngine.stateName, 0o700) != 0 && errno != EEXIST {
+            throw SystemError.fromErrno("creating", "\(target)/\(SyncEngine.stateName)")
         }
-        fd = openat(rootfd, SyncEngine.stateName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError.fromErrno("opening (it must be a directory, not a symlink)", path) }
+        do {
+            dir = try OwnedDescriptor(
+                opening: SyncEngine.stateName, in: root, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        } catch {
+            throw SystemError(
+                "opening (it must be a directory, not a symlink)", "\(target)/\(SyncEngine.stateName)",
+                cause: error.cause, errno: error.errno)
+        }
     }
 
     func read(_ name: String) -> [UInt8]? {
-        let f = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard f >= 0 else { return nil }
-        defer { close(f) }
-        return try? FileIO.readAll(fd: f, path: "\(path)/\(name)")
+        let file: OwnedDescriptor
+        do { file = try OwnedDescriptor(opening: name, in: dir, flags: O_RDONLY | O_NOFOLLOW) } catch { return nil }
+        return try? FileIO.readAll(fd: file.rawValue, path: file.path)
     }
 
     func exists(_ name: String) -> Bool {
@@ -282,11 +273,11 @@ struct StateDirectory {
     func write(_ name: String, _ bytes: [UInt8]) throws {
         let tmp = "\(name).tmp"
         unlinkat(fd, tmp, 0)
-        let f = openat(fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard f >= 0 else { throw SystemError.fromErrno("creating", "\(path)/\(tmp)") }
-        defer { close(f) }
-        try bytes.withUnsafeBytes { (b) throws in try FileIO.writeAll(fd: f, b, at: 0, path: "\(path)/\(tmp)") }
-        guard fsync(f) == 0 else { throw SystemError.fromErrno("flushing", "\(path)/\(tmp)") }
+        let file = try OwnedDescriptor(
+            opening: tmp, in: dir, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600)
+        try bytes.withUnsafeBytes { (b) throws in try FileIO.writeAll(fd: file.rawValue, b, at: 0, path: file.path) }
+        try file.sync()
+        file.close()
         guard renameat(fd, tmp, fd, name) == 0 else {
             throw SystemError.fromErrno("renaming into place", "\(path)/\(name)")
         }

@@ -1,4 +1,5 @@
 import ProvisionerSystem
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -361,21 +362,10 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
 }
 
 /// A counter several threads add to.
-final class ByteCounter: @unchecked Sendable {
-    private var total = 0
-    private var lock = pthread_mutex_t()
-    init() { pthread_mutex_init(&lock, nil) }
-    deinit { pthread_mutex_destroy(&lock) }
-    func add(_ n: Int) {
-        pthread_mutex_lock(&lock)
-        total += n
-        pthread_mutex_unlock(&lock)
-    }
-    var value: Int {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        return total
-    }
+final class ByteCounter: Sendable {
+    private let total = Atomic<Int>(0)
+    func add(_ n: Int) { total.add(n, ordering: .relaxed) }
+    var value: Int { total.load(ordering: .relaxed) }
 }
 
 /// Serves `StoreRoutes` in-process: the whole HTTP source and route logic without sockets.

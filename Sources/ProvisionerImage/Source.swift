@@ -169,10 +169,13 @@ public final class LocalStoreSource: ObjectSource {
 public final class MirrorSource: ObjectSource {
     public let mirrors: [any ObjectSource]
     private let current: Atomic<Int>
+    /// Where a failover is told (a mirror that failed, a damaged object).
+    let warnings: WarningSink
 
-    public init(_ mirrors: [any ObjectSource], start: Int? = nil) {
+    public init(_ mirrors: [any ObjectSource], start: Int? = nil, warnings: @escaping WarningSink = { _ in }) {
         precondition(!mirrors.isEmpty)
         self.mirrors = mirrors
+        self.warnings = warnings
         current = Atomic(start ?? Int.random(in: 0..<mirrors.count))
     }
 
@@ -193,7 +196,7 @@ public final class MirrorSource: ObjectSource {
                 throw error  // the same bytes everywhere: another mirror will not help
             } catch {
                 lastError = error
-                printWarning("mirror \(mirrors[index].label) failed (\(error)); trying the next")
+                warnings("mirror \(mirrors[index].label) failed (\(error)); trying the next")
             }
         }
         throw lastError!
@@ -231,15 +234,13 @@ public final class MirrorSource: ObjectSource {
         if mirrors.count > 1 && attempt > 1 {
             let now = current.load(ordering: .relaxed)
             current.store((now + 1) % mirrors.count, ordering: .relaxed)
-            printWarning(
+            warnings(
                 "mirror \(mirrors[now].label) sent a damaged object; using \(mirrors[(now + 1) % mirrors.count].label)")
         }
         return try withFailover { try $0.objects([hash]) }
     }
 }
 
-/// Warnings go to stderr: the agent's stdout is for results.
-func printWarning(_ message: String) {
-    let line = Array("provisioner-agent: warning: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-}
+/// Where the image library's warnings go: the caller's console or boot session. The library
+/// never prints on its own.
+public typealias WarningSink = @Sendable (String) -> Void

@@ -44,55 +44,9 @@ final class Worker {
 
     func writeBatch(_ batch: [Int], local: [ObjectHash: (path: [UInt8], offset: UInt64)]) throws {
         let entries = run.manifest.entries
-        // Decide where every chunk comes from; the stream carries each new object once, in use order.
-        var origins: [ChunkOrigin] = []
-        var wanted: [ObjectHash] = []
-        var seen = Set<ObjectHash>()
-        // For new chunks of a file the node has an older version of: the old chunk at the same
-        // offset, which the source may send the new one as a delta from.
-        var bases: [ObjectHash: (hash: ObjectHash, path: [UInt8], offset: UInt64, length: Int)] = [:]
-        for i in batch {
-            let old = run.previousFile(entries[i].path)
-            var oldOffsets: [UInt64] = []
-            if let old {
-                var o: UInt64 = 0
-                for c in old.chunks {
-                    oldOffsets.append(o)
-                    o += UInt64(c.length)
-                }
-            }
-            var offset: UInt64 = 0
-            for c in entries[i].chunks {
-                defer { offset += UInt64(c.length) }
-                if c.isHole {
-                    origins.append(.hole)
-                    continue
-                }
-                if let old, !seen.contains(c.hash), local[c.hash] == nil, !old.chunks.isEmpty {
-                    // The old chunk holding this offset (binary search over the old offsets).
-                    var lo = 0
-                    var hi = oldOffsets.count - 1
-                    while lo < hi {
-                        let mid = (lo + hi + 1) / 2
-                        if oldOffsets[mid] <= offset { lo = mid } else { hi = mid - 1 }
-                    }
-                    let b = old.chunks[lo]
-                    if b.hash != c.hash && !b.isHole {
-                        bases[c.hash] = (b.hash, old.path, oldOffsets[lo], Int(b.length))
-                    }
-                }
-                if seen.contains(c.hash) {
-                    origins.append(.earlier)
-                } else if let ref = local[c.hash] {
-                    origins.append(.local(path: ref.path, offset: ref.offset))
-                    seen.insert(c.hash)
-                } else {
-                    origins.append(.stream)
-                    wanted.append(c.hash)
-                    seen.insert(c.hash)
-                }
-            }
-        }
+        // Where every chunk comes from was decided first (Differ.sourceChunks); here it is carried out.
+        let sourcing = Differ.sourceChunks(batch.map { (entries[$0], run.previousFile(entries[$0].path)) }, local: local)
+        let (origins, wanted, bases) = (sourcing.origins, sourcing.wanted, sourcing.bases)
         let baseHashes = bases.mapValues(\.hash)
         var stream: (any ObjectStream)? =
             wanted.isEmpty
@@ -250,7 +204,7 @@ final class Worker {
 
     /// Rebuilds an object from a delta and its base (read from the node and checked), into `buffer`.
     func decodeDelta(
-        _ payload: [UInt8], _ c: Chunk, base: (hash: ObjectHash, path: [UInt8], offset: UInt64, length: Int)
+        _ payload: [UInt8], _ c: Chunk, base: DeltaBase
     ) throws -> Bool {
         guard try readLocal(Chunk(length: UInt32(base.length), hash: base.hash), path: base.path, offset: base.offset)
         else {
@@ -287,7 +241,7 @@ final class Worker {
             run.stats.withLock { $0.refetched += 1 }
             var s = try source.refetch(c.hash, attempt: attempt)
             if let object = try s.next(), object.hash == c.hash, decodeVerified(object.stored, c) {
-                printWarning("object \(c.hash.hex) was damaged; fetched it again")
+                run.engine.options.warnings("object \(c.hash.hex) was damaged; fetched it again")
                 return
             }
         }

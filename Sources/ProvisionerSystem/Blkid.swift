@@ -18,9 +18,9 @@ public enum Blkid {
         return try signatures(fd: fd, offset: offset, size: size)
     }
 
-    static func signatures(fd: OwnedDescriptor, offset: UInt64, size: UInt64) throws(SystemError) -> [Signature] {
+    static func signatures(fd: borrowing OwnedDescriptor, offset: UInt64, size: UInt64) throws(SystemError) -> [Signature] {
         let what = offset == 0 ? fd.path : "\(fd.path) at byte \(offset)"
-        guard let probe = CBlkid_probe_new(fd.raw, offset, size) else {
+        guard let probe = CBlkid_probe_new(fd.rawValue, offset, size) else {
             throw .fromErrno("starting a libblkid probe of", what)
         }
         defer { blkid_free_probe(probe) }
@@ -53,7 +53,7 @@ public enum Blkid {
     public static func partitions(path: String) throws(SystemError) -> (table: PartitionTable?, partitions: [Partition])
     {
         let fd = try OwnedDescriptor(readOnly: path)
-        guard let probe = CBlkid_probe_new(fd.raw, 0, 0) else {
+        guard let probe = CBlkid_probe_new(fd.rawValue, 0, 0) else {
             throw .fromErrno("starting a libblkid probe of", path)
         }
         defer { blkid_free_probe(probe) }

@@ -45,7 +45,7 @@ public struct DiskInventoryReader: Sendable {
             throw SystemError("listing", blockDir, cause: "\(error)")
         }
         let links = DiskLinks(dev: dev)
-        let mounts = MountTable(mountInfo: procMountInfo, swaps: procSwaps, dev: dev)
+        let mounts = MountTable.read(mountInfo: procMountInfo, swaps: procSwaps)
         var disks: [Disk] = []
         for name in names {
             guard var disk = try describe(name: name, links: links, mounts: mounts) else { continue }
@@ -250,66 +250,6 @@ struct DiskLinks {
         let path = (byPath[name] ?? []).min { ($0.count, $0) < ($1.count, $1) }
         return (byId[name] ?? [], path)
     }
-}
-
-/// Every mount point now, in /proc/self/mountinfo order (parents before children), escapes undone.
-public func currentMountPoints(mountInfo: String = "/proc/self/mountinfo") -> [String] {
-    guard let data = FileManager.default.contents(atPath: mountInfo) else { return [] }
-    return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line in
-        let fields = line.split(separator: " ")
-        return fields.count > 4 ? MountTable.unescape(String(fields[4])) : nil
-    }
-}
-
-/// Where devices are mounted or swapped on, by device number.
-struct MountTable {
-    var byDevNumber: [String: [String]] = [:]
-
-    init(mountInfo: String, swaps: String, dev: String) {
-        if let data = FileManager.default.contents(atPath: mountInfo) {
-            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-                let fields = line.split(separator: " ")
-                guard fields.count > 4 else { continue }
-                byDevNumber[String(fields[2]), default: []].append(Self.unescape(String(fields[4])))
-            }
-        }
-        if let data = FileManager.default.contents(atPath: swaps) {
-            for line in String(decoding: data, as: UTF8.self).split(separator: "\n").dropFirst() {
-                guard let path = line.split(separator: " ").first else { continue }
-                var st = stat()
-                if stat(String(path), &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK {
-                    let number = "\(major(st.st_rdev)):\(minor(st.st_rdev))"
-                    byDevNumber[number, default: []].append("[SWAP]")
-                }
-            }
-        }
-    }
-
-    func mountpoints(devNumber: String?) -> [String] {
-        guard let devNumber else { return [] }
-        return byDevNumber[devNumber] ?? []
-    }
-
-    /// mountinfo escapes space, tab, newline and backslash as octal.
-    static func unescape(_ s: String) -> String {
-        guard s.contains("\\") else { return s }
-        var out: [UInt8] = []
-        var bytes = Array(s.utf8)[...]
-        while let b = bytes.popFirst() {
-            if b == UInt8(ascii: "\\"), bytes.count >= 3,
-                let v = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8)
-            {
-                out.append(v)
-                bytes = bytes.dropFirst(3)
-            } else {
-                out.append(b)
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    private func major(_ dev: UInt) -> UInt { (dev >> 8) & 0xfff | ((dev >> 32) & ~UInt(0xfff)) }
-    private func minor(_ dev: UInt) -> UInt { (dev & 0xff) | ((dev >> 12) & ~UInt(0xff)) }
 }
 
 /// Names of the makers of NVMe controllers, by PCI vendor ID. NVMe has no

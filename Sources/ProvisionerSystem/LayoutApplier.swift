@@ -43,30 +43,55 @@ public struct LayoutApplier {
             }
         }
         for group in activation.volumeGroups {
+            if !group.volumes.isEmpty && group.volumes.allSatisfy({ access("/dev/\(group.name)/\($0)", F_OK) == 0 }) {
+                log("activate: volume group \(group.name) is active already")
+                continue
+            }
             try step("activate", "activate volume group \(group.name)") { () throws(SystemError) in
                 try Command.check(
                     ["lvm", "vgchange", "-ay"] + StorageObserver.devicesArguments(group.devices) + [group.name],
                     doing: "activating volume group", on: group.name)
             }
+            settle()
         }
-        settle()
+        // Each wave of mounts at once: under emulation a mount costs mostly its process start and
+        // the filesystem's own checks, which run side by side.
         let rootPath = root.hasSuffix("/") ? String(root.dropLast()) : root
-        for mount in activation.mounts {
-            let target = mount.mountPoint == "/" ? rootPath : rootPath + mount.mountPoint
-            try step("mount", "\(mount.device) on \(target)") { () throws(SystemError) in
-                try makeDirectories(target)
-                if !isMountPoint(target) {
-                    var argv = ["mount", "-t", mount.type.rawValue]
-                    if !mount.options.isEmpty { argv += ["-o", mount.options.joined(separator: ",")] }
-                    try Command.check(argv + [mount.device, target], doing: "mounting \(mount.device) on", on: target)
+        for wave in activation.mountWaves {
+            let targets = wave.map { $0.mountPoint == "/" ? rootPath : rootPath + $0.mountPoint }
+            for (mount, target) in zip(wave, targets) { log("mount: [started] \(mount.device) on \(target)") }
+            let outcomes = try concurrently(wave.count) { i -> (Duration, SystemError?) in
+                let clock = ContinuousClock()
+                let start = clock.now
+                do throws(SystemError) { try Self.mount(wave[i], on: targets[i]) } catch {
+                    return (clock.now - start, error)
                 }
-                if mount.grow {
-                    switch mount.type {
-                    case .ext4: try Command.check(["resize2fs", mount.device], doing: "growing the filesystem on", on: mount.device)
-                    case .xfs: try Command.check(["xfs_growfs", target], doing: "growing the filesystem on", on: target)
-                    case .vfat, .swap: break
-                    }
+                return (clock.now - start, nil)
+            }
+            for (mount, (target, (elapsed, failure))) in zip(wave, zip(targets, outcomes)) {
+                if let failure {
+                    log("mount: [failed] \(mount.device) on \(target): \(failure)")
+                    throw failure
                 }
+                log("mount: [finished] \(mount.device) on \(target) in \(StorageObserver.seconds(elapsed))")
+            }
+        }
+    }
+
+    /// Mounts one filesystem (unless something is mounted there already) and grows it when asked.
+    static func mount(_ mount: Activation.Mount, on target: String) throws(SystemError) {
+        try makeDirectories(target)
+        if !MountTable.read().isMountPoint(target) {
+            var argv = ["mount", "-t", mount.type.rawValue]
+            if !mount.options.isEmpty { argv += ["-o", mount.options.joined(separator: ",")] }
+            try Command.check(argv + [mount.device, target], doing: "mounting \(mount.device) on", on: target)
+        }
+        if mount.grow {
+            switch mount.type {
+            case .ext4:
+                try Command.check(["resize2fs", mount.device], doing: "growing the filesystem on", on: mount.device)
+            case .xfs: try Command.check(["xfs_growfs", target], doing: "growing the filesystem on", on: target)
+            case .vfat, .swap: break
             }
         }
     }
@@ -207,16 +232,7 @@ public struct LayoutApplier {
         return state != "clear" && state != "inactive"
     }
 
-    func isMountPoint(_ path: String) -> Bool {
-        guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return false }
-        let resolved = realPath(path)
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && MountTable.unescape(String(fields[4])) == resolved
-        }
-    }
-
-    func makeDirectories(_ path: String) throws(SystemError) {
+    static func makeDirectories(_ path: String) throws(SystemError) {
         var current = ""
         for component in path.split(separator: "/") {
             current += "/" + component

@@ -24,10 +24,14 @@ public struct StorageObserver {
 
     public init(log: @escaping (String) -> Void = { _ in }) { self.log = log }
 
-    /// `disks` are the real disks the layout partitions (not merely matches).
-    public func observe(disks: [Disk], activate: Bool = true) throws(SystemError) -> ObservedStorage {
+    /// `disks` are the real disks the layout partitions (not merely matches). `readOnly`: arrays
+    /// are assembled read-only, so looking inside them cannot write even their superblocks
+    /// (`provisioner-agent plan`); the boot assembles them for writing, as apply needs them.
+    public func observe(disks: [Disk], activate: Bool = true, readOnly: Bool = false) throws(SystemError)
+        -> ObservedStorage
+    {
         var observed = ObservedStorage()
-        let mounts = MountTable(mountInfo: "/proc/self/mountinfo", swaps: "/proc/swaps", dev: "/dev")
+        let mounts = MountTable.read()
 
         // In use before the agent did anything: mounted, swapped on, or held.
         for disk in disks {
@@ -45,16 +49,23 @@ public struct StorageObserver {
                 if let path = part.path { candidates.append(path) }
             }
         }
+        let clock = ContinuousClock()
+        let arraysStarted = clock.now
+        let members = candidates
+        let examined = try concurrently(members.count) { i throws(SystemError) in
+            try Command.run(["mdadm", "--examine", "--export", members[i]])
+        }
         var byUUID: [String: ObservedArray] = [:]
         var order: [String] = []
-        for path in candidates {
-            let result = try Command.run(["mdadm", "--examine", "--export", path])
+        var uuidOfMember: [String: String] = [:]
+        for (path, result) in zip(candidates, examined) {
             guard result.status == 0 else {
                 log("mdadm --examine \(path): \(result.lastMessage); treated as not an array member")
                 continue
             }
             let info = Self.keyValues(result.stdout)
             guard let uuid = info["MD_UUID"] else { continue }
+            uuidOfMember[path] = uuid
             if byUUID[uuid] == nil {
                 order.append(uuid)
                 let rawName = info["MD_NAME"] ?? uuid
@@ -66,45 +77,76 @@ public struct StorageObserver {
             byUUID[uuid]!.members.append(path)
         }
         let ourPaths = Set(disks.flatMap { [$0.path] + $0.partitions.compactMap(\.path) })
-        var running = try runningArrays()
+        var running = runningArrays(uuidOfMember: uuidOfMember)
+        // Arrays that are down are assembled at once, from the members found on these disks: an
+        // array that spans another disk is not ours to start.
+        let down = activate ? order.filter { running[$0] == nil } : []
+        let assembly = down.map { uuid in
+            let array = byUUID[uuid]!
+            let device = "/dev/md/\(LogicalDisk.isValidName(array.name) ? array.name : "agent-" + uuid.prefix(8))"
+            return (
+                device,
+                ["mdadm", "--assemble", "--run"] + (readOnly ? ["--readonly"] : []) + [device, "--uuid=\(uuid)"]
+                    + array.members
+            )
+        }
+        let assembled = try concurrently(assembly.count) { i throws(SystemError) in try Command.run(assembly[i].1) }
+        for (uuid, ((device, _), result)) in zip(down, zip(assembly, assembled)) {
+            let array = byUUID[uuid]!
+            if result.status == 0 {
+                log("assembled array \(array.name) (\(device)) from \(array.members.joined(separator: ", "))")
+                observed.broughtUp.append(.array(name: array.name, device: device))
+            } else {
+                log("could not assemble array \(array.name): \(result.lastMessage)")
+            }
+        }
+        if !down.isEmpty { running = runningArrays(uuidOfMember: uuidOfMember) }
         for uuid in order {
             guard var array = byUUID[uuid] else { continue }
             if let live = running[uuid] {
                 array.device = live.device
+                // Members the kernel lists that are not on our disks stay in the list: the planner refuses them.
                 array.members = live.members
                 array.componentSizeBytes = live.componentSizeBytes
-            } else if activate {
-                // All members must be ours: an array that spans another disk is not ours to start.
-                let device = "/dev/md/\(LogicalDisk.isValidName(array.name) ? array.name : "agent-" + uuid.prefix(8))"
-                let result = try Command.run(
-                    ["mdadm", "--assemble", "--run", device, "--uuid=\(uuid)"] + array.members)
-                if result.status == 0 {
-                    log("assembled array \(array.name) (\(device)) from \(array.members.joined(separator: ", "))")
-                    running = try runningArrays()
-                    if let live = running[uuid] {
-                        array.device = live.device
-                        array.members = live.members
-                        array.componentSizeBytes = live.componentSizeBytes
-                    }
-                } else {
-                    log("could not assemble array \(array.name): \(result.lastMessage)")
-                }
             }
-            // Members the kernel lists that are not on our disks stay in the list: the planner refuses them.
             byUUID[uuid] = array
             if let device = array.device {
                 markInUse(&observed, device, mounts.mountpoints(ofDevice: device), [])
             }
         }
+        log(
+            "arrays: \(candidates.count) member(s) examined, \(order.count) array(s), \(observed.broughtUp.count) assembled, "
+                + "in \(Self.seconds(clock.now - arraysStarted))")
         observed.arrays = order.compactMap { byUUID[$0] }
         for array in observed.arrays {
             if let device = array.device { observed.contents[device] = try contents(device) }
         }
 
         // LVM, only on our devices.
+        let lvmStarted = clock.now
         let lvmDevices = Array(ourPaths).sorted() + observed.arrays.compactMap(\.device)
         try readLVM(into: &observed, devices: lvmDevices, activate: activate, mounts: mounts)
+        log("LVM: \(observed.volumeGroups.count) volume group(s) in \(Self.seconds(clock.now - lvmStarted))")
         return observed
+    }
+
+    /// Takes down what `observe` brought up, last first: logical volumes deactivated, then arrays
+    /// stopped, so the machine is as it was before anyone looked (`provisioner-agent plan`).
+    public func takeDown(_ broughtUp: [BroughtUp]) throws(SystemError) {
+        for item in broughtUp.reversed() {
+            switch item {
+            case .logicalVolumes(let group, let names, let devices):
+                try Command.check(
+                    ["lvm", "lvchange", "-an"] + Self.devicesArguments(devices) + names.map { "\(group)/\($0)" },
+                    doing: "deactivating the logical volumes observing activated in", on: group)
+                log("deactivated \(names.map { "\(group)/\($0)" }.joined(separator: ", ")) again")
+            case .array(let name, let device):
+                _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
+                try Command.check(
+                    ["mdadm", "--stop", device], doing: "stopping array \(name), which observing assembled, at", on: device)
+                log("stopped array \(name) (\(device)) again")
+            }
+        }
     }
 
     func markInUse(_ observed: inout ObservedStorage, _ path: String, _ mountpoints: [String], _ holders: [String]) {
@@ -122,33 +164,38 @@ public struct StorageObserver {
         var componentSizeBytes: UInt64?
     }
 
-    /// Arrays the kernel runs, by UUID.
-    func runningArrays() throws(SystemError) -> [String: LiveArray] {
+    /// Arrays the kernel runs that hold an examined member, by UUID: read from sysfs (an array's
+    /// UUID is its examined members'), with no tool run.
+    func runningArrays(uuidOfMember: [String: String]) -> [String: LiveArray] {
         var result: [String: LiveArray] = [:]
-        guard let dir = opendir("/sys/block") else { return result }
+        for name in Self.directory("/sys/block") where name.hasPrefix("md") {
+            let sys = "/sys/block/\(name)"
+            guard let state = readSysfs("\(sys)/md/array_state"), state != "clear", state != "inactive" else { continue }
+            let members = Self.directory("\(sys)/slaves").filter { !$0.hasPrefix(".") }.map { "/dev/\($0)" }.sorted()
+            guard let uuid = members.lazy.compactMap({ uuidOfMember[$0] }).first else { continue }
+            let component = readSysfs("\(sys)/md/component_size").flatMap { UInt64($0) }.map { bytes($0, of: 1024) }
+            result[uuid] = LiveArray(device: "/dev/\(name)", members: members, componentSizeBytes: component)
+        }
+        return result
+    }
+
+    /// The names in a directory; none when it cannot be read.
+    static func directory(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
         defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            if name.hasPrefix("md") { names.append(name) }
-        }
-        for name in names {
-            let sys = "/sys/block/\(name)"
-            guard let state = readSysfs("\(sys)/md/array_state"), state != "clear", state != "inactive" else { continue }
-            let detail = try Command.run(["mdadm", "--detail", "--export", "/dev/\(name)"])
-            guard detail.status == 0, let uuid = Self.keyValues(detail.stdout)["MD_UUID"] else { continue }
-            var members: [String] = []
-            if let slaves = opendir("\(sys)/slaves") {
-                while let entry = readdir(slaves) {
-                    let slave = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-                    if !slave.hasPrefix(".") { members.append("/dev/\(slave)") }
-                }
-                closedir(slaves)
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
-            let component = readSysfs("\(sys)/md/component_size").flatMap { UInt64($0) }.map { bytes($0, of: 1024) }
-            result[uuid] = LiveArray(device: "/dev/\(name)", members: members.sorted(), componentSizeBytes: component)
+            if name != "." && name != ".." { names.append(name) }
         }
-        return result
+        return names
+    }
+
+    static func seconds(_ d: Duration) -> String {
+        let ms = d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
+        return "\(ms / 1000).\(String(ms % 1000 / 10).leftPadded(2)) s"
     }
 
     func readSysfs(_ path: String) -> String? {
@@ -166,8 +213,9 @@ public struct StorageObserver {
         var report: [[String: [Row]]]
         var rows: [Row] { report.flatMap { $0.values.flatMap { $0 } } }
     }
-    struct PVRow: Decodable { var pv_name: String; var vg_name: String }
-    struct VGRow: Decodable {
+    /// A physical volume and its group's facts (empty for a volume in no group).
+    struct PVRow: Decodable {
+        var pv_name: String
         var vg_name: String
         var vg_uuid: String
         var vg_extent_size: String
@@ -176,16 +224,24 @@ public struct StorageObserver {
     }
     struct LVRow: Decodable { var vg_name: String; var lv_name: String; var lv_size: String; var lv_path: String }
 
-    func lvmReport<Row: Decodable>(_ command: String, fields: String, devices: [String], as: Row.Type)
+    static func lvmArguments(_ command: String, fields: String, devices: [String]) -> [String] {
+        ["lvm", command, "--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields]
+            + devicesArguments(devices)
+    }
+
+    func decodeReport<Row: Decodable>(_ result: CommandResult, _ command: String, devices: [String], as: Row.Type)
         throws(SystemError) -> [Row]
     {
-        let argv = ["lvm", command, "--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields]
-            + Self.devicesArguments(devices)
-        let result = try Command.check(argv, doing: "reading LVM \(command) report of", on: devices.joined(separator: ","))
+        let subject = devices.joined(separator: ",")
+        guard result.status == 0 else {
+            throw SystemError(
+                "reading LVM \(command) report of", subject,
+                cause: "lvm exited with status \(result.status): \(result.lastMessage)")
+        }
         do {
             return try JSONDecoder().decode(Report<Row>.self, from: Data(result.stdout.utf8)).rows
         } catch {
-            throw SystemError("parsing the LVM \(command) report of", devices.joined(separator: ","), cause: "\(error)")
+            throw SystemError("parsing the LVM \(command) report of", subject, cause: "\(error)")
         }
     }
 
@@ -199,13 +255,20 @@ public struct StorageObserver {
     {
         let existing = devices.filter { access($0, F_OK) == 0 }
         guard !existing.isEmpty else { return }
-        let pvs = try lvmReport("pvs", fields: "pv_name,vg_name", devices: existing, as: PVRow.self)
+        // Two reports at once (read-only, they share LVM's lock): the physical volumes with their
+        // group's facts, and the logical volumes. A group is known from its physical volumes.
+        let reports = [
+            ("pvs", "pv_name,vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count"),
+            ("lvs", "vg_name,lv_name,lv_size,lv_path"),
+        ]
+        let results = try concurrently(reports.count) { i throws(SystemError) in
+            try Command.run(Self.lvmArguments(reports[i].0, fields: reports[i].1, devices: existing))
+        }
+        let pvs = try decodeReport(results[0], "pvs", devices: existing, as: PVRow.self)
+        let lvs = try decodeReport(results[1], "lvs", devices: existing, as: LVRow.self)
         for pv in pvs { observed.physicalVolumes[realPath(pv.pv_name)] = pv.vg_name }
-        let vgs = try lvmReport(
-            "vgs", fields: "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count", devices: existing,
-            as: VGRow.self)
-        let lvs = try lvmReport("lvs", fields: "vg_name,lv_name,lv_size,lv_path", devices: existing, as: LVRow.self)
-        for vg in vgs {
+        var groups: [ObservedVolumeGroup] = []
+        for vg in pvs where !vg.vg_name.isEmpty && !groups.contains(where: { $0.name == vg.vg_name }) {
             let members = pvs.filter { $0.vg_name == vg.vg_name }.map { realPath($0.pv_name) }.sorted()
             var group = ObservedVolumeGroup(
                 name: vg.vg_name, uuid: vg.vg_uuid, extentSizeBytes: UInt64(vg.vg_extent_size) ?? 0,
@@ -216,15 +279,29 @@ public struct StorageObserver {
                 group.logicalVolumes.append(
                     ObservedLogicalVolume(name: lv.lv_name, sizeBytes: UInt64(lv.lv_size) ?? 0, path: path))
             }
-            if activate {
-                let result = try Command.run(["lvm", "vgchange", "-ay"] + Self.devicesArguments(existing) + [vg.vg_name])
-                if result.status != 0 { log("could not activate volume group \(vg.vg_name): \(result.lastMessage)") }
+            groups.append(group)
+        }
+        // Groups with a volume down are activated in one run, to look inside the volumes.
+        let inactive = groups.map { $0.logicalVolumes.filter { access($0.path, F_OK) != 0 } }
+        let down = zip(groups, inactive).filter { !$0.1.isEmpty }.map(\.0.name)
+        if activate && !down.isEmpty {
+            let result = try Command.run(["lvm", "vgchange", "-ay"] + Self.devicesArguments(existing) + down)
+            if result.status != 0 { log("could not activate volume group(s) \(down.joined(separator: ", ")): \(result.lastMessage)") }
+            // LVM waits for udev's links itself; settle only when one is still missing.
+            if inactive.joined().contains(where: { access($0.path, F_OK) != 0 }) {
                 _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
             }
+            for (group, volumes) in zip(groups, inactive) {
+                let activated = volumes.filter { access($0.path, F_OK) == 0 }.map(\.name)
+                if !activated.isEmpty {
+                    observed.broughtUp.append(.logicalVolumes(group: group.name, names: activated, devices: existing))
+                }
+            }
+        }
+        for group in groups {
             for lv in group.logicalVolumes where access(lv.path, F_OK) == 0 {
                 observed.contents[lv.path] = try contents(lv.path)
-                let mountpoints = mounts.mountpoints(ofDevice: lv.path)
-                markInUse(&observed, lv.path, mountpoints, [])
+                markInUse(&observed, lv.path, mounts.mountpoints(ofDevice: lv.path), [])
             }
             observed.volumeGroups.append(group)
         }
@@ -247,13 +324,3 @@ public func realPath(_ path: String) -> String {
     return String(cString: resolved)
 }
 
-extension MountTable {
-    /// Where a device (by path, following links) is mounted or swapped on.
-    func mountpoints(ofDevice path: String) -> [String] {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return [] }
-        let major = (UInt(st.st_rdev) >> 8) & 0xfff | ((UInt(st.st_rdev) >> 32) & ~UInt(0xfff))
-        let minor = (UInt(st.st_rdev) & 0xff) | ((UInt(st.st_rdev) >> 12) & ~UInt(0xff))
-        return mountpoints(devNumber: "\(major):\(minor)")
-    }
-}

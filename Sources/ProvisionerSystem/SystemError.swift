@@ -32,22 +32,3 @@ public struct SystemError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(operation) \(subject): \(cause)" }
 }
-
-/// An open file descriptor that closes itself.
-final class OwnedDescriptor {
-    let raw: Int32
-    let path: String
-
-    /// Opens read-only, retrying on EINTR. The corresponding C function is `open`.
-    init(readOnly path: String) throws(SystemError) {
-        var fd: Int32
-        repeat {
-            fd = open(path, O_RDONLY | O_CLOEXEC)
-        } while fd < 0 && errno == EINTR
-        guard fd >= 0 else { throw .fromErrno("opening", path) }
-        self.raw = fd
-        self.path = path
-    }
-
-    deinit { close(raw) }
-}

@@ -41,61 +41,144 @@ extension Agent {
             let settings: BootSettings
             do {
                 settings = try BootSettings.parse(try readTextFile(cmdline, what: "kernel command line"))
-            } catch let error as ConfigError {
-                console.say("ERROR kernel command line: \(error)")
-                throw ExitCode(2)
+            } catch {
+                console.say("ERROR kernel command line: \(ExitStatus.of(error).1)")
+                throw ExitCode(ExitStatus.badInput.rawValue)
             }
             for option in settings.unknownOptions { console.say("warning: unknown option \(option) ignored") }
             guard !settings.servers.isEmpty else {
                 console.say("ERROR no provisioner.server= on the kernel command line; nothing to provision from")
-                throw ExitCode(2)
+                throw ExitCode(ExitStatus.badInput.rawValue)
             }
-            let flow = BootFlow(
+            let runner = BootRunner(
                 settings: settings, credentials: ImageCredentials(ca: ca, certificate: cert, key: key),
                 console: console)
-            var attempt = 1
-            while true {
-                do {
-                    try flow.run(attempt: attempt)
-                    return
-                } catch let failure as BootFailure {
-                    console.say("ERROR \(failure)")
-                    flow.session?.event(failure.phase, failure.message, level: .error, quiet: true)
-                    guard failure.retryable, attempt < settings.attempts else {
-                        flow.session?.finish(succeeded: false, message: failure.description)
-                        console.say(
-                            "giving up after \(attempt) attempt\(attempt == 1 ? "" : "s"); the initrd's emergency policy follows")
-                        throw ExitCode(1)
-                    }
-                    console.say(
-                        "trying again in \(settings.retryDelaySeconds) s (attempt \(attempt + 1) of \(settings.attempts))")
-                    sleep(UInt32(settings.retryDelaySeconds))
-                    attempt += 1
-                }
-            }
+            guard runner.run() else { throw ExitCode(ExitStatus.failure.rawValue) }
         }
     }
 }
 
-/// The boot flow (docs/boot.md): each step reports an event; a failure names its phase.
-final class BootFlow {
+/// Carries out what `BootStateMachine` decides (docs/boot.md, "The boot decision table"): each
+/// action is done here, and how it went goes back to the machine as an event. Nothing here
+/// decides what comes next.
+final class BootRunner {
     let settings: BootSettings
     let credentials: ImageCredentials
     let console: Console
+    var machine: BootStateMachine
     private(set) var session: BootSession?
     let started = Console.uptime()
+    /// This attempt's: the disks as read at its start, the MACs registered, the registration.
+    var inventory: Inventory?
+    var request: SessionOpenRequest?
+    var registerStarted = 0.0
+    var root: String { settings.root }
 
     init(settings: BootSettings, credentials: ImageCredentials, console: Console) {
         self.settings = settings
         self.credentials = credentials
         self.console = console
+        machine = BootStateMachine(settings: settings)
     }
 
-    func run(attempt: Int) throws {
-        let root = settings.root
-        // A retry starts from a clean /sysroot: whatever an earlier attempt mounted comes off.
-        if attempt > 1 { unmountAll(under: root) }
-        let inventory = try? DiskInventoryReader().read()
+    /// Runs the flow to its end: true when the root is ready for the switch.
+    func run() -> Bool {
+        var decision = machine.start()
+        while true {
+            // What the last step said goes to the server in one request, before the next step.
+            session?.flush()
+            for warning in decision.warnings { warn(warning, phase: Self.phase(of: decision.action)) }
+            switch decision.action {
+            case .register(let attempt, let cleanRoot):
+                decision = register(attempt: attempt, cleanRoot: cleanRoot)
+            case .backOff(let seconds, _):
+                sleep(UInt32(seconds))
+                decision = open()
+            case .poll(let seconds, let announce, let mac):
+                if announce {
+                    session?.event(
+                        "register",
+                        "this machine is not assigned to a node; waiting (provisionerctl nodes assign \(mac ?? "MAC") NODE); "
+                            + "asking again every \(seconds) s")
+                }
+                sleep(UInt32(seconds))
+                decision = poll()
+            case .runDisks(let task): decision = runDisks(task)
+            case .applyDisks(let plan): decision = applyDisks(plan)
+            case .runSync(let task): decision = runSync(task)
+            case .runPlugins(let configs): decision = runPlugins(configs)
+            case .installLocalBoot(let task): decision = installLocalBoot(task)
+            case .fallBack: decision = fallBack()
+            case .planInstalled(let layout): decision = planInstalled(layout)
+            case .activateInstalled(let activation): decision = activateInstalled(activation)
+            case .retry(let failure, let seconds, let attempt):
+                report(failure)
+                console.say(
+                    "trying again in \(seconds) s (attempt \(attempt) of \(settings.attempts); rule \(decision.rules.map(\.rawValue).joined(separator: ", ")))")
+                sleep(UInt32(seconds))
+                decision = register(attempt: attempt, cleanRoot: true)
+            case .giveUp(let failure, let attempts):
+                report(failure)
+                session?.finish(succeeded: false, message: failure.description)
+                console.say(
+                    "giving up after \(attempts) attempt\(attempts == 1 ? "" : "s") (rule "
+                        + "\(decision.rules.map(\.rawValue).joined(separator: ", "))); the initrd's emergency policy follows")
+                return false
+            case .pivot(let report):
+                let now = Console.uptime()
+                let summary = report.summary(uptime: now, agentSeconds: now - started)
+                session?.event("pivot", summary)
+                session?.finish(succeeded: true, message: summary)
+                return true
+            case .pivotInstalled(let node, let image):
+                console.say(
+                    "SERVER UNREACHABLE: booting node \(node) from its disks without provisioning (\(image)); "
+                        + "it will be provisioned on the next boot that reaches the server; switching root into the "
+                        + "installed system at \(ProgressText.seconds(Console.uptime())) after power-on")
+                return true
+            }
+        }
+    }
+
+    /// The phase a decision's warnings belong to.
+    static func phase(of action: BootAction) -> BootPhase {
+        switch action {
+        case .register, .backOff, .poll, .fallBack: .register
+        case .runDisks, .applyDisks: .disks
+        case .runSync: .image
+        case .runPlugins: .plugins
+        case .installLocalBoot: .bootloader
+        case .planInstalled, .activateInstalled, .pivotInstalled: .fallback
+        case .retry(let failure, _, _), .giveUp(let failure, _): failure.phase
+        case .pivot: .bootloader
+        }
+    }
+
+    func warn(_ message: String, phase: BootPhase) {
+        if let session { session.event(phase.rawValue, message, level: .warning) } else { console.say("warning: \(message)") }
+    }
+
+    func report(_ failure: BootFailure) {
+        console.say("ERROR \(failure)")
+        session?.event(failure.phase.rawValue, failure.message, level: .error, quiet: true)
+    }
+
+    /// A step's failure, to the machine.
+    func failed(_ phase: BootPhase, _ kind: FailureKind, _ message: String) -> BootDecision {
+        machine.stepFailed(BootFailure(phase, kind, message))
+    }
+
+    /// `12.3 s` since `start`: each step's duration goes into its last event.
+    func took(since start: Double) -> String { ProgressText.seconds(monotonicSeconds() - start) }
+
+    // MARK: Registration
+
+    func register(attempt: Int, cleanRoot: Bool) -> BootDecision {
+        // A retry starts from a clean root: whatever an earlier attempt mounted comes off.
+        if cleanRoot {
+            for mountPoint in MountTable.read().mountPoints(under: root) { _ = try? Command.run(["umount", mountPoint]) }
+        }
+        inventory = try? DiskInventoryReader().read()
         let facts = MachineFacts.read(inventory: inventory)
         var macs = facts.nics.map(\.mac)
         if let boot = settings.bootMAC {
@@ -103,101 +186,56 @@ final class BootFlow {
             macs.insert(boot, at: 0)
         }
         guard !macs.isEmpty else {
-            throw BootFailure(phase: "register", message: "this machine has no network interface with a MAC", retryable: true)
+            return failed(.register, .transient, "this machine has no network interface with a MAC")
         }
-
-        // 1. Register; an unreachable server leads to the installed system (bounded wait).
         console.say("registering with \(settings.servers.joined(separator: ", ")) as \(macs.joined(separator: ", "))")
-        let session = try BootSession(servers: settings.servers, credentials: credentials, console: console)
-        self.session = session
-        var response: SessionResponse
-        let deadline = Console.uptime() + Double(settings.serverWaitSeconds)
-        var delay = 2.0
-        while true {
-            do {
-                response = try session.open(SessionOpenRequest(macs: macs, facts: facts, agentVersion: agentVersion))
-                break
-            } catch where isUnreachable(error) {
-                let left = deadline - Console.uptime()
-                if left <= 0 {
-                    if settings.fallback {
-                        console.say("the server did not answer for \(settings.serverWaitSeconds) s: \(error)")
-                        try LocalFallback(settings: settings, console: console).boot()
-                        return
-                    }
-                    throw BootFailure(
-                        phase: "register", message: "the server did not answer for \(settings.serverWaitSeconds) s: \(error)",
-                        retryable: true)
-                }
-                console.say(
-                    "the server does not answer (\(error)); trying again in \(Int(delay)) s"
-                        + (settings.fallback ? ", booting from disk in \(Int(left)) s if it stays away" : ""))
-                sleep(UInt32(min(delay, max(1, left))))
-                delay = min(delay * 2, 15)
-            } catch {
-                throw BootFailure(phase: "register", message: "\(error)", retryable: true)
-            }
+        do {
+            session = try BootSession(servers: settings.servers, credentials: credentials, console: console)
+        } catch {
+            return failed(.register, .configuration, "\(error)")
         }
-        session.event("register", "session \(response.sessionID) opened" + (settings.localBoot ? " (booted from the local disk)" : ""))
-
-        // 2. Wait while nobody has said what this machine is.
-        var announced = false
-        while response.status == .unassigned {
-            let wait = max(1, min(response.pollAfterSeconds ?? 30, 300))
-            if !announced {
-                session.event(
-                    "register",
-                    "this machine is not assigned to a node; waiting (provisionerctl nodes assign \(macs[0]) NODE); "
-                        + "asking again every \(wait) s")
-                announced = true
-            }
-            sleep(UInt32(wait))
-            do { response = try session.poll() } catch {
-                console.say("polling the session failed (\(error)); trying again")
-            }
-        }
-        guard let node = response.node else {
-            throw BootFailure(phase: "register", message: "the server assigned no node config", retryable: true)
-        }
-        session.event("register", "this machine is node \(node.name) (\(node.mode.rawValue))")
-        let mirrors = response.mirrors.isEmpty ? settings.servers + settings.mirrors : response.mirrors
-
-        // 3. Storage: the layout on the disks, or a RAM root.
-        let storage = try StorageStep(node: node, settings: settings, session: session, inventory: inventory).run()
-
-        // 4. The image.
-        let sync = try ImageStep(
-            node: node, settings: settings, session: session, mirrors: mirrors, credentials: credentials,
-            storage: storage
-        ).run()
-
-        // 5. Plugins.
-        let pluginsChanged = try PluginStep(node: node, root: root, storage: storage, session: session).run()
-
-        // 6. Fallback boot path on the ESP (stateful).
-        var bootloaderChanged: [String] = []
-        if node.mode == .stateful {
-            bootloaderChanged = try LocalBootInstaller(
-                node: node, settings: settings, session: session, storage: storage
-            ).install()
-        }
-
-        // 7. Report, then the initrd switches root into the image's systemd.
-        let touched = storage.changes + sync.changedEntries + pluginsChanged.count + bootloaderChanged.count
-        let seconds = Console.uptime()
-        let summary =
-            "\(node.name) ready: " + (touched == 0 ? "nothing was rewritten" : "\(touched) change\(touched == 1 ? "" : "s")")
-            + " (layout \(storage.changes), image entries \(sync.changedEntries), plugin files \(pluginsChanged.count), "
-            + "boot files \(bootloaderChanged.count)); switching root into \(sync.image)@\(sync.version.prefix(12)) "
-            + "at \(ProgressText.seconds(seconds)) after power-on (agent \(ProgressText.seconds(seconds - started)))"
-        session.event("pivot", summary)
-        session.finish(succeeded: true, message: summary)
+        request = SessionOpenRequest(macs: macs, facts: facts, agentVersion: agentVersion)
+        registerStarted = Console.uptime()
+        return open()
     }
 
-    /// Unmounts everything at or under `root`, deepest first (a retry's clean start).
-    func unmountAll(under root: String) {
-        let mounts = currentMountPoints().filter { $0 == root || $0.hasPrefix(root + "/") }.sorted { $0.count > $1.count }
-        for m in mounts { _ = try? Command.run(["umount", m]) }
+    func open() -> BootDecision {
+        guard let session, let request else { preconditionFailure("open() before register()") }
+        do {
+            let response = try session.open(request)
+            session.event(
+                "register",
+                "session \(response.sessionID) opened" + (settings.localBoot ? " (booted from the local disk)" : ""))
+            return answered(response)
+        } catch where isUnreachable(error) {
+            let decision = machine.serverUnreachable(
+                waitedSeconds: Console.uptime() - registerStarted, detail: "\(error)")
+            if case .backOff(let seconds, let fallbackIn) = decision.action {
+                console.say(
+                    "the server does not answer (\(error)); trying again in \(seconds) s"
+                        + (fallbackIn.map { ", booting from disk in \($0) s if it stays away" } ?? ""))
+            }
+            return decision
+        } catch {
+            return failed(.register, .transient, "\(error)")
+        }
+    }
+
+    func poll() -> BootDecision {
+        guard let session else { preconditionFailure("poll() before register()") }
+        do {
+            return answered(try session.poll())
+        } catch {
+            console.say("polling the session failed (\(error)); trying again")
+            return machine.pollFailed()
+        }
+    }
+
+    func answered(_ response: SessionResponse) -> BootDecision {
+        if response.status == .assigned, let node = response.node {
+            session?.event("register", "this machine is node \(node.name) (\(node.mode.rawValue))")
+        }
+        return machine.serverAnswered(response, mac: request?.macs.first)
     }
 }
 

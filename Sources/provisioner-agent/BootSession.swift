@@ -2,6 +2,7 @@ import NIOCore
 import ProvisionerAPI
 import ProvisionerBoot
 import ProvisionerClient
+import ProvisionerSystem
 
 #if canImport(FoundationEssentials)
     import FoundationEssentials
@@ -15,7 +16,8 @@ import ProvisionerClient
 
 /// The agent's side of a boot session on the server: open, poll, events, finish, downloads.
 ///
-/// Events are also the console's lines. Sending them is best effort: a server that stops
+/// Events are also the console's lines, printed at once and sent after each step (`flush`).
+/// Sending them is best effort: a server that stops
 /// answering in the middle of a boot must not fail the boot, so undelivered events wait in a
 /// queue and go with the next batch.
 final class BootSession: @unchecked Sendable {
@@ -29,7 +31,7 @@ final class BootSession: @unchecked Sendable {
         var endpoints: [Endpoint] = []
         for url in servers {
             do { endpoints.append(try Endpoint(parsing: url)) } catch {
-                throw BootFailure(phase: "register", message: "server \(url): \(error)", retryable: false)
+                throw BootFailure(.register, .configuration, "server \(url): \(error)")
             }
         }
         do {
@@ -40,8 +42,7 @@ final class BootSession: @unchecked Sendable {
                     servers: endpoints, tls: tls, connectTimeout: .seconds(5), readTimeout: .seconds(60),
                     userAgent: "provisioner-agent"))
         } catch {
-            throw BootFailure(
-                phase: "register", message: "the TLS credentials in /etc/provisioner: \(error)", retryable: false)
+            throw BootFailure(.register, .configuration, "the TLS credentials in /etc/provisioner: \(error)")
         }
     }
 
@@ -55,7 +56,7 @@ final class BootSession: @unchecked Sendable {
     }
 
     func poll() throws -> SessionResponse {
-        guard let id else { throw BootFailure(phase: "register", message: "no session", retryable: true) }
+        guard let id else { throw BootFailure(.register, .transient, "no session") }
         let client = self.client
         return try blocking {
             try await client.json(.GET, "\(APIVersion.prefix)/sessions/\(id)", body: Optional<Empty>.none)
@@ -73,7 +74,8 @@ final class BootSession: @unchecked Sendable {
         }
         pending.append(
             AgentEvent(phase: phase, step: step, level: level, message: message, progress: progress, error: error))
-        flush()
+        // Sent in batches: the boot flushes after each step (one request, not one per line).
+        if pending.count >= 100 { flush() }
     }
 
     /// Sends the queued events; keeps them when the server does not take them.
@@ -111,7 +113,7 @@ final class BootSession: @unchecked Sendable {
         let response = try blocking { try await client.send(ClientRequest(method: .HEAD, path: path)) }
         if response.status == 404 { return nil }
         guard (200..<300).contains(response.status) else {
-            throw BootFailure(phase: "bootloader", message: "HEAD \(path): HTTP \(response.status)", retryable: true)
+            throw BootFailure(.bootloader, .transient, "HEAD \(path): HTTP \(response.status)")
         }
         return response.head.etag
     }
@@ -119,12 +121,14 @@ final class BootSession: @unchecked Sendable {
     /// Downloads a file into `path` (temporary name, fsync, rename); returns its ETag.
     func download(_ remote: String, to path: String) throws -> String? {
         let temporary = path + ".provisioner-new"
-        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        guard fd >= 0 else {
-            throw BootFailure(
-                phase: "bootloader", message: "creating \(temporary): \(String(cString: strerror(errno)))",
-                retryable: false)
+        let file: OwnedDescriptor
+        do {
+            file = try OwnedDescriptor(opening: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o644)
+        } catch {
+            throw BootFailure(.bootloader, .transient, "\(error)")
         }
+        // The stream's task writes through the raw number; `file` owns it and closes it below.
+        let fd = file.rawValue
         let client = self.client
         let result: Result<String?, any Error>
         do {
@@ -138,9 +142,8 @@ final class BootSession: @unchecked Sendable {
                                 let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
                                 guard n > 0 else {
                                     throw BootFailure(
-                                        phase: "bootloader",
-                                        message: "writing \(temporary): \(String(cString: strerror(errno)))",
-                                        retryable: false)
+                                        .bootloader, .transient,
+                                        "writing \(temporary): \(String(cString: strerror(errno)))")
                                 }
                                 offset += n
                             }
@@ -153,18 +156,20 @@ final class BootSession: @unchecked Sendable {
         } catch {
             result = .failure(error)
         }
-        let synced = fsync(fd) == 0
-        close(fd)
-        switch result {
-        case .failure(let error):
+        var unsynced: SystemError?
+        do { try file.sync() } catch { unsynced = error }
+        file.close()
+        switch (result, unsynced) {
+        case (.failure(let error), _):
             unlink(temporary)
-            throw BootFailure(phase: "bootloader", message: "downloading \(remote): \(error)", retryable: true)
-        case .success(let etag):
-            guard synced, rename(temporary, path) == 0 else {
+            throw BootFailure(.bootloader, .transient, "downloading \(remote): \(error)")
+        case (.success, .some(let error)):
+            unlink(temporary)
+            throw BootFailure(.bootloader, .transient, "\(error)")
+        case (.success(let etag), .none):
+            guard rename(temporary, path) == 0 else {
                 unlink(temporary)
-                throw BootFailure(
-                    phase: "bootloader", message: "storing \(path): \(String(cString: strerror(errno)))",
-                    retryable: false)
+                throw BootFailure(.bootloader, .transient, "storing \(path): \(String(cString: strerror(errno)))")
             }
             return etag
         }

@@ -4,6 +4,7 @@ import ProvisionerCore
 import ProvisionerImage
 import ProvisionerPlugins
 import ProvisionerSystem
+import Synchronization
 
 #if canImport(FoundationEssentials)
     import FoundationEssentials
@@ -15,180 +16,204 @@ import ProvisionerSystem
     import Glibc
 #endif
 
-/// What the storage step left: the plan it carried out (stateful, or a stateless node's scratch
-/// disks) and how many changes it made.
-struct StorageResult {
-    var situation: LayoutSituation?
-    var changes = 0
-    var activation: Activation? { situation?.plan.activation }
-}
+/// The node's steps (docs/boot.md, rows N1–N14), carried out as `BootStateMachine` decided them.
+extension BootRunner {
+    var currentNode: NodeConfig { machine.node! }
+    var activation: Activation? { machine.activation }
 
-/// Step 3: the node's disks as its layout says, mounted under the root; or a tmpfs root.
-struct StorageStep {
-    let node: NodeConfig
-    let settings: BootSettings
-    let session: BootSession
-    /// Read once at the start of the boot (nil when that failed: read again, with its error).
-    let inventory: Inventory?
-
-    func run() throws -> StorageResult {
-        let root = settings.root
-        var result = StorageResult()
-        if node.mode == .stateless {
-            if !isMountPoint(root) {
+    /// N1/N3: a RAM root when stateless, then the layout matched, observed and planned.
+    func runDisks(_ task: DiskTask) -> BootDecision {
+        let start = monotonicSeconds()
+        if let size = task.ramRootSize {
+            if !MountTable.read().isMountPoint(root) {
                 try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-                try runChecked(
-                    ["mount", "-t", "tmpfs", "-o", "mode=0755,size=\(settings.tmpfsSize)", "tmpfs", root],
-                    doing: "mounting a RAM root on", on: root)
+                do {
+                    try Command.check(
+                        ["mount", "-t", "tmpfs", "-o", "mode=0755,size=\(size)", "tmpfs", root],
+                        doing: "mounting a RAM root on", on: root)
+                } catch {
+                    return failed(.disks, .transient, "\(error)")
+                }
             }
-            session.event("disks", "stateless: the root is a RAM disk (tmpfs, size \(settings.tmpfsSize)) on \(root)")
+            session?.event("disks", "stateless: the root is a RAM disk (tmpfs, size \(size)) on \(root)")
         }
-        guard let text = node.layout else {
-            if node.mode == .stateful {
-                throw BootFailure(
-                    phase: "disks", message: "node \(node.name) is stateful but has no layout (provisionerctl nodes set)",
-                    retryable: false)
-            }
-            return result
-        }
-        let layout: DiskLayout
-        do { layout = try DiskLayout(parsing: text, source: "node \(node.name) layout") } catch {
-            throw BootFailure(phase: "disks", message: "the node's layout: \(error)", retryable: false)
-        }
+        guard let layout = task.layout else { return machine.stepSucceeded(.disksReady(changes: 0, activation: nil)) }
         let situation: LayoutSituation
         do {
-            situation = try LayoutSituation.make(layout: layout, inventory: inventory, log: { self.session.event("disks", $0, level: .debug, quiet: true) })
-        } catch let failure as AgentFailure {
-            throw BootFailure(phase: "disks", message: failure.message, retryable: failure.exitCode != 3)
+            situation = try LayoutSituation.inspect(
+                layout, inventory: inventory, log: { self.session?.event("disks", $0, step: "observe") })
         } catch {
-            throw BootFailure(phase: "disks", message: "\(error)", retryable: true)
+            let (status, message) = ExitStatus.of(error)
+            return failed(.disks, status == .unmatched ? .unmatched : .transient, message)
         }
-        for line in situation.report.split(separator: "\n") { session.event("disks", String(line), step: "plan") }
-        guard situation.plan.refusals.isEmpty else {
-            throw BootFailure(
-                phase: "disks",
-                message: "the layout is refused; nothing was written:\n  " + situation.plan.refusals.joined(separator: "\n  "),
-                retryable: false)
+        for line in situation.report().text.split(separator: "\n") {
+            session?.event("disks", String(line), step: "plan")
         }
-        let mountsRoot = situation.plan.activation.mounts.contains { $0.mountPoint == "/" }
-        if node.mode == .stateful && !mountsRoot {
-            throw BootFailure(phase: "disks", message: "the layout mounts nothing on /; a stateful node needs its root there", retryable: false)
-        }
-        if node.mode == .stateless && mountsRoot {
-            throw BootFailure(phase: "disks", message: "a stateless node's root is a RAM disk; its layout must not mount /", retryable: false)
-        }
-        let applier = LayoutApplier(log: { self.session.event("disks", $0, step: "apply") })
-        do {
-            try applier.apply(situation.plan)
-            try applier.activate(situation.plan.activation, root: root)
-        } catch {
-            throw BootFailure(phase: "disks", message: "\(error)", retryable: true)
-        }
-        result.situation = situation
-        result.changes = situation.plan.actions.count
-        session.event(
-            "disks",
-            situation.plan.actions.isEmpty
-                ? "the disks already match the layout: nothing written"
-                : "\(situation.plan.actions.count) layout change(s) applied")
-        return result
+        session?.event("disks", "matched, observed and planned in \(took(since: start))")
+        return machine.disksPlanned(situation.plan)
     }
-}
 
-/// What the image step did.
-struct SyncResult {
-    var image: String
-    var version: String
-    var changedEntries: Int
-}
-
-/// Step 4: the root made identical to the node's image version, moving only what differs.
-struct ImageStep {
-    let node: NodeConfig
-    let settings: BootSettings
-    let session: BootSession
-    let mirrors: [String]
-    let credentials: ImageCredentials
-    let storage: StorageResult
-
-    /// Paths every node owns and the image sync leaves alone: its identity, and what the running
-    /// system writes (logs, systemd's state and update stamps, temporary directories), so that a
-    /// re-sync neither throws away a node's logs nor rewrites files on every boot.
-    static let nodeOwned = [
-        "etc/machine-id", "etc/.updated", "var/.updated", "var/lib/systemd", "var/log", "var/tmp", "tmp",
-        "lost+found",
-    ]
-
-    func run() throws -> SyncResult {
-        guard let ref = node.image else {
-            throw BootFailure(phase: "image", message: "node \(node.name) has no image", retryable: false)
+    /// N7: the plan carried out, the layout brought up under the root.
+    func applyDisks(_ plan: LayoutPlan) -> BootDecision {
+        let start = monotonicSeconds()
+        let applier = LayoutApplier(log: { self.session?.event("disks", $0, step: "apply") })
+        do {
+            try applier.apply(plan)
+            try applier.activate(plan.activation, root: root)
+        } catch {
+            return failed(.disks, .transient, "\(error)")
         }
-        let version = ref.version ?? "latest"
-        if ref.branch != nil && ref.version == nil {
-            session.event("image", "image branches are not served by this server; following the latest version", level: .warning)
-        }
+        session?.event(
+            "disks",
+            (plan.actions.isEmpty
+                ? "the disks already match the layout: nothing written"
+                : "\(plan.actions.count) layout change(s) applied") + "; brought up in \(took(since: start))")
+        return machine.stepSucceeded(.disksReady(changes: plan.actions.count, activation: plan.activation))
+    }
+
+    /// N8: the root made identical to the node's image version, moving only what differs.
+    func runSync(_ task: SyncTask) -> BootDecision {
         let sources: [any ObjectSource]
-        do { sources = try mirrors.map { try makeHTTPSource(url: $0, credentials: credentials) } } catch {
-            throw BootFailure(phase: "image", message: "\(error)", retryable: false)
+        do { sources = try task.mirrors.map { try makeHTTPSource(url: $0, credentials: credentials) } } catch {
+            return failed(.image, .configuration, "\(error)")
         }
         var options = SyncOptions()
-        let verify = settings.verify ?? node.syncVerify
-        options.verify = VerifyLevel(rawValue: verify.rawValue) ?? .metadata
+        options.verify = VerifyLevel(rawValue: task.verify.rawValue) ?? .metadata
         options.threads = 2
-        let preserved = Self.nodeOwned + settings.preserve + PluginStep.ownedPaths(node: node, root: settings.root, storage: storage)
+        let preserved = task.preserved + PluginFiles.paths(task.plugins, node: currentNode, root: root, activation: activation)
         options.preserved = preserved.map { Array($0.utf8) }
-        // The layout's other filesystems: synced where the image has content (/var), left alone
-        // where it has none (a data volume, the ESP).
-        let mountPoints = (storage.activation?.mounts ?? []).map { String($0.mountPoint.drop(while: { $0 == "/" })) }
-            .filter { !$0.isEmpty }
-        options.mountPoints = mountPoints.map { Array($0.utf8) }
-        // Each filesystem's own lost+found (mke2fs makes one; fsck needs it).
-        options.preserved += mountPoints.map { Array(($0 + "/lost+found").utf8) }
+        options.mountPoints = task.mountPoints.map { Array($0.utf8) }
         let progress = SyncProgress()
         options.progress = progress
-        session.event("image", "syncing \(ref.name)@\(version) from \(mirrors.joined(separator: ", ")) (verify \(options.verify.rawValue))")
+        // The library's warnings: on the console at once (from any thread), to the session after.
+        let warned = WarningQueue()
+        let console = self.console
+        let sink: WarningSink = { message in
+            console.say("image: warning: \(message)")
+            warned.append(message)
+        }
+        options.warnings = sink
+        defer { for message in warned.drain() { session?.event("image", message, level: .warning, quiet: true) } }
+        session?.event(
+            "image",
+            "syncing \(task.image)@\(task.version) from \(task.mirrors.joined(separator: ", ")) (verify \(options.verify.rawValue))")
 
-        let source = MirrorSource(sources)
-        let engine = SyncEngine(target: settings.root, source: source, options: options)
-        let reporter = ProgressReporter(progress: progress, source: source, session: session)
-        reporter.start()
+        let source = MirrorSource(sources, warnings: sink)
+        let engine = SyncEngine(target: root, source: source, options: options)
+        let reporter = session.map { ProgressReporter(progress: progress, source: source, session: $0) }
+        reporter?.start()
         let started = monotonicSeconds()
         let report: SyncReport
         do {
-            report = try engine.run(image: ref.name, version: version)
+            report = try engine.run(image: task.image, version: task.version)
         } catch {
-            reporter.stop()
-            throw BootFailure(phase: "image", message: "\(error)", retryable: true)
+            reporter?.stop()
+            return failed(.image, .transient, "\(error)")
         }
-        reporter.stop()
+        reporter?.stop()
         let seconds = monotonicSeconds() - started
         for line in Agent.Sync.summary(report, seconds: seconds).split(separator: "\n") {
-            session.event("image", String(line), progress: 1)
+            session?.event("image", String(line), progress: 1)
         }
         var changed =
             report.upToDate
             ? 0
             : report.filesWritten + report.directoriesCreated + report.othersCreated + report.linksMade
                 + report.metadataFixed + report.deleted + report.removed
-        if try ensureMachineID() { changed += 1 }
-        return SyncResult(image: ref.name, version: report.version.hex, changedEntries: changed)
+        do {
+            if try ensureMachineID() { changed += 1 }
+        } catch {
+            return failed(.image, .transient, "\(error)")
+        }
+        return machine.stepSucceeded(
+            .imageSynced(image: task.image, version: report.version.hex, changedEntries: changed))
     }
 
     /// A node gets its own machine id once, on its first install (the image's is not synced).
     func ensureMachineID() throws -> Bool {
-        let path = settings.root + "/etc/machine-id"
+        let path = root + "/etc/machine-id"
         if let data = FileManager.default.contents(atPath: path) {
             let text = String(decoding: data, as: UTF8.self).trimmed
             if text.count == 32 && text.allSatisfy({ $0.isHexDigit }) { return false }
         }
         var bytes = [UInt8](repeating: 0, count: 16)
         for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }  // the system's CSPRNG (getrandom)
-        let hex = bytes.map { b in String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }.joined()
-        do { try writeFileIfDifferent(path, Array((hex + "\n").utf8), mode: 0o444) } catch {
-            throw BootFailure(phase: "image", message: "\(error)", retryable: true)
-        }
-        session.event("image", "new machine id \(hex) written to /etc/machine-id")
+        let hex = bytes.map { b in String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
+            .joined()
+        try writeFileIfDifferent(path, Array((hex + "\n").utf8), mode: 0o444)
+        session?.event("image", "new machine id \(hex) written to /etc/machine-id")
         return true
+    }
+
+    /// N10: the node's plugins, writing only what differs.
+    func runPlugins(_ configs: [PluginConfig]) -> BootDecision {
+        let start = monotonicSeconds()
+        let runner = PluginRunner(root: root)
+        let (mounts, swaps) = PluginFiles.mounted(activation)
+        var entries: [RootEntry] = []
+        for config in configs {
+            do {
+                entries += try BuiltinPlugins.entries(
+                    for: config, node: currentNode, mounts: mounts, swaps: swaps, wantedBy: runner.wantedBy)
+            } catch {
+                return failed(.plugins, .configuration, "\(error)")
+            }
+        }
+        let report: PluginRunner.Report
+        do { report = try runner.apply(entries) } catch {
+            return failed(.plugins, .transient, "\(error)")
+        }
+        let names = configs.map(\.name).joined(separator: ", ")
+        if report.changed.isEmpty {
+            session?.event(
+                "plugins",
+                "\(names): nothing to change (\(report.unchanged.count) file(s) already right); in \(took(since: start))")
+        } else {
+            session?.event("plugins", "\(names): wrote \(report.changed.joined(separator: ", ")); in \(took(since: start))")
+        }
+        return machine.stepSucceeded(.pluginsRan(changedFiles: report.changed))
+    }
+}
+
+/// Warnings from the sync's threads, kept for the session.
+final class WarningQueue: Sendable {
+    private let messages = Mutex<[String]>([])
+    func append(_ message: String) { messages.withLock { $0.append(message) } }
+    func drain() -> [String] { messages.withLock { m in defer { m.removeAll() }; return m } }
+}
+
+/// The plugins' view of what the layout mounted, and the files they write.
+enum PluginFiles {
+    static func mounted(_ activation: Activation?) -> (mounts: [MountedFilesystem], swaps: [MountedFilesystem]) {
+        func uuid(_ device: String) -> String? {
+            (try? Blkid.signatures(path: device))?.first(where: { $0.uuid != nil })?.uuid
+        }
+        let mounts = (activation?.mounts ?? []).map {
+            MountedFilesystem(
+                device: $0.device, uuid: uuid($0.device), mountPoint: $0.mountPoint, type: $0.type, options: $0.options)
+        }
+        let swaps = (activation?.swaps ?? []).map {
+            MountedFilesystem(device: $0, uuid: uuid($0), mountPoint: "none", type: .swap, options: [])
+        }
+        return (mounts, swaps)
+    }
+
+    /// The paths the plugins write, relative to the root, so that the image sync leaves them to
+    /// the plugins (a plugin's file rewritten by the sync and back by the plugin on every boot
+    /// would be two needless writes). Best effort before the image is there: a plugin that needs
+    /// the image's unit files to know its paths contributes what it can.
+    static func paths(_ configs: [PluginConfig], node: NodeConfig, root: String, activation: Activation?) -> [String] {
+        let runner = PluginRunner(root: root)
+        let (mounts, swaps) = mounted(activation)
+        var paths: [String] = []
+        for config in configs {
+            guard
+                let entries = try? BuiltinPlugins.entries(
+                    for: config, node: node, mounts: mounts, swaps: swaps, wantedBy: runner.wantedBy)
+            else { continue }
+            paths += entries.map { String($0.path.drop(while: { $0 == "/" })) }
+        }
+        return paths
     }
 }
 
@@ -197,7 +222,6 @@ final class ProgressReporter: @unchecked Sendable {
     let progress: SyncProgress
     let source: any ObjectSource
     let session: BootSession
-    private let done = ResultBox<Bool>()
     private var task: Task<Void, Never>?
 
     init(progress: SyncProgress, source: any ObjectSource, session: BootSession) {
@@ -245,74 +269,3 @@ final class ProgressReporter: @unchecked Sendable {
     }
 }
 
-/// Step 5: the node's plugins, writing only what differs.
-struct PluginStep {
-    let node: NodeConfig
-    let root: String
-    let storage: StorageResult
-    let session: BootSession
-
-    /// The plugins to run: the node's, plus `fstab` for a node whose layout mounts anything.
-    static func configs(node: NodeConfig, storage: StorageResult) -> [PluginConfig] {
-        var configs = node.plugins
-        let mounts = storage.activation?.mounts ?? []
-        if !mounts.isEmpty && !configs.contains(where: { $0.name == "fstab" }) {
-            configs.append(PluginConfig(name: "fstab"))
-        }
-        return configs
-    }
-
-    static func mounted(_ storage: StorageResult) -> (mounts: [MountedFilesystem], swaps: [MountedFilesystem]) {
-        func uuid(_ device: String) -> String? {
-            (try? Blkid.signatures(path: device))?.first(where: { $0.uuid != nil })?.uuid
-        }
-        let mounts = (storage.activation?.mounts ?? []).map {
-            MountedFilesystem(device: $0.device, uuid: uuid($0.device), mountPoint: $0.mountPoint, type: $0.type, options: $0.options)
-        }
-        let swaps = (storage.activation?.swaps ?? []).map {
-            MountedFilesystem(device: $0, uuid: uuid($0), mountPoint: "none", type: .swap, options: [])
-        }
-        return (mounts, swaps)
-    }
-
-    /// The paths the plugins write, relative to the root, so that the image sync leaves them to
-    /// the plugins (a plugin's file rewritten by the sync and back by the plugin on every boot
-    /// would be two needless writes). Best effort before the image is there: a plugin that needs
-    /// the image's unit files to know its paths contributes what it can.
-    static func ownedPaths(node: NodeConfig, root: String, storage: StorageResult) -> [String] {
-        let runner = PluginRunner(root: root)
-        let (mounts, swaps) = mounted(storage)
-        var paths: [String] = []
-        for config in configs(node: node, storage: storage) {
-            guard let entries = try? BuiltinPlugins.entries(for: config, node: node, mounts: mounts, swaps: swaps, wantedBy: runner.wantedBy)
-            else { continue }
-            paths += entries.map { String($0.path.drop(while: { $0 == "/" })) }
-        }
-        return paths
-    }
-
-    func run() throws -> [String] {
-        let runner = PluginRunner(root: root)
-        let (mounts, swaps) = Self.mounted(storage)
-        var entries: [RootEntry] = []
-        let configs = Self.configs(node: node, storage: storage)
-        for config in configs {
-            do {
-                entries += try BuiltinPlugins.entries(for: config, node: node, mounts: mounts, swaps: swaps, wantedBy: runner.wantedBy)
-            } catch {
-                throw BootFailure(phase: "plugins", message: "\(error)", retryable: false)
-            }
-        }
-        let report: PluginRunner.Report
-        do { report = try runner.apply(entries) } catch {
-            throw BootFailure(phase: "plugins", message: "\(error)", retryable: true)
-        }
-        let names = configs.map(\.name).joined(separator: ", ")
-        if report.changed.isEmpty {
-            session.event("plugins", "\(names): nothing to change (\(report.unchanged.count) file(s) already right)")
-        } else {
-            session.event("plugins", "\(names): wrote \(report.changed.joined(separator: ", "))")
-        }
-        return report.changed
-    }
-}

@@ -14,6 +14,9 @@ import ProvisionerSystem
     import Glibc
 #endif
 
+import Dispatch
+import Synchronization
+
 /// The boot console: one line per message, written straight to stdout (the unit sends it to
 /// the journal and the console, which stamps each line with the time since power-on; stdio
 /// buffering would hold lines back).
@@ -49,33 +52,21 @@ func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) thr
     return try box.wait().get()
 }
 
-final class ResultBox<T: Sendable>: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var changed = pthread_cond_t()
-    private var result: Result<T, any Error>?
+/// One result handed from a task to a waiting thread: the value under a `Mutex`, the wake-up a
+/// semaphore's.
+final class ResultBox<T: Sendable>: Sendable {
+    private let result = Mutex<Result<T, any Error>?>(nil)
+    private let ready = DispatchSemaphore(value: 0)
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&changed, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&changed)
-        pthread_mutex_destroy(&mutex)
-    }
-
-    func set(_ value: Result<T, any Error>) {
-        pthread_mutex_lock(&mutex)
-        result = value
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
+    func set(_ value: sending Result<T, any Error>) {
+        result.withLock { $0 = value }
+        ready.signal()
     }
 
     func wait() -> Result<T, any Error> {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while result == nil { pthread_cond_wait(&changed, &mutex) }
-        return result!
+        ready.wait()
+        ready.signal()  // a second wait returns at once too
+        return result.withLock { $0! }
     }
 }
 
@@ -110,39 +101,12 @@ enum MachineFacts {
     }
 }
 
-/// A failure of the boot flow: what failed, and whether trying again can help.
-struct BootFailure: Error, CustomStringConvertible {
-    var phase: String
-    var message: String
-    /// A refused layout or a bad configuration fails the same way every time.
-    var retryable: Bool
-    var description: String { "\(phase): \(message)" }
-}
-
 /// The server could not be reached at all (as opposed to answering with an error).
 func isUnreachable(_ error: any Error) -> Bool {
     guard let error = error as? ClientError else { return false }
     if error.isConnectionLevel { return true }
     if case .allServersFailed = error { return true }
     return false
-}
-
-/// Runs a command for the boot flow; its failure names what was done to what.
-@discardableResult
-func runChecked(_ argv: [String], doing: String, on subject: String) throws -> CommandResult {
-    do {
-        return try Command.check(argv, doing: doing, on: subject)
-    } catch {
-        throw BootFailure(phase: "system", message: "\(error)", retryable: true)
-    }
-}
-
-/// Whether `path` is a mount point (its device differs from its parent's, or it is `/`).
-func isMountPoint(_ path: String) -> Bool {
-    var a = stat()
-    var b = stat()
-    guard stat(path, &a) == 0, stat(path + "/..", &b) == 0 else { return false }
-    return a.st_dev != b.st_dev || a.st_ino == b.st_ino
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, after an fsync: a power cut
@@ -154,23 +118,13 @@ func writeFileIfDifferent(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644
     let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
     if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
     let temporary = path + ".provisioner-new"
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
-    guard fd >= 0 else { throw SystemError.fromErrno("creating", temporary) }
-    var offset = 0
-    let ok = bytes.withUnsafeBytes { raw -> Bool in
-        while offset < raw.count {
-            let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n <= 0 { return false }
-            offset += n
-        }
-        return fsync(fd) == 0
-    }
-    let savedErrno = errno
-    close(fd)
-    guard ok else {
+    do {
+        let file = try OwnedDescriptor(opening: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: mode)
+        try file.write(bytes)
+        try file.sync()
+    } catch {
         unlink(temporary)
-        errno = savedErrno
-        throw SystemError.fromErrno("writing", temporary)
+        throw error
     }
     guard rename(temporary, path) == 0 else {
         let e = SystemError.fromErrno("renaming into place", path)

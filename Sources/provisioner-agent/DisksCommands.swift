@@ -90,18 +90,12 @@ extension Agent {
                         machine = try JSONDecoder().decode(Inventory.self, from: Data(text.utf8))
                     } catch {
                         throw AgentFailure(
-                            message: "inventory \(path) is not a `disks --json` output: \(error)", exitCode: 2)
+                            message: "inventory \(path) is not a `disks --json` output: \(error)", status: .badInput)
                     }
                 } else {
                     machine = try DiskInventoryReader().read()
                 }
-                let assignment: DiskAssignment
-                do {
-                    assignment = try DiskMatcher.match(layout.disks, inventory: machine)
-                } catch {
-                    throw AgentFailure(
-                        message: "the layout does not map onto this machine's disks:\n\(error)", exitCode: 3)
-                }
+                let assignment = try DiskMatcher.match(layout.disks, inventory: machine)
                 if output.json {
                     try printJSON(Result(assignments: assignment.paths))
                 } else {

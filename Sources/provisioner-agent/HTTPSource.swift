@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import NIOHTTP1
 import ProvisionerClient
@@ -20,7 +21,7 @@ struct ImageCredentials {
 /// `MirrorSource` of these (random pick, failover, damaged objects fetched from the next one).
 func makeHTTPSource(url: String, credentials: ImageCredentials) throws -> any ObjectSource {
     guard url.hasPrefix("https://") else {
-        throw AgentFailure(message: "\(url): only https:// sources are accepted (mutual TLS)", exitCode: 2)
+        throw AgentFailure(message: "\(url): only https:// sources are accepted (mutual TLS)", status: .badInput)
     }
     do {
         let endpoint = try Endpoint(parsing: url)
@@ -29,7 +30,7 @@ func makeHTTPSource(url: String, credentials: ImageCredentials) throws -> any Ob
         let client = try ProvisionerClient(ClientConfiguration(servers: [endpoint], tls: tls))
         return HTTPObjectSource(transport: ClientTransport(client: client, label: url))
     } catch let error as ClientError {
-        throw AgentFailure(message: "\(url): \(error)", exitCode: 2)
+        throw AgentFailure(message: "\(url): \(error)", status: .badInput)
     }
 }
 
@@ -78,69 +79,61 @@ final class ClientTransport: HTTPTransport, @unchecked Sendable {
     }
 }
 
-/// A bounded queue between the client's task (producer) and a worker thread (consumer).
-final class BodyPipe: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var changed = pthread_cond_t()
-    private var head: (Int, [String: String])?
-    private var chunks: [[UInt8]] = []
-    private var done = false
-    private var failure: (any Error)?
-    private let capacity: Int
+/// A bounded queue between the client's task (producer) and a worker thread (consumer): the
+/// state under a `Mutex`, the waiting on semaphores (free places, queued chunks, the head).
+final class BodyPipe: Sendable {
+    private struct State {
+        var head: (Int, [String: String])?
+        var chunks: [[UInt8]] = []
+        var failure: (any Error & Sendable)?
+    }
+    private let state = Mutex(State())
+    private let headKnown = DispatchSemaphore(value: 0)
+    /// Free places in the queue.
+    private let places: DispatchSemaphore
+    /// Chunks queued, plus one once the producer finished.
+    private let queued = DispatchSemaphore(value: 0)
 
     init(capacity: Int) {
-        self.capacity = capacity
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&changed, nil)
+        places = DispatchSemaphore(value: capacity)
     }
 
-    deinit {
-        pthread_cond_destroy(&changed)
-        pthread_mutex_destroy(&mutex)
+    func start(status: Int, headers: [String: String]) {
+        state.withLock { $0.head = (status, headers) }
+        headKnown.signal()
     }
-
-    private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&mutex)
-        defer {
-            pthread_cond_broadcast(&changed)
-            pthread_mutex_unlock(&mutex)
-        }
-        return body()
-    }
-
-    func start(status: Int, headers: [String: String]) { locked { head = (status, headers) } }
 
     func put(_ chunk: [UInt8]) {
-        pthread_mutex_lock(&mutex)
-        while chunks.count >= capacity && !done { pthread_cond_wait(&changed, &mutex) }
-        chunks.append(chunk)
-        pthread_cond_broadcast(&changed)
-        pthread_mutex_unlock(&mutex)
+        places.wait()
+        state.withLock { $0.chunks.append(chunk) }
+        queued.signal()
     }
 
-    func finish(_ error: (any Error)?) {
-        locked {
-            done = true
-            failure = error
-        }
+    /// The producer is done; `error` is what the consumer gets after the last chunk.
+    func finish(_ error: (any Error & Sendable)?) {
+        state.withLock { $0.failure = error }
+        headKnown.signal()
+        queued.signal()
     }
 
     func waitForHead() throws -> (Int, [String: String]) {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while head == nil && !done { pthread_cond_wait(&changed, &mutex) }
+        headKnown.wait()
+        headKnown.signal()
+        let (head, failure) = state.withLock { ($0.head, $0.failure) }
         if let head { return head }
         throw failure ?? SourceError(source: "server", what: "a response", cause: "closed before an answer")
     }
 
     func take() throws -> [UInt8]? {
-        pthread_mutex_lock(&mutex)
-        defer {
-            pthread_cond_broadcast(&changed)
-            pthread_mutex_unlock(&mutex)
+        queued.wait()
+        let (chunk, failure) = state.withLock { s -> ([UInt8]?, (any Error & Sendable)?) in
+            s.chunks.isEmpty ? (nil, s.failure) : (s.chunks.removeFirst(), nil)
         }
-        while chunks.isEmpty && !done { pthread_cond_wait(&changed, &mutex) }
-        if !chunks.isEmpty { return chunks.removeFirst() }
+        if let chunk {
+            places.signal()
+            return chunk
+        }
+        queued.signal()  // finished: every later take ends at once too
         if let failure { throw failure }
         return nil
     }

@@ -8,98 +8,10 @@ import ProvisionerSystem
     import Foundation
 #endif
 
-/// The disks a layout is about, and what is on them: shared by plan and apply.
-struct LayoutSituation {
-    var layout: DiskLayout
-    var assignment: DiskAssignment
-    var observed: ObservedStorage
-    var plan: LayoutPlan
-
-    /// Reads the layout, matches it to this machine's disks, looks at them and plans.
-    static func read(layoutPath: String, log: @escaping (String) -> Void) throws -> LayoutSituation {
-        let layout = try DiskLayout(parsing: try readTextFile(layoutPath, what: "layout"), source: layoutPath)
-        return try make(layout: layout, log: log)
-    }
-
-    /// Matches a parsed layout to this machine's disks, looks at them and plans.
-    static func make(layout: DiskLayout, inventory: Inventory? = nil, log: @escaping (String) -> Void) throws
-        -> LayoutSituation
-    {
-        let inventory = try inventory ?? DiskInventoryReader().read()
-        let assignment: DiskAssignment
-        do {
-            assignment = try DiskMatcher.match(layout.disks, inventory: inventory)
-        } catch {
-            throw AgentFailure(message: "the layout does not map onto this machine's disks:\n\(error)", exitCode: 3)
-        }
-        let written = layout.disks.filter { !$0.partitions.isEmpty }.compactMap { assignment.disks[$0.name] }
-        let observed = try StorageObserver(log: log).observe(disks: written)
-        let plan = LayoutPlanner.plan(layout: layout, assignment: assignment, observed: observed)
-        return LayoutSituation(layout: layout, assignment: assignment, observed: observed, plan: plan)
-    }
-
-    var report: String {
-        var lines: [String] = []
-        for name in assignment.names {
-            let d = assignment.disks[name]!
-            lines.append("\(name) = \(d.path) (\(ByteSize(bytes: d.sizeBytes)), serial \(d.serial ?? "none"))")
-        }
-        if plan.actions.isEmpty {
-            lines.append("No changes: the disks match the layout.")
-        } else {
-            let destructive = plan.actions.filter { !$0.destroys.isEmpty }.count
-            lines.append("\(plan.actions.count) change\(plan.actions.count == 1 ? "" : "s")"
-                + (destructive > 0 ? ", \(destructive) destroying data:" : ":"))
-            for (i, action) in plan.actions.enumerated() {
-                lines.append("  \(i + 1). \(action.summary)")
-                lines.append("     why: \(action.reason)")
-                for what in action.destroys { lines.append("     DESTROYS \(what)") }
-            }
-        }
-        for note in plan.notes { lines.append("note: \(note)") }
-        if !plan.refusals.isEmpty {
-            lines.append("REFUSED, nothing will be written:")
-            for refusal in plan.refusals { lines.append("  - \(refusal)") }
-        }
-        let a = plan.activation
-        var then: [String] = []
-        then += a.arrays.map { "assemble \($0.name)" }
-        then += a.volumeGroups.map { "activate \($0.name)" }
-        then += a.mounts.map { "mount \($0.device) on \($0.mountPoint)" + ($0.grow ? " and grow it" : "") }
-        if !then.isEmpty { lines.append("then: " + then.joined(separator: "; ")) }
-        return lines.joined(separator: "\n")
-    }
-
-    struct JSONPlan: Encodable {
-        struct Action: Encodable {
-            var summary: String
-            var device: String
-            var reason: String
-            var destroys: [String]
-        }
-        struct Mount: Encodable {
-            var device: String
-            var mountPoint: String
-            var type: String
-            var options: [String]
-        }
-        var disks: [String: String]
-        var converged: Bool
-        var actions: [Action]
-        var refusals: [String]
-        var notes: [String]
-        var mounts: [Mount]
-        var swaps: [String]
-    }
-
-    var json: JSONPlan {
-        JSONPlan(
-            disks: assignment.paths, converged: plan.isConverged,
-            actions: plan.actions.map { .init(summary: $0.summary, device: $0.device, reason: $0.reason, destroys: $0.destroys) },
-            refusals: plan.refusals, notes: plan.notes,
-            mounts: plan.activation.mounts.map { .init(device: $0.device, mountPoint: $0.mountPoint, type: $0.type.rawValue, options: $0.options) },
-            swaps: plan.activation.swaps)
-    }
+/// Reads a layout file, matches it to this machine's disks, looks at them and plans.
+func inspectLayout(_ path: String, readOnly: Bool = false, log: @escaping (String) -> Void) throws -> LayoutSituation {
+    let layout = try DiskLayout(parsing: try readTextFile(path, what: "layout"), source: path)
+    return try LayoutSituation.inspect(layout, readOnly: readOnly, log: log)
 }
 
 extension Agent {
@@ -107,8 +19,8 @@ extension Agent {
         static let configuration = CommandConfiguration(
             abstract: "Show what apply would change on this machine's disks; change nothing.",
             discussion: """
-                Assembles existing arrays and activates existing volume groups on the matched disks to look \
-                inside them, but writes no partition table, superblock, volume or filesystem. \
+                Changes nothing on the machine: arrays that looking inside needs are assembled (read-only) \
+                and volumes activated, and taken down again before it exits (the plan says so). \
                 Exits 0 when the plan can be applied (or nothing is to be done), 4 when it is refused, \
                 3 when the layout does not map onto the disks, 2 for a bad layout.
                 """
@@ -121,9 +33,11 @@ extension Agent {
 
         func run() throws {
             try reporting {
-                let situation = try LayoutSituation.read(layoutPath: layout, log: { printError($0) })
-                if output.json { try printJSON(situation.json) } else { print(situation.report) }
-                if !situation.plan.refusals.isEmpty { throw ExitCode(4) }
+                let situation = try inspectLayout(layout, readOnly: true, log: { printError($0) })
+                try situation.takeDown(log: { printError($0) })
+                let report = situation.report(undone: true)
+                if output.json { try printJSON(report.json) } else { print(report.text) }
+                if !situation.plan.refusals.isEmpty { throw LayoutRefused(refusals: situation.plan.refusals) }
             }
         }
     }
@@ -146,9 +60,9 @@ extension Agent {
         func run() throws {
             try reporting {
                 let log: (String) -> Void = { print($0) }
-                let situation = try LayoutSituation.read(layoutPath: layout, log: log)
-                print(situation.report)
-                guard situation.plan.refusals.isEmpty else { throw ExitCode(4) }
+                let situation = try inspectLayout(layout, log: log)
+                print(situation.report().text)
+                guard situation.plan.refusals.isEmpty else { throw LayoutRefused(refusals: situation.plan.refusals) }
                 let applier = LayoutApplier(log: log)
                 try applier.apply(situation.plan)
                 try applier.activate(situation.plan.activation, root: root)
@@ -208,17 +122,12 @@ extension Agent {
                 }
             }
 
-            /// Device path (canonical) → mount point, from /proc/self/mountinfo.
+            /// Device path (canonical) → mount point, from the mount table.
             func currentMounts() -> [String: String] {
-                guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return [:] }
                 var result: [String: String] = [:]
-                for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-                    let fields = line.split(separator: " ")
-                    guard let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { continue }
-                    let source = String(fields[dash + 2])
-                    guard source.hasPrefix("/dev/") else { continue }
-                    guard let mountPoint = relative(String(fields[4])) else { continue }
-                    let device = realPath(source)
+                for entry in MountTable.read().entries where entry.source.hasPrefix("/dev/") {
+                    guard let mountPoint = relative(entry.mountPoint) else { continue }
+                    let device = realPath(entry.source)
                     if result[device] == nil { result[device] = mountPoint }
                     for alias in lvmAliases(device) where result[alias] == nil { result[alias] = mountPoint }
                 }

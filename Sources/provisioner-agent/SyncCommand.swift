@@ -70,23 +70,11 @@ extension Agent {
                 options.verify = verify
                 options.threads = threads
                 options.interruptAfter = interruptAfter
+                options.warnings = printWarning
                 options.preserved = preserve.map { Array($0.utf8.drop(while: { $0 == UInt8(ascii: "/") })) }
                 let started = monotonicSeconds()
-                let report: SyncReport
-                do {
-                    report = try SyncEngine(target: to, source: source, options: options).run(
-                        image: name, version: version)
-                } catch let error as SourceError {
-                    throw AgentFailure(message: "\(error)", exitCode: 4)
-                } catch let error as ManifestError {
-                    throw AgentFailure(message: "\(error)", exitCode: 4)
-                } catch let error as CompressionError {
-                    throw AgentFailure(message: "\(error)", exitCode: 4)
-                } catch let error as PackError {
-                    throw AgentFailure(message: "\(error)", exitCode: 4)
-                } catch let error as SyncInterrupted {
-                    throw AgentFailure(message: "\(error)", exitCode: 9)
-                }
+                let report = try SyncEngine(target: to, source: source, options: options).run(
+                    image: name, version: version)
                 let seconds = monotonicSeconds() - started
                 if output.json {
                     try printJSON(SyncSummary(report, seconds: seconds))
@@ -185,8 +173,8 @@ func makeSource(_ text: String, credentials: ImageCredentials) throws -> any Obj
             sources.append(LocalStoreSource(path: part))
         }
     }
-    guard !sources.isEmpty else { throw AgentFailure(message: "--source is empty", exitCode: 2) }
-    return MirrorSource(sources)
+    guard !sources.isEmpty else { throw AgentFailure(message: "--source is empty", status: .badInput) }
+    return MirrorSource(sources, warnings: printWarning)
 }
 
 func monotonicSeconds() -> Double {

@@ -41,6 +41,21 @@ struct DiskLayoutVMTests {
             echo "pv-metadata $(dd if=/dev/md/md-system bs=1M count=1 2>/dev/null | sha256sum | cut -d' ' -f1)"
             for lv in root var scratch swap; do echo "uuid $lv $(blkid -s UUID -o value /dev/system/$lv)"; done
         }
+        # What plan must leave as it found it: running arrays, active volumes, and the metadata
+        # regions of every partition (md superblocks sit in the first 4 KiB or the last MiB,
+        # GPTs and LVM labels in the first MiB).
+        state() {
+            grep '^md' /proc/mdstat | sort
+            dmsetup ls | sort
+            for serial in "$@"; do
+                dev=$(disk_of "$serial")
+                for part in $(lsblk -lno NAME "$dev" | tail -n +2); do
+                    size=$(blockdev --getsz "/dev/$part")
+                    echo "$serial $part head $(dd if="/dev/$part" bs=1M count=1 2>/dev/null | sha256sum | cut -d' ' -f1)"
+                    echo "$serial $part tail $(dd if="/dev/$part" bs=512 skip=$((size - 2048)) count=2048 2>/dev/null | sha256sum | cut -d' ' -f1)"
+                done
+            done
+        }
         shutdown() {
             sync
             umount -R /sysroot
@@ -55,7 +70,9 @@ struct DiskLayoutVMTests {
         cat > /tmp/layout.yaml <<'EOF'
         \(layout)
         EOF
+        step state-before state \(serials.joined(separator: " "))
         step plan provisioner-agent plan --layout /tmp/layout.yaml --json
+        step state-after state \(serials.joined(separator: " "))
         step apply provisioner-agent apply --layout /tmp/layout.yaml --root /sysroot
         step replan provisioner-agent plan --layout /tmp/layout.yaml --json
         step mounts findmnt -rn -o TARGET,SOURCE,FSTYPE -R /sysroot
@@ -76,6 +93,19 @@ struct DiskLayoutVMTests {
         var actions: [Action]
         var refusals: [String]
         var notes: [String]
+        var broughtUp: [String]
+        var undone: Bool
+    }
+
+    /// `plan` changed nothing: the same arrays and volumes up, the same metadata bytes.
+    static func expectPlanChangedNothing(_ run: VMRun) throws {
+        let before = try run.step("state-before")
+        let after = try run.step("state-after")
+        #expect(before.status == 0 && after.status == 0, "\(before) \(after)")
+        #expect(before.stdout == after.stdout, "before plan:\n\(before.stdout)\nafter plan:\n\(after.stdout)")
+        #expect(before.stdout.contains(" head "), "no partition was checked:\n\(before.stdout)")
+        let plan = try Self.plan(run, "plan")
+        #expect(plan.broughtUp.isEmpty || plan.undone, "\(plan.broughtUp)")
     }
 
     static func plan(_ run: VMRun, _ step: String) throws -> PlanJSON {
@@ -161,6 +191,9 @@ struct DiskLayoutVMTests {
             script: Self.script(layout: layout, extra: checkData, serials: ["NVME-A", "NVME-B"]), name: "layout-b")
         let planB = try Self.plan(second, "plan")
         #expect(planB.converged && planB.actions.isEmpty, "\(planB.actions.map(\.summary))")
+        // Looking inside needed the arrays and volumes up; plan took them down again.
+        #expect(!planB.broughtUp.isEmpty, "the disks were expected to be down at boot")
+        try Self.expectPlanChangedNothing(second)
         #expect(try second.step("apply").stdout.contains("No changes"))
         #expect(try Self.metadata(second) == metaA)
         #expect(try second.step("check").status == 0)
@@ -171,6 +204,7 @@ struct DiskLayoutVMTests {
         let third = try VMEnvironment.machine(disks: [bystander, nvB, nvA]).run(
             script: Self.script(layout: layout, extra: checkData, serials: ["NVME-A", "NVME-B"]), name: "layout-c")
         #expect(try Self.plan(third, "plan").converged)
+        try Self.expectPlanChangedNothing(third)
         #expect(try Self.metadata(third) == metaA)
         #expect(try third.step("check").status == 0)
 
