@@ -332,10 +332,12 @@ public struct ErrorBody: Codable, Hashable, Sendable, Error {
         public var status: Int
         public var code: String
         public var message: String
+        /// With 429 and 503: seconds after which the client may try again (also `Retry-After`).
+        public var retryAfter: Int?
     }
     public var error: Detail
 
-    public init(status: Int, code: String, message: String) {
-        self.error = Detail(status: status, code: code, message: message)
+    public init(status: Int, code: String, message: String, retryAfter: Int? = nil) {
+        self.error = Detail(status: status, code: code, message: message, retryAfter: retryAfter)
     }
 }

@@ -5,7 +5,7 @@ import ProvisionerCore
 /// cites the rows that made it, so the console and the tests name the rule, not its wording.
 public enum BootRule: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
     // Registration.
-    case R1, R2, R3, R4, R5, R6, R7
+    case R1, R2, R3, R4, R5, R6, R7, R8
     // The node's steps.
     case N1, N2, N3, N4, N5, N6, N7, N8, N9, N10, N11, N12, N13, N14
     // Failures: retried or not.
@@ -288,6 +288,15 @@ public struct BootStateMachine: Sendable {
         guard settings.fallback else { return fail(BootFailure(.register, .unreachable, message), [.R6]) }
         state = .fallingBack
         return BootDecision(.fallBack, [.R5], warnings: [message])
+    }
+
+    /// The server answered the registration with 429 (too many machines pending, or this machine
+    /// asked too often): it is there, so this does not count towards the fallback; wait what it
+    /// says, within 1–300 s, and register again (R8).
+    public mutating func serverBusy(retryAfterSeconds: Int?, detail: String) -> BootDecision {
+        expect([.registering], "a busy server")
+        let wait = min(max(retryAfterSeconds ?? Self.defaultPollSeconds, 1), 300)
+        return BootDecision(.backOff(seconds: wait, fallbackInSeconds: nil), [.R8], warnings: [detail])
     }
 
     /// The disks step planned the node's layout (nothing was written yet).

@@ -23,7 +23,7 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var response = APIError.jsonResponse(
-            ErrorBody(status: status.code, code: code, message: message), status: status)
+            ErrorBody(status: status.code, code: code, message: message, retryAfter: retryAfter), status: status)
         if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
         return response
     }

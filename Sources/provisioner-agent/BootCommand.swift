@@ -1,6 +1,7 @@
 import ArgumentParser
 import ProvisionerAPI
 import ProvisionerBoot
+import ProvisionerClient
 import ProvisionerCore
 import ProvisionerImage
 import ProvisionerPlugins
@@ -214,6 +215,13 @@ final class BootRunner {
                 console.say(
                     "the server does not answer (\(error)); trying again in \(seconds) s"
                         + (fallbackIn.map { ", booting from disk in \($0) s if it stays away" } ?? ""))
+            }
+            return decision
+        } catch let error as ClientError where error.httpStatus == 429 {
+            guard case .status(_, let body, _) = error else { return failed(.register, .transient, "\(error)") }
+            let decision = machine.serverBusy(retryAfterSeconds: body?.error.retryAfter, detail: "\(error)")
+            if case .backOff(let seconds, _) = decision.action {
+                console.say("the server is busy (\(error)); registering again in \(seconds) s")
             }
             return decision
         } catch {

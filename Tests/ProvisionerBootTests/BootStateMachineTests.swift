@@ -164,6 +164,22 @@ import Testing
                 == .retry(BootFailure(.register, .transient, "the server assigned no node config"), afterSeconds: 3, attempt: 2))
     }
 
+    @Test func R8_busyServerIsWaitedForWithoutCountingTowardsTheFallback() {
+        var machine = BootStateMachine(settings: Self.settings(serverWait: 20))
+        _ = machine.start()
+        // (Retry-After, wait): the server's word within 1–300 s, 30 s when it gives none.
+        for (retryAfter, wait) in [(12, 12), (0, 1), (900, 300), (nil, 30)] as [(Int?, Int)] {
+            let d = machine.serverBusy(retryAfterSeconds: retryAfter, detail: "HTTP 429: too many pending")
+            #expect(d.rules == [.R8])
+            #expect(d.action == .backOff(seconds: wait, fallbackInSeconds: nil))
+            #expect(d.warnings == ["HTTP 429: too many pending"])
+        }
+        // Still registering: the next answer moves on as usual, and the server's silence now
+        // counts from the registration's start as before (R4).
+        #expect(machine.serverUnreachable(waitedSeconds: 5, detail: "x").rules == [.R4])
+        #expect(machine.serverAnswered(Self.assigned(Self.node())).rules == [.N1])
+    }
+
     // MARK: The node's steps
 
     @Test func N1_statefulNodePlansItsLayout() throws {

@@ -114,6 +114,8 @@ import Testing
                 let third = try await open("52:54:00:00:01:03")
                 expectJSONError(third, 429, code: "too-many-pending")
                 #expect(third.headers[.retryAfter] == "60")
+                // The agent reads the wait from the body too (docs/boot.md R8).
+                #expect(try decode(ErrorBody.self, third).error.retryAfter == 60)
                 // A pending machine that registers again replaces its own entry.
                 #expect(try await open("52:54:00:00:01:02").status == .created)
             }
