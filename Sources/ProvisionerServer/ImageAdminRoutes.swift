@@ -226,6 +226,48 @@ extension Services {
         }
     }
 
+    func addImageMaintenanceRoutes(to group: RouterGroup<ProvisionerContext>) {
+        let store = ImageStore(root: config.imagesDirectory)
+        @Sendable func actor(_ context: ProvisionerContext) -> Actor {
+            Actor(name: context.peer?.name ?? "unknown", remoteAddress: context.remoteAddress)
+        }
+        group.delete("images/:name/versions/:id") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            guard ImageNames.isValid(name) else {
+                throw APIError(.badRequest, "bad-name", "\"\(name.terminalSafe)\" is not an image name")
+            }
+            let id = try Self.hash(try context.parameters.require("id"), what: "a version")
+            try await self.store.deleteVersion(image: name, id: id.hex, by: actor(context))
+            try await NIOThreadPool.singleton.runIfActive { StoreMaintenance.removeVersion(store, image: name, id: id) }
+            return json(["deleted": "\(name)@\(id.hex)"])
+        }
+        // Safe while nodes sync and admins upload: uploads under way are roots, and objects younger
+        // than `grace` seconds (default 3600) are kept whatever names them.
+        group.post("images/gc") { request, context -> Response in
+            var grace: Int64 = 3600
+            if let text = request.uri.queryParameters["grace"] {
+                guard let n = Int64(text), (0...30 * 86400).contains(n) else {
+                    throw APIError.badRequest("grace is 0 to 2592000 seconds")
+                }
+                grace = n
+            }
+            let now = Int64(Date().timeIntervalSince1970)
+            let graceSeconds = grace
+            let report = try await NIOThreadPool.singleton.runIfActive {
+                do {
+                    return try StoreMaintenance.collect(store, graceSeconds: graceSeconds, now: now)
+                } catch {
+                    throw APIError(.internalServerError, "gc-failed", "\(error)")
+                }
+            }
+            try await self.store.auditCollection(StoredJSONValue(text: StoredJSON.encode(report)), by: actor(context))
+            return json(report)
+        }
+        group.get("images/fsck") { _, _ -> Response in
+            json(try await NIOThreadPool.singleton.runIfActive { try StoreMaintenance.check(store) })
+        }
+    }
+
     static func manifest(image: String, version: String, store: ImageStore) throws -> Manifest {
         guard let id = ObjectHash(hex: version), let bytes = try store.manifestBytes(image: image, version: id) else {
             throw APIError.notFound("unknown-version", "the store has no manifest \(version) of \(image)")

@@ -239,3 +239,45 @@ extension Store {
         }
     }
 }
+
+extension Store {
+    /// Removes a version from the registry; refused while a branch names it or a node boots it
+    /// (pinned, or following a branch at it), naming them. Its objects go at the next `image gc`.
+    func deleteVersion(image: String, id: String, by actor: Actor) async throws {
+        try await transaction {
+            guard let record = try await imageRow(image) else {
+                throw APIError.notFound("unknown-image", "no image named \(image)")
+            }
+            guard let version = record.versions.first(where: { $0.id == id }) else {
+                throw APIError.notFound("unknown-version", "image \(image) has no version \(id)")
+            }
+            let heads = record.branches.filter { $0.head == id }.map(\.name)
+            guard heads.isEmpty else {
+                throw APIError.conflict(
+                    "version \(id) is the head of \(image)/\(heads.joined(separator: ", ")); roll back or delete the branch first")
+            }
+            let pinned = try await nodesInTransaction().filter { $0.image?.name == image && $0.image?.version == id }
+            guard pinned.isEmpty else {
+                throw APIError.conflict(
+                    "nodes are pinned to \(image)@\(id): \(pinned.map(\.name).sorted().joined(separator: ", "))")
+            }
+            _ = try await query("DELETE FROM image_versions WHERE image = ? AND id = ?", [.text(image), .text(id)])
+            _ = try await query(
+                "DELETE FROM image_branch_versions WHERE image = ? AND version = ?", [.text(image), .text(id)])
+            try await audit(
+                actor, "image.version.delete", "image/\(image)@\(id)", before: StoredJSON.encode(version), after: nil)
+        }
+    }
+
+    /// Records a garbage collection in the audit log.
+    func auditCollection(_ report: StoredJSONValue, by actor: Actor) async throws {
+        try await transaction {
+            try await audit(actor, "image.gc", "images", before: nil, after: report.text)
+        }
+    }
+}
+
+/// JSON already encoded, for the audit log.
+struct StoredJSONValue: Sendable {
+    var text: String
+}

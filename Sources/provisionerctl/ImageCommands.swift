@@ -10,7 +10,10 @@ extension Ctl {
     struct Image: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Images: publish versions, branches, the live branch, rollback, diff (docs/images.md).",
-            subcommands: [Import.self, List.self, Show.self, Live.self, Branch.self, Rollback.self, Diff.self]
+            subcommands: [
+                Import.self, List.self, Show.self, Live.self, Branch.self, Rollback.self, Diff.self, Delete.self, GC.self,
+                Fsck.self,
+            ]
         )
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ProvisionerAPI
 import ProvisionerCore
+import ProvisionerImage
 
 extension Ctl.Image {
     struct Show: AsyncParsableCommand {
@@ -162,3 +163,61 @@ func imageAndBranch(_ text: String) throws -> (name: String, branch: String) {
     guard let branch = ref.branch, ref.version == nil else { throw CtlFailure("\(text): expected NAME/BRANCH") }
     return (ref.name, branch)
 }
+
+extension Ctl.Image {
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Deletes a version (refused while a branch names it or a node boots it); image gc frees its objects.")
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "NAME@VERSION.") var target: String
+
+        func run() async throws {
+            try await reporting {
+                let ref = try parseRef(target)
+                guard let version = ref.version else { throw CtlFailure("\(target): expected NAME@VERSION") }
+                let _: [String: String] = try await server.client().send(
+                    .DELETE, "images/\(ref.name)/versions/\(version)", Optional<String>.none)
+                print("\(ref.name)@\(version) deleted; `provisionerctl image gc` frees the objects only it used")
+            }
+        }
+    }
+
+    struct GC: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "gc",
+            abstract: "Removes objects no version or upload names (safe while nodes sync and admins upload).")
+        @OptionGroup var server: ServerOptions
+        @Option(help: "Keep unnamed objects younger than this many seconds.") var grace = 3600
+
+        func run() async throws {
+            try await reporting {
+                let report = try await server.client().send(
+                    .POST, "images/gc?grace=\(grace)", Optional<String>.none, as: StoreMaintenance.GCReport.self)
+                if server.json { return try printJSON(report) }
+                print(
+                    "\(report.objects) objects, \(report.manifests) manifests: removed \(report.removed) "
+                        + "(\(report.freedBytes) bytes freed); kept \(report.keptYoung) unnamed but younger than \(grace) s")
+            }
+        }
+    }
+
+    struct Fsck: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Verifies every object against its hash and every manifest against its id and objects.")
+        @OptionGroup var server: ServerOptions
+
+        func run() async throws {
+            try await reporting {
+                let report = try await server.client().get("images/fsck", as: StoreMaintenance.FsckReport.self)
+                if server.json { try printJSON(report) } else {
+                    for line in report.damagedObjects { print("damaged object \(line)") }
+                    for line in report.damagedManifests { print("damaged manifest \(line)") }
+                    for line in report.missingObjects { print("missing object \(line)") }
+                    print("\(report.objects) objects, \(report.manifests) manifests: " + (report.isClean ? "clean" : "PROBLEMS"))
+                }
+                if !report.isClean { throw CtlFailure("the image store has problems (above)") }
+            }
+        }
+    }
+}
+

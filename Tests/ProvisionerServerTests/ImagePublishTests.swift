@@ -270,3 +270,77 @@ extension ImagePublishTests {
         }
     }
 }
+
+extension ImagePublishTests {
+    @Test func deleteCollectAndCheck() async throws {
+        try await withServices { services, _ in
+            let store = ImageStore(root: services.config.imagesDirectory)
+            try await app(services).test(.router) { client in
+                let v1 = try await Self.publish(client, "one\n")
+                let v2 = try await Self.publish(client, "two\n")
+                let oneObject = ObjectHash.of(Array("one\n".utf8))
+                #expect(store.hasObject(oneObject))
+
+                // The head cannot go, nor a version a node is pinned to.
+                let head = try await client.execute(uri: "/api/v1/admin/images/debian/versions/\(v2)", method: .delete)
+                expectJSONError(head, 409)
+                #expect(String(buffer: head.body).contains("head of debian/main"))
+                _ = try await client.execute(
+                    uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders,
+                    body: try jsonBody(NodeConfig(name: "p1", image: ImageRef(name: "debian", version: v1))))
+                let pinned = try await client.execute(uri: "/api/v1/admin/images/debian/versions/\(v1)", method: .delete)
+                expectJSONError(pinned, 409)
+                #expect(String(buffer: pinned.body).contains("p1"))
+                _ = try await client.execute(uri: "/api/v1/admin/nodes/p1", method: .delete)
+
+                // An upload under way keeps its objects; so does the grace period.
+                let (pending, pendingObjects) = Self.tree("three\n")
+                _ = try await client.execute(
+                    uri: "/api/v1/admin/images/debian/uploads", method: .post, headers: Self.manifestHeaders,
+                    body: ByteBuffer(bytes: pending))
+                _ = try await client.execute(
+                    uri: "/api/v1/admin/objects", method: .post, headers: Self.packHeaders, body: Self.pack(pendingObjects))
+
+                #expect(
+                    try await client.execute(uri: "/api/v1/admin/images/debian/versions/\(v1)", method: .delete).status
+                        == .ok)
+                let young = try decode(
+                    StoreMaintenance.GCReport.self,
+                    try await client.execute(uri: "/api/v1/admin/images/gc", method: .post))
+                #expect(young.removed == 0)
+                #expect(young.keptYoung == 1)  // v1's own object, now unreferenced but just written
+                try await Task.sleep(for: .milliseconds(1100))  // file times have whole seconds here
+                let now = try decode(
+                    StoreMaintenance.GCReport.self,
+                    try await client.execute(uri: "/api/v1/admin/images/gc?grace=0", method: .post))
+                #expect(now.removed == 1)
+                #expect(now.freedBytes > 0)
+                #expect(!store.hasObject(oneObject))
+                #expect(store.hasObject(pendingObjects[0].0))  // named by the upload under way
+                #expect(store.hasObject(ObjectHash.of(Array("two\n".utf8))))
+
+                // fsck: clean, then a damaged object and a missing one are named.
+                var report = try decode(
+                    StoreMaintenance.FsckReport.self, try await client.execute(uri: "/api/v1/admin/images/fsck", method: .get))
+                #expect(report.isClean)
+                let motd = ObjectHash.of(Array("motd\n".utf8))
+                _ = unlink(store.objectPath(motd))
+                try Data(Zstd.compress(Array("forged".utf8))).write(to: URL(fileURLWithPath: store.objectPath(motd)))
+                let two = ObjectHash.of(Array("two\n".utf8))
+                _ = unlink(store.objectPath(two))
+                report = try decode(
+                    StoreMaintenance.FsckReport.self, try await client.execute(uri: "/api/v1/admin/images/fsck", method: .get))
+                #expect(report.damagedObjects.count == 1)
+                #expect(report.damagedObjects.first?.hasPrefix(motd.hex) == true)
+                #expect(report.missingObjects.contains { $0.hasSuffix(two.hex) })
+                expectJSONError(
+                    try await client.execute(uri: "/api/v1/admin/images/gc?grace=-1", method: .post), 400)
+
+                let actions = try decode(
+                    [AuditEntry].self, try await client.execute(uri: "/api/v1/admin/audit", method: .get)
+                ).map(\.action).filter { $0.hasPrefix("image.") }
+                #expect(actions == ["image.publish", "image.publish", "image.version.delete", "image.gc", "image.gc"])
+            }
+        }
+    }
+}
