@@ -142,6 +142,7 @@ extension Store {
 
     /// Inserts or replaces the row and its MACs (within a transaction).
     func writeNode(_ config: NodeConfig, created: Bool) async throws {
+        try await checkImage(of: config)
         let now = Clock.nowMillis()
         if created {
             _ = try await query(
@@ -165,6 +166,25 @@ extension Store {
             }
             _ = try await query(
                 "INSERT OR IGNORE INTO node_macs (mac, node) VALUES (?, ?)", [.text(mac), .text(config.name)])
+        }
+    }
+}
+
+extension Store {
+    /// A node may name only a branch or version its image has, once the image is in the registry
+    /// (an image not published yet, or only in a store directory, is not checked: docs/images.md).
+    func checkImage(of config: NodeConfig) async throws {
+        guard let ref = config.image, ref.branch != nil || (ref.version != nil && ref.version != "latest"),
+            let image = try await imageRow(ref.name)
+        else { return }
+        if let branch = ref.branch, ref.version == nil, !image.branches.contains(where: { $0.name == branch }) {
+            throw APIError(
+                .unprocessableContent, "invalid-node",
+                "\(config.name).image.branch: image \(ref.name) has no branch \(branch) (it has \(image.branches.map(\.name).joined(separator: ", ")))")
+        }
+        if let version = ref.version, !image.versions.contains(where: { $0.id == version }) {
+            throw APIError(
+                .unprocessableContent, "invalid-node", "\(config.name).image.version: image \(ref.name) has no version \(version)")
         }
     }
 }

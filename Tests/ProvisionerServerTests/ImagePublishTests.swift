@@ -242,6 +242,12 @@ extension ImagePublishTests {
                 _ = try await client.execute(
                     uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders,
                     body: try jsonBody(NodeConfig(name: "n5", image: ImageRef(name: "debian", branch: "main"))))
+                // A node may only name what the image has.
+                let nope = try await client.execute(
+                    uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders,
+                    body: try jsonBody(NodeConfig(name: "n6", image: ImageRef(name: "debian", branch: "nope"))))
+                expectJSONError(nope, 422)
+                #expect(String(buffer: nope.body).contains("n6.image.branch: image debian has no branch nope"))
                 let refused = try await client.execute(uri: "/api/v1/admin/images/debian/branches/main", method: .delete)
                 expectJSONError(refused, 409)
                 #expect(String(buffer: refused.body).contains("n5"))
