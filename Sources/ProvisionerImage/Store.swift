@@ -1,4 +1,5 @@
 import CImageSys
+import ProvisionerCore
 import ProvisionerSystem
 
 #if canImport(Glibc)
@@ -32,15 +33,8 @@ public struct ImageStore: Sendable {
         self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
     }
 
-    /// Image names: [a-z0-9][a-z0-9._-]{0,63}.
-    public static func isValidName(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        guard (1...64).contains(bytes.count) else { return false }
-        func ok(_ c: UInt8, first: Bool) -> Bool {
-            (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (!first && (c == 0x2e || c == 0x5f || c == 0x2d))
-        }
-        return bytes.enumerated().allSatisfy { ok($1, first: $0 == 0) }
-    }
+    /// Image names: [a-z0-9][a-z0-9._-]{0,63} (`ImageNames`, the registry's rule).
+    public static func isValidName(_ name: String) -> Bool { ImageNames.isValid(name) }
 
     public func objectPath(_ hash: ObjectHash) -> String {
         let hex = hash.hex

@@ -1,5 +1,6 @@
 import Foundation
 import ProvisionerAPI
+import ProvisionerCore
 import SQLiteNIO
 
 /// The image registry in the database (docs/images.md): which versions an image has, which version
