@@ -12,7 +12,7 @@ extension Ctl {
             abstract: "Images: publish versions, branches, the live branch, rollback, diff (docs/images.md).",
             subcommands: [
                 Import.self, List.self, Show.self, Live.self, Branch.self, Rollback.self, Diff.self, Delete.self, GC.self,
-                Fsck.self,
+                Fsck.self, Build.self,
             ]
         )
     }
@@ -65,31 +65,11 @@ extension Ctl.Image {
                 guard FileManager.default.fileExists(atPath: from, isDirectory: &isDirectory) else {
                     throw CtlFailure("--from \(from) does not exist")
                 }
-                let temporary = staging == nil && store == nil
-                let root = store ?? staging ?? NSTemporaryDirectory() + "provisionerctl-staging-" + UUID().uuidString
-                defer { if temporary { try? FileManager.default.removeItem(atPath: root) } }
-                let importer = ImageImporter(store: ImageStore(root: root))
-                let now = Int64(Date().timeIntervalSince1970)
-                let result: ProvisionerImage.ImportResult
-                do {
-                    result =
-                        isDirectory.boolValue
-                        ? try importer.importDirectory(from, image: ref.name, now: now)
-                        : try TarImporter(importer: importer).importArchive(from, image: ref.name, now: now)
-                } catch {
-                    throw CtlFailure("\(error)")
+                if let store {
+                    return try printLocal(try importTree(from, isDirectory: isDirectory.boolValue, image: ref.name, into: store))
                 }
-                if store != nil { return try printLocal(result) }
-                let outcome = try await ImagePublisher(server: try server.client(), staging: ImageStore(root: root))
-                    .publish(image: ref.name, branch: ref.branch, version: result.version)
-                if server.json { return try printJSON(outcome.move) }
-                let move = outcome.move
-                print(
-                    "\(move.image)/\(move.branch)@\(move.version): \(result.entries) entries, \(result.contentBytes) bytes; "
-                        + "sent \(outcome.sentObjects) of \(outcome.objects) objects (\(outcome.sentBytes) bytes); "
-                        + (move.previous == move.version
-                            ? "the branch already named this version"
-                            : "\(move.summary.text) since \(move.previous.map { String($0.prefix(12)) } ?? "nothing")"))
+                try await publishTree(
+                    from, isDirectory: isDirectory.boolValue, ref: ref, staging: staging, server: server)
             }
         }
 
@@ -162,6 +142,39 @@ extension Ctl.Image {
             }
         }
     }
+}
+
+/// Imports a directory or tarball into a store directory.
+func importTree(_ source: String, isDirectory: Bool, image: String, into store: String) throws
+    -> ProvisionerImage.ImportResult
+{
+    let importer = ImageImporter(store: ImageStore(root: store))
+    let now = Int64(Date().timeIntervalSince1970)
+    do {
+        return isDirectory
+            ? try importer.importDirectory(source, image: image, now: now)
+            : try TarImporter(importer: importer).importArchive(source, image: image, now: now)
+    } catch {
+        throw CtlFailure("\(error)")
+    }
+}
+
+/// Imports a tree into a staging store (`staging`, or a temporary one removed after) and publishes
+/// it through the server (docs/images.md); prints what moved.
+func publishTree(_ source: String, isDirectory: Bool, ref: ImageRef, staging: String?, server: ServerOptions) async throws {
+    let root = staging ?? NSTemporaryDirectory() + "provisionerctl-staging-" + UUID().uuidString
+    defer { if staging == nil { try? FileManager.default.removeItem(atPath: root) } }
+    let result = try importTree(source, isDirectory: isDirectory, image: ref.name, into: root)
+    let outcome = try await ImagePublisher(server: try server.client(), staging: ImageStore(root: root))
+        .publish(image: ref.name, branch: ref.branch, version: result.version)
+    if server.json { return try printJSON(outcome.move) }
+    let move = outcome.move
+    print(
+        "\(move.image)/\(move.branch)@\(move.version): \(result.entries) entries, \(result.contentBytes) bytes; "
+            + "sent \(outcome.sentObjects) of \(outcome.objects) objects (\(outcome.sentBytes) bytes); "
+            + (move.previous == move.version
+                ? "the branch already named this version"
+                : "\(move.summary.text) since \(move.previous.map { String($0.prefix(12)) } ?? "nothing")"))
 }
 
 /// Reads a tarball with libarchive into an image version.

@@ -211,4 +211,41 @@ import Testing
         }
         await server.stop()
     }
+
+    /// `image build`: a Debian root from mmdebstrap (the machine's apt mirror), published through
+    /// the server; a refused distribution publishes nothing.
+    @Test func imageBuildFromDebianPublishes() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/mmdebstrap") else {
+            Issue.record("mmdebstrap is not installed (make test installs it)")
+            return
+        }
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let tls = dir.path + "/tls"
+        #expect(try await Self.ctl(["ca", "init", "--dir", tls, "--name", "localhost", "--ip", "127.0.0.1"]).status == 0)
+        let server = try await LiveServer.start(stateDir: dir.path)
+        do {
+            let common = ["--server", "https://127.0.0.1:\(server.apiPort)", "--tls-dir", tls]
+            let refused = try await Self.ctl(["image", "build", "built", "--distro", "rocky:9"] + common)
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("dnf --installroot"), "\(refused.stderr)")
+            let keep = dir.path + "/root"
+            let built = try await Self.ctl(
+                ["image", "build", "built/test", "--distro", "debian:bookworm", "--packages", "hello", "--keep", keep]
+                    + common, timeout: 600)
+            #expect(built.status == 0, "\(built.stderr)")
+            #expect(built.stdout.contains("built/test@"), "\(built.stdout)")
+            #expect(FileManager.default.fileExists(atPath: keep + "/usr/bin/hello"))
+            #expect(FileManager.default.fileExists(atPath: keep + "/sbin/mdadm"))
+            #expect(!FileManager.default.fileExists(atPath: keep + "/etc/machine-id"))
+            let image = try await Self.ctl(["image", "show", "built", "--json"] + common)
+            let record = try JSONDecoder().decode(ImageRecord.self, from: Data(image.stdout.utf8))
+            #expect(record.branches.map(\.name) == ["test"])
+            #expect((record.versions.first?.entries ?? 0) > 5000)
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
 }
