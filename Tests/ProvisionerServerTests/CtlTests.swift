@@ -214,7 +214,7 @@ import Testing
 
     /// `image build`: a Debian root from mmdebstrap (the machine's apt mirror), published through
     /// the server; a refused distribution publishes nothing.
-    @Test func imageBuildFromDebianPublishes() async throws {
+    @Test func imageBuildFromDebianPublishesAndExecEditsIt() async throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/mmdebstrap") else {
             Issue.record("mmdebstrap is not installed (make test installs it)")
             return
@@ -242,6 +242,25 @@ import Testing
             let record = try JSONDecoder().decode(ImageRecord.self, from: Data(image.stdout.utf8))
             #expect(record.branches.map(\.name) == ["test"])
             #expect((record.versions.first?.entries ?? 0) > 5000)
+
+            // Edit in place: a command that fails publishes nothing; one that succeeds publishes
+            // the working copy on the same branch, and the diff shows exactly its changes.
+            let failed = try await Self.ctl(["image", "exec", "built/test"] + common + ["--", "sh", "-c", "touch /x; exit 3"])
+            #expect(failed.status == 1)
+            #expect(failed.stderr.contains("exited 3; nothing was published"), "\(failed.stderr)")
+            let edited = try await Self.ctl(
+                ["image", "exec", "built/test"] + common
+                    + ["--", "sh", "-c", "echo edited > /etc/exec-test && rm /usr/bin/hello && test -r /proc/self/status"],
+                timeout: 600)
+            #expect(edited.status == 0, "\(edited.stderr)")
+            #expect(edited.stdout.contains("+1 ~"), "\(edited.stdout)")
+            let after = try JSONDecoder().decode(
+                ImageRecord.self, from: Data(try await Self.ctl(["image", "show", "built", "--json"] + common).stdout.utf8))
+            #expect(after.versions.count == 2)
+            let diff = try await Self.ctl(["image", "diff", "built", record.versions[0].id, "test"] + common)
+            #expect(diff.stdout.contains("+ etc/exec-test"), "\(diff.stdout)")
+            #expect(diff.stdout.contains("- usr/bin/hello"))
+            #expect(!diff.stdout.contains("provisioner-state"))
         } catch {
             await server.stop()
             throw error
