@@ -3,7 +3,8 @@
 #
 #   (a) stateful install on blank disks reaches the image's multi-user.target
 #   (b) second boot: no partitioning, no object downloaded, nothing rewritten
-#   (c) image updated on the server (one package added) -> only the changed objects are fetched
+#   (c) image edited on the server (image exec installs one package) -> only the changed objects are fetched
+#   (h) the edit rolled back on the server (image rollback) -> the node returns, fetching only the difference
 #   (d) an unknown machine waits, is assigned with provisionerctl, and proceeds
 #   (g) that machine is killed in the middle of its image sync -> the next boot converges and boots
 #   (e) the same image boots stateless into RAM
@@ -102,8 +103,9 @@ check "nothing was rewritten" has "$log" 'n1 ready: nothing was rewritten'
 check "multi-user.target reached again" has "$log" 'PROVISIONER-READY: n1'
 record "(b) second boot, nothing changed" "$log" "verify metadata"
 
-say "(c) image updated on the server: one package added"
-ctl image import debian --from "$IMAGES/debian-hello.tar"
+say "(c) image edited on the server: one package installed with image exec"
+ctl image exec debian -- sh -c \
+    'apt-get update -qq && apt-get install -y -qq hello > /dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*_*'
 boot n1 3 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-3.log
 received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
@@ -112,6 +114,17 @@ check "only the changed objects were fetched (under 2% of the image)" test "${re
 check "the layout was left alone" has "$log" 'the disks already match the layout: nothing written'
 check "the new package runs on the node" has "$log" 'PROVISIONER-READY: n1 .*hello: Hello, world!'
 record "(c) image update (one package)" "$log" "delta"
+
+say "(h) the edit rolled back on the server: the node returns, moving only the difference"
+ctl image rollback debian
+boot n1 4 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n1-4.log
+received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
+echo "  bytes received for the rollback: ${received:-?}"
+check "only the difference was fetched (under 2% of the image)" test "${received:-999999999}" -lt $(($(stat -c %s "$IMAGES/debian.tar") / 50))
+check "the package is gone again" has "$log" 'PROVISIONER-READY: n1 .*hello: absent'
+check "the session succeeded on the server" last_session_is n1 succeeded
+record "(h) rollback of the edit" "$log" "delta back"
 
 say "(d) an unknown machine waits until it is assigned"
 mac2=52:54:00:00:00:02
@@ -152,8 +165,8 @@ record "(e) stateless into RAM" "$log" "full sync to tmpfs"
 
 say "(f) server stopped: boot from the disk through UEFI"
 server_stop
-boot n1 4 52:54:00:00:00:01 --uefi-vars "$work/n1-vars.fd" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
-log=$work/n1-4.log
+boot n1 5 52:54:00:00:00:01 --uefi-vars "$work/n1-vars.fd" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n1-5.log
 check "the agent said it boots the installed system without the server" has "$log" 'SERVER UNREACHABLE: booting node n1 from its disks'
 check "the firmware started the agent's UEFI boot entry (not the removable-media path)" \
     has "$log" 'BdsDxe: starting Boot[0-9A-F]{4} "provisioner \(local disk\)"'
