@@ -178,9 +178,7 @@ extension Services {
         let move = try await self.store.publish(
             image: image, branch: branch, version: id.hex, expectedHead: previousHead,
             entries: manifest.entries.count, contentBytes: manifest.contentBytes,
-            summary: ChangeSummary(
-                added: summary.added, changed: summary.changed, removed: summary.removed,
-                contentBytes: summary.contentBytes),
+            summary: ChangeSummary(summary),
             by: actor)
         try await updateLatest(image: image, store: store)
         try await NIOThreadPool.singleton.runIfActive { store.removeUpload(image: image, id: id) }
@@ -193,6 +191,13 @@ extension Services {
             let head = record.resolve(ImageRef(name: image)), let id = ObjectHash(hex: head)
         else { return }
         try await NIOThreadPool.singleton.runIfActive { try store.setLatest(image: image, version: id) }
+    }
+}
+
+extension ChangeSummary {
+    /// The wire form of a comparison's counts.
+    init(_ s: ManifestComparison.Summary) {
+        self.init(added: s.added, changed: s.changed, removed: s.removed, contentBytes: s.contentBytes)
     }
 }
 

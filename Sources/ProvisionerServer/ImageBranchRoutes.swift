@@ -101,7 +101,7 @@ extension Services {
             return json(
                 ImageDiff(
                     image: name, from: a, to: b,
-                    summary: ChangeSummary(added: s.added, changed: s.changed, removed: s.removed, contentBytes: s.contentBytes),
+                    summary: ChangeSummary(s),
                     entries: differences.differences.prefix(100_000).map {
                         ImageDiff.Entry(path: $0.pathString, change: $0.change.rawValue, aspects: $0.aspects)
                     }))
@@ -162,7 +162,7 @@ extension Services {
             let s = ManifestComparison.summary(
                 old: try Self.manifest(image: image, version: from, store: store),
                 new: try Self.manifest(image: image, version: to, store: store))
-            return ChangeSummary(added: s.added, changed: s.changed, removed: s.removed, contentBytes: s.contentBytes)
+            return ChangeSummary(s)
         }
     }
 }
