@@ -64,7 +64,7 @@ public struct SyncReport: Sendable {
     public var chunksReused = 0
     public var objectsRefetched = 0
     public var conflicts: [String] = []
-    /// Seconds spent in each phase, in order (manifest, scan, diff, apply, record).
+    /// Seconds spent in each phase, in order (resolve, fetch, decode, scan, diff, rehash, apply, record).
     public var phases: [(String, Double)] = []
 }
 
@@ -124,6 +124,7 @@ public final class SyncEngine: @unchecked Sendable {
         }
         let id = try source.resolve(image: image, version: version)
         report.version = id
+        phase("resolve")  // over HTTPS this includes the TLS handshake of the first request
         let applied = state.applied()
         let interrupted = state.exists("in-progress")
         if options.verify == .stamp && !interrupted && applied.map { $0.0 == image && $0.1 == id } == true {
@@ -137,6 +138,7 @@ public final class SyncEngine: @unchecked Sendable {
         // The node keeps the manifest it applied last: the same version needs no transfer at all.
         let bytes =
             previous?.id == id ? previous!.bytes : try source.manifest(image: image, version: id, previous: previous)
+        phase("fetch")
         guard ObjectHash.of(bytes) == id else {
             throw SourceError(
                 source: source.label, what: "manifest \(image)@\(id.hex)",
@@ -147,7 +149,7 @@ public final class SyncEngine: @unchecked Sendable {
             throw SourceError(source: source.label, what: "manifest \(image)@\(id.hex)", cause: "\(error)")
         }
         report.entries = manifest.entries.count
-        phase("manifest")
+        phase("decode")
 
         var verify = options.verify == .stamp ? VerifyLevel.metadata : options.verify
         if interrupted && verify == .metadata {

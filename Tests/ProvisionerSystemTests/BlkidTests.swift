@@ -105,8 +105,4 @@ import Testing
     func transportFromThePlaceOnTheBuses(name: String, path: String, transport: Transport) {
         #expect(DiskInventoryReader.transport(name: name, devicePath: path) == transport)
     }
-
-    @Test func mountinfoEscapes() {
-        #expect(MountTable.unescape("/mnt/with\\040space") == "/mnt/with space")
-    }
 }
