@@ -301,6 +301,12 @@ DOC
     echo "| (b) rsync / ours metadata, wall (target ≥ 5×) | $(ratio "${R[b.rsync.wall]}" "${R[b.ours.wall]}") |"
     echo "| (b) ours metadata / walk, wall (target ≤ 1.5×) | $(ratio "${R[b.ours.wall]}" "${R[b.walk.wall]}") |"
     echo "| (b) ours stamp, wall | $(printf '%.1f ms' "$(echo "${R[b.stamp.wall]} * 1000" | bc -l)") |"
+    echo "| (c) ours / rsync, bytes on the wire (target ≤ 1×) | $(ratio "${R[c.ours.wire]}" "${R[c.rsync.wire]}") |"
+    echo "| (c) rsync / ours, wall | $(ratio "${R[c.rsync.wall]}" "${R[c.ours.wall]}") |"
+    echo "| (c) ours / rsync, bytes written | $(ratio "${R[c.ours.written]}" "${R[c.rsync.written]}") |"
+    echo
+    echo "After (c) both targets were compared with the tree (\`rsync -aHAXn --delete -i\`, which lists"
+    echo "any difference): ours ${R[ours.same]} identical, rsync ${R[rsync.same]} identical."
     echo
     echo "Where (b) ours --verify metadata spends its time, medians of the $ROUNDS rounds (the phases are the"
     echo "agent's own report; the rest is the process's exit, unmapping and the final \`sync\` of the measurement):"
@@ -317,11 +323,5 @@ DOC
     echo
     echo "Every round's wall time, in order: walk ${R[b.walk.runs]} s; rsync ${R[b.rsync.runs]} s;"
     echo "ours ${R[b.ours.runs]} s."
-    echo "| (c) ours / rsync, bytes on the wire (target ≤ 1×) | $(ratio "${R[c.ours.wire]}" "${R[c.rsync.wire]}") |"
-    echo "| (c) rsync / ours, wall | $(ratio "${R[c.rsync.wall]}" "${R[c.ours.wall]}") |"
-    echo "| (c) ours / rsync, bytes written | $(ratio "${R[c.ours.written]}" "${R[c.rsync.written]}") |"
-    echo
-    echo "After (c) both targets were compared with the tree (\`rsync -aHAXn --delete -i\`, which lists"
-    echo "any difference): ours ${R[ours.same]} identical, rsync ${R[rsync.same]} identical."
 } >> "$OUT"
 log "wrote $OUT"

@@ -27,7 +27,7 @@ public struct LayoutSituation: Sendable {
     /// Takes down what observing brought up (arrays, logical volumes), leaving the machine as it
     /// was: what `plan` does after planning.
     public func takeDown(log: @escaping (String) -> Void) throws(SystemError) {
-        try StorageObserver(log: log).takeDown(observed.broughtUp)
+        try StorageObserver(log: log).takeDown(observed)
     }
 
     public func report(undone: Bool = false) -> LayoutReport {

@@ -131,9 +131,11 @@ public struct StorageObserver {
     }
 
     /// Takes down what `observe` brought up, last first: logical volumes deactivated, then arrays
-    /// stopped, so the machine is as it was before anyone looked (`provisioner-agent plan`).
-    public func takeDown(_ broughtUp: [BroughtUp]) throws(SystemError) {
-        for item in broughtUp.reversed() {
+    /// stopped, so the machine is as it was before anyone looked (`provisioner-agent plan`). An
+    /// array that was down before cannot have held active volumes then: whatever udev activated on
+    /// it since (event-based LVM activation) is deactivated before it stops.
+    public func takeDown(_ observed: ObservedStorage) throws(SystemError) {
+        for item in observed.broughtUp.reversed() {
             switch item {
             case .logicalVolumes(let group, let names, let devices):
                 try Command.check(
@@ -142,6 +144,15 @@ public struct StorageObserver {
                 log("deactivated \(names.map { "\(group)/\($0)" }.joined(separator: ", ")) again")
             case .array(let name, let device):
                 _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
+                let array = realPath(device)
+                for group in observed.volumeGroups where group.physicalVolumes.contains(array) {
+                    guard group.logicalVolumes.contains(where: { access($0.path, F_OK) == 0 }) else { continue }
+                    try Command.check(
+                        ["lvm", "vgchange", "-an"] + Self.devicesArguments(group.physicalVolumes) + [group.name],
+                        doing: "deactivating volume group \(group.name), activated on array \(name) since it was assembled,",
+                        on: group.name)
+                    log("deactivated volume group \(group.name) (udev had activated it) again")
+                }
                 try Command.check(
                     ["mdadm", "--stop", device], doing: "stopping array \(name), which observing assembled, at", on: device)
                 log("stopped array \(name) (\(device)) again")
