@@ -49,7 +49,7 @@ extension Services {
                     throw APIError(.unprocessableContent, "bad-manifest", "\(error)")
                 }
             }
-            let id = try await NIOThreadPool.singleton.runIfActive { try store.saveUpload(image: name, manifest: encoded) }
+            let id = try await storing("keeping the upload's manifest") { try store.saveUpload(image: name, manifest: encoded) }
             try await self.store.beginUpload(image: name, id: id.hex, branch: branch, by: actor(context))
             let (objects, missing) = try await NIOThreadPool.singleton.runIfActive { Self.missingObjects(manifest, store) }
             return json(
@@ -97,6 +97,9 @@ extension Services {
                             throw APIError(.unprocessableContent, "hash-mismatch", mismatch.description)
                         } catch let error as CompressionError {
                             throw APIError(.unprocessableContent, "bad-object", "object \(hash.hex): \(error)")
+                        } catch {
+                            // A full disk, a read-only store: the admin sees which path and why.
+                            throw APIError(.internalServerError, "store-failed", "storing object \(hash.hex): \(error)")
                         }
                     }
                     return (stored, present, bytes)
@@ -174,7 +177,7 @@ extension Services {
                 "\(missing.count) objects of this version are not on the server yet (first: \(missing[0].hex)); send them and commit again"
             )
         }
-        let id = try await NIOThreadPool.singleton.runIfActive { try store.addVersion(image: image, manifest: encoded) }
+        let id = try await storing("writing the version's manifest") { try store.addVersion(image: image, manifest: encoded) }
         let move = try await self.store.publish(
             image: image, branch: branch, version: id.hex, expectedHead: previousHead,
             entries: manifest.entries.count, contentBytes: manifest.contentBytes,
@@ -198,6 +201,18 @@ extension ChangeSummary {
     /// The wire form of a comparison's counts.
     init(_ s: ManifestComparison.Summary) {
         self.init(added: s.added, changed: s.changed, removed: s.removed, contentBytes: s.contentBytes)
+    }
+}
+
+/// Runs a store write on the thread pool; a failure (a full disk, a read-only store) becomes a 500
+/// `store-failed` that says what was written where and why, instead of an anonymous internal error.
+func storing<T: Sendable>(_ what: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+    do {
+        return try await NIOThreadPool.singleton.runIfActive(body)
+    } catch let error as APIError {
+        throw error
+    } catch {
+        throw APIError(.internalServerError, "store-failed", "\(what): \(error)")
     }
 }
 
