@@ -78,6 +78,7 @@ public enum ClusterFile {
         }
         config.kernel = try m.optional("kernel")?.string()
         config.initramfs = try m.optional("initramfs")?.string()
+        config.kernelRelease = try m.optional("kernelRelease")?.string()
         try m.finish()
         do {
             return try config.validated(path: path)
@@ -106,6 +107,7 @@ public enum ClusterFile {
             out += "    syncVerify: \(node.syncVerify.rawValue)\n"
             if let kernel = node.kernel { out += "    kernel: \(quote(kernel))\n" }
             if let initramfs = node.initramfs { out += "    initramfs: \(quote(initramfs))\n" }
+            if let release = node.kernelRelease { out += "    kernelRelease: \(quote(release))\n" }
             if !node.kernelArgs.isEmpty {
                 out += "    kernelArgs: [\(node.kernelArgs.map(quote).joined(separator: ", "))]\n"
             }

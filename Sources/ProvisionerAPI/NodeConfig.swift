@@ -67,11 +67,15 @@ public struct NodeConfig: Codable, Hashable, Sendable {
     /// (`default` when absent).
     public var kernel: String?
     public var initramfs: String?
+    /// Pins the kernel release the node boots from its image (`uname -r`, for example
+    /// `6.1.0-57-cloud-amd64`); absent: the newest kernel of the image version (docs/boot.md).
+    public var kernelRelease: String?
 
     public init(
         name: String, macs: [String] = [], image: ImageRef? = nil, layout: String? = nil,
         mode: NodeMode = .stateful, plugins: [PluginConfig] = [], kernelArgs: [String] = [],
-        syncVerify: SyncVerify = .metadata, kernel: String? = nil, initramfs: String? = nil
+        syncVerify: SyncVerify = .metadata, kernel: String? = nil, initramfs: String? = nil,
+        kernelRelease: String? = nil
     ) {
         self.name = name
         self.macs = macs
@@ -83,10 +87,11 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         self.syncVerify = syncVerify
         self.kernel = kernel
         self.initramfs = initramfs
+        self.kernelRelease = kernelRelease
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, macs, image, layout, mode, plugins, kernelArgs, syncVerify, kernel, initramfs
+        case name, macs, image, layout, mode, plugins, kernelArgs, syncVerify, kernel, initramfs, kernelRelease
     }
 
     /// Absent collections and settings take their defaults, so a hand-written config can be short.
@@ -102,6 +107,7 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         syncVerify = try c.decodeIfPresent(SyncVerify.self, forKey: .syncVerify) ?? .metadata
         kernel = try c.decodeIfPresent(String.self, forKey: .kernel)
         initramfs = try c.decodeIfPresent(String.self, forKey: .initramfs)
+        kernelRelease = try c.decodeIfPresent(String.self, forKey: .kernelRelease)
     }
 
     /// Checks every field and normalises the MAC addresses. Throws the first problem, naming the
@@ -162,6 +168,11 @@ public struct NodeConfig: Codable, Hashable, Sendable {
                 throw ConfigError(field: field(key), problem: "\"\(value)\" is not a valid file name")
             }
         }
+        if let kernelRelease, !Names.isKernelRelease(kernelRelease) {
+            throw ConfigError(
+                field: field("kernelRelease"),
+                problem: "\"\(kernelRelease)\" is not a kernel release (uname -r: 1-128 of A-Z a-z 0-9 . _ + ~ -)")
+        }
         return node
     }
 
@@ -178,6 +189,13 @@ public enum Names {
     public static func isHostLabel(_ s: String) -> Bool {
         guard (1...63).contains(s.utf8.count), s.first != "-", s.last != "-" else { return false }
         return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+    }
+
+    /// A kernel release as `uname -r` prints it and `/lib/modules` names it: 1-128 of
+    /// [A-Za-z0-9._+~-], not starting with `.` or `-`.
+    public static func isKernelRelease(_ s: String) -> Bool {
+        guard (1...128).contains(s.utf8.count), let first = s.first, first != ".", first != "-" else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._+~-".contains($0)) }
     }
 
     /// A name that is safe as one path component: [A-Za-z0-9._-], 1-128 long, not starting with `.` or `-`.
