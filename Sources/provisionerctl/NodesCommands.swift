@@ -45,6 +45,11 @@ struct NodeFieldOptions: ParsableArguments {
     @Option(name: .long, help: "Initramfs file name under STATE/files/initramfs.")
     var initramfs: String?
 
+    @Option(
+        name: .long,
+        help: "Pin the kernel release the node boots from its image (uname -r; \"newest\" to unpin). Default: the newest.")
+    var kernelRelease: String?
+
     func apply(to node: inout NodeConfig) throws {
         if !mac.isEmpty { node.macs = mac }
         if let image { node.image = try Self.parseImage(image) }
@@ -55,6 +60,7 @@ struct NodeFieldOptions: ParsableArguments {
         if let syncVerify { node.syncVerify = syncVerify }
         if let kernel { node.kernel = kernel }
         if let initramfs { node.initramfs = initramfs }
+        if let kernelRelease { node.kernelRelease = kernelRelease == "newest" ? nil : kernelRelease }
         do {
             node = try node.validated()
         } catch {
@@ -114,9 +120,14 @@ extension Ctl.Nodes {
 
         func run() async throws {
             try await reporting {
-                let node = try await server.client().get("nodes/\(pathComponent(name))", as: NodeRecord.self)
-                if server.json { return try printJSON(node) }
+                let client = try server.client()
+                let node = try await client.get("nodes/\(pathComponent(name))", as: NodeRecord.self)
+                let boot = try await client.get("nodes/\(pathComponent(name))/boot", as: NodeBoot.self)
+                if server.json { return try printJSON(NodeShow(record: node, boot: boot)) }
                 print("# created \(node.createdAt), updated \(node.updatedAt)")
+                print("# boots: \(bootCell(boot))\(boot.image.map { " of \($0)" } ?? "")")
+                if let why = boot.boot?.reason { print("#   why: \(why)") }
+                if let warning = boot.boot?.warning { print("#   warning: \(warning)") }
                 print(ClusterFile.render([node.config]), terminator: "")
             }
         }
@@ -271,4 +282,10 @@ extension Ctl.Nodes {
             }
         }
     }
+}
+
+/// `nodes show --json`: the node and what it boots.
+struct NodeShow: Codable {
+    var record: NodeRecord
+    var boot: NodeBoot
 }
