@@ -126,10 +126,12 @@ public struct AgentEvent: Codable, Hashable, Sendable {
     public var progress: Double?
     /// The error chain when the step failed.
     public var error: String?
+    /// How long the step took, when the event ends one (for `pivot`: seconds since power-on).
+    public var seconds: Double?
 
     public init(
         phase: String, step: String? = nil, level: EventLevel = .info, message: String, progress: Double? = nil,
-        error: String? = nil
+        error: String? = nil, seconds: Double? = nil
     ) {
         self.phase = phase
         self.step = step
@@ -137,6 +139,7 @@ public struct AgentEvent: Codable, Hashable, Sendable {
         self.message = message
         self.progress = progress
         self.error = error
+        self.seconds = seconds
     }
 }
 

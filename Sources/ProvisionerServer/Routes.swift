@@ -15,6 +15,8 @@ public struct Services: Sendable {
     public let registrations: RegistrationLimiter
     /// The kernels of image versions and the boot files made from them.
     public let kernels: KernelCatalog
+    /// Prometheus metrics (`GET /metrics`).
+    public let metrics: ServerMetrics
     /// The ports the listeners actually bound (differ from the config when it says 0).
     let apiPort: PortBox
     let bootPort: PortBox
@@ -28,6 +30,7 @@ public struct Services: Sendable {
         self.registrations = RegistrationLimiter(config.registration)
         self.files = FileServer(root: config.filesDirectory, digests: digests)
         self.kernels = KernelCatalog(config: config)
+        self.metrics = ServerMetrics()
     }
 
     /// Where agents reach the HTTPS listener: `serverURL`, else the host the request came to.
@@ -110,6 +113,7 @@ extension Services {
             let (session, node) = try await store.openSession(
                 macs: open.macs, facts: open.facts, remoteAddress: context.remoteAddress, source: "agent",
                 limits: config.registration)
+            self.metrics.sessionOpened(source: "agent")
             return json(try await self.sessionResponse(session, try await self.resolved(node), request), status: .created)
         }
         group.get("sessions/:id") { request, context -> Response in
@@ -123,12 +127,16 @@ extension Services {
             guard batch.events.count <= 1000 else {
                 throw APIError(.contentTooLarge, "too-many-events", "at most 1000 events per request")
             }
-            return json(try await store.addEvents(id, batch.events))
+            let accepted = try await store.addEvents(id, batch.events)
+            self.metrics.events(batch.events)
+            return json(accepted)
         }
         group.post("sessions/:id/finish") { request, context -> Response in
             let id = try context.parameters.require("id")
             let finish = try await decodeJSON(SessionFinish.self, from: request, limit: 64 << 10)
-            return json(try await store.finishSession(id, finish))
+            let summary = try await store.finishSession(id, finish)
+            self.metrics.sessionFinished(succeeded: finish.succeeded)
+            return json(summary)
         }
     }
 

@@ -49,7 +49,9 @@ extension BootRunner {
         for line in situation.report().text.split(separator: "\n") {
             session?.event("disks", String(line), step: "plan")
         }
-        session?.event("disks", "matched, observed and planned in \(took(since: start))")
+        session?.event(
+            "disks", "matched, observed and planned in \(took(since: start))", step: "plan",
+            seconds: monotonicSeconds() - start)
         return machine.disksPlanned(situation.plan)
     }
 
@@ -67,7 +69,8 @@ extension BootRunner {
             "disks",
             (plan.actions.isEmpty
                 ? "the disks already match the layout: nothing written"
-                : "\(plan.actions.count) layout change(s) applied") + "; brought up in \(took(since: start))")
+                : "\(plan.actions.count) layout change(s) applied") + "; brought up in \(took(since: start))",
+            step: "apply", seconds: monotonicSeconds() - start)
         return machine.stepSucceeded(.disksReady(changes: plan.actions.count, activation: plan.activation))
     }
 
@@ -112,8 +115,8 @@ extension BootRunner {
         }
         reporter?.stop()
         let seconds = monotonicSeconds() - started
-        for line in Agent.Sync.summary(report, seconds: seconds).split(separator: "\n") {
-            session?.event("image", String(line), progress: 1)
+        for (i, line) in Agent.Sync.summary(report, seconds: seconds).split(separator: "\n").enumerated() {
+            session?.event("image", String(line), progress: 1, seconds: i == 0 ? seconds : nil)
         }
         var changed =
             report.upToDate
@@ -167,9 +170,12 @@ extension BootRunner {
         if report.changed.isEmpty {
             session?.event(
                 "plugins",
-                "\(names): nothing to change (\(report.unchanged.count) file(s) already right); in \(took(since: start))")
+                "\(names): nothing to change (\(report.unchanged.count) file(s) already right); in \(took(since: start))",
+                seconds: monotonicSeconds() - start)
         } else {
-            session?.event("plugins", "\(names): wrote \(report.changed.joined(separator: ", ")); in \(took(since: start))")
+            session?.event(
+                "plugins", "\(names): wrote \(report.changed.joined(separator: ", ")); in \(took(since: start))",
+                seconds: monotonicSeconds() - start)
         }
         return machine.stepSucceeded(.pluginsRan(changedFiles: report.changed))
     }
