@@ -133,6 +133,11 @@ extension Services {
     /// names the version that branch is at now, so the node boots exactly what the registry says.
     /// An image only in the store directory (imported with `--store`) keeps following `latest`.
     func resolved(_ node: NodeConfig?) async throws -> NodeConfig? {
+        guard let node else { return nil }
+        return try await resolvedImage(try await store.withRenderedOverlays(node))
+    }
+
+    func resolvedImage(_ node: NodeConfig?) async throws -> NodeConfig? {
         guard var node, let ref = node.image, ref.version == nil else { return node }
         if let record = try await store.image(named: ref.name) {
             guard let version = record.resolve(ref) else {
