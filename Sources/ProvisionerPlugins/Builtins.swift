@@ -9,10 +9,12 @@ public enum RootEntry: Hashable, Sendable {
     case symlink(path: String, target: String)
     /// A link the plugin owns that must not exist (a unit no longer enabled).
     case absent(path: String)
+    /// An overlay's file: any bytes, with its owner.
+    case ownedFile(path: String, content: [UInt8], mode: UInt16, uid: UInt32, gid: UInt32)
 
     public var path: String {
         switch self {
-        case .file(let path, _, _), .symlink(let path, _), .absent(let path): path
+        case .file(let path, _, _), .symlink(let path, _), .absent(let path), .ownedFile(let path, _, _, _, _): path
         }
     }
 }
