@@ -77,6 +77,8 @@ public enum Hostlist {
             case "," where depth == 0:
                 items.append((itemStart, i))
                 itemStart = i + 1
+            case ",":
+                break  // separates ranges inside a bracket
             default:
                 guard isAllowed(c) else {
                     throw fail(.badCharacter, i, i + 1, "\"\(c)\" cannot be part of a name")
@@ -203,6 +205,7 @@ public enum Hostlist {
         }
         var order: [Key] = []
         var groups: [Key: [Int]] = [:]
+        var members: [Key: Set<Int>] = [:]
         var plain: [Int: String] = [:]  // position in `order` of names without a number
         for name in names {
             guard let (prefix, digits, suffix) = lastNumber(name), digits.count <= 9, let n = Int(digits) else {
@@ -215,7 +218,7 @@ public enum Hostlist {
             let width = (digits.count > 1 && digits.first == "0") || padded.contains(digits.count) ? digits.count : 0
             let key = Key(prefix: prefix, suffix: suffix, width: width)
             if groups[key] == nil { order.append(key) }
-            if !(groups[key]?.contains(n) ?? false) { groups[key, default: []].append(n) }
+            if members[key, default: []].insert(n).inserted { groups[key, default: []].append(n) }
         }
         var parts: [String] = []
         for (index, key) in order.enumerated() {
