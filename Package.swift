@@ -62,7 +62,8 @@ let package = Package(
             name: "ProvisionerImage",
             dependencies: ["ProvisionerSystem", "CImageHash", "CZstd", "CImageSys"]
         ),
-        // libarchive for importing tarballs (server side only: provisionerctl).
+        // libarchive (server side only): provisionerctl imports tarballs, the server writes the cpio of
+        // a kernel's modules initramfs.
         .target(name: "CArchive", linkerSettings: [.linkedLibrary("archive")]),
         .executableTarget(
             name: "provisioner-agent",
@@ -111,7 +112,7 @@ let package = Package(
         .target(
             name: "ProvisionerServer",
             dependencies: [
-                "ProvisionerCore", "ProvisionerAPI", "ProvisionerPKI", "ProvisionerImage",
+                "ProvisionerCore", "ProvisionerAPI", "ProvisionerPKI", "ProvisionerImage", "CArchive",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

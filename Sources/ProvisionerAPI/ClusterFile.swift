@@ -128,6 +128,7 @@ public enum ClusterFile {
         }
         fields.kernel = try m.optional("kernel")?.string()
         fields.initramfs = try m.optional("initramfs")?.string()
+        fields.kernelRelease = try m.optional("kernelRelease")?.string()
         if let overlays = m.optional("overlays") {
             fields.overlays = try overlays.list().map { n throws(ConfigError) in try n.string() }
         }
@@ -184,6 +185,7 @@ public enum ClusterFile {
         if let verify = f.syncVerify { out += "    syncVerify: \(verify.rawValue)\n" }
         if let kernel = f.kernel { out += "    kernel: \(quote(kernel))\n" }
         if let initramfs = f.initramfs { out += "    initramfs: \(quote(initramfs))\n" }
+        if let release = f.kernelRelease { out += "    kernelRelease: \(quote(release))\n" }
         if let args = f.kernelArgs {
             out += "    kernelArgs: [\(args.map(quote).joined(separator: ", "))]\n"
         }

@@ -72,6 +72,8 @@ public struct ImageVersionRecord: Codable, Hashable, Sendable {
     public var entries: Int
     public var contentBytes: UInt64
     public var summary: ChangeSummary
+    /// The releases of the kernels it carries, newest (the default) first; nil when not looked at.
+    public var kernels: [String]?
 
     public init(
         id: String, parent: String?, branch: String, createdAt: String, createdBy: String, entries: Int,
@@ -219,5 +221,67 @@ public struct ImageDiff: Codable, Hashable, Sendable {
         self.to = to
         self.summary = summary
         self.entries = entries
+    }
+}
+
+/// `GET /api/v1/admin/images/NAME/kernels?version=REF`: the kernels a version carries, what the server
+/// made of each, and which nodes boot which.
+public struct VersionKernels: Codable, Hashable, Sendable {
+    public var image: String
+    public var version: String
+    public var kernels: [KernelInfo]
+    /// Kernel-like things that are not offered, and why.
+    public var problems: [String]
+    /// The nodes whose image resolves to this version, with what each boots.
+    public var nodes: [NodeBoot]
+
+    public init(image: String, version: String, kernels: [KernelInfo], problems: [String], nodes: [NodeBoot]) {
+        self.image = image
+        self.version = version
+        self.kernels = kernels
+        self.problems = problems
+        self.nodes = nodes
+    }
+}
+
+/// One kernel of an image version.
+public struct KernelInfo: Codable, Hashable, Sendable {
+    public var release: String
+    public var kernelPath: String
+    public var kernelSize: UInt64
+    public var modulesPath: String
+    public var moduleCount: Int
+    /// The files made for it (`files/derived`), nil with `problem` when they could not be made.
+    public var kernelFile: String?
+    public var modulesFile: String?
+    public var modulesFileSize: Int?
+    /// Modules and firmware files in the modules initramfs, and how long making it took.
+    public var initrdModules: Int?
+    public var initrdFirmware: Int?
+    public var seconds: Double?
+    public var problem: String?
+
+    public init(release: String, kernelPath: String, kernelSize: UInt64, modulesPath: String, moduleCount: Int) {
+        self.release = release
+        self.kernelPath = kernelPath
+        self.kernelSize = kernelSize
+        self.modulesPath = modulesPath
+        self.moduleCount = moduleCount
+    }
+}
+
+/// What one node boots, or why it cannot (`GET /api/v1/admin/nodes/NAME/boot`).
+public struct NodeBoot: Codable, Hashable, Sendable {
+    public var node: String
+    /// `debian@0a1b2c3d4e5f` when the node has an image.
+    public var image: String?
+    public var boot: BootFiles?
+    public var problem: String?
+
+    public init(node: String, image: String?, boot: BootFiles?, problem: String?) {
+        self.node = node
+        self.image = image
+        self.boot = boot
+        self.problem = problem
     }
 }

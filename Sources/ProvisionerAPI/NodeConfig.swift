@@ -67,6 +67,9 @@ public struct NodeConfig: Codable, Hashable, Sendable {
     /// (`default` when absent).
     public var kernel: String?
     public var initramfs: String?
+    /// Pins the kernel release the node boots from its image (`uname -r`, for example
+    /// `6.1.0-57-cloud-amd64`); absent: the newest kernel of the image version (docs/boot.md).
+    public var kernelRelease: String?
     /// The profiles the node lists, in order (its fields above are already merged from them).
     public var profiles: [String]
     /// Overlays written into the root, in order (docs/node-config.md, "Overlays").
@@ -81,6 +84,7 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         name: String, macs: [String] = [], image: ImageRef? = nil, layout: String? = nil,
         mode: NodeMode = .stateful, plugins: [PluginConfig] = [], kernelArgs: [String] = [],
         syncVerify: SyncVerify = .metadata, kernel: String? = nil, initramfs: String? = nil,
+        kernelRelease: String? = nil,
         profiles: [String] = [], overlays: [String] = [], vars: [String: String] = [:]
     ) {
         self.profiles = profiles
@@ -96,6 +100,7 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         self.syncVerify = syncVerify
         self.kernel = kernel
         self.initramfs = initramfs
+        self.kernelRelease = kernelRelease
     }
 
     /// A node's effective config from its merged fields, with each unset field's default.
@@ -103,12 +108,13 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         self.init(
             name: name, macs: macs, image: f.image, layout: f.layout, mode: f.mode ?? .stateful,
             plugins: f.plugins ?? [], kernelArgs: f.kernelArgs ?? [], syncVerify: f.syncVerify ?? .metadata,
-            kernel: f.kernel, initramfs: f.initramfs, profiles: profiles, overlays: f.overlays ?? [],
+            kernel: f.kernel, initramfs: f.initramfs, kernelRelease: f.kernelRelease, profiles: profiles,
+            overlays: f.overlays ?? [],
             vars: f.vars ?? [:])
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, macs, image, layout, mode, plugins, kernelArgs, syncVerify, kernel, initramfs
+        case name, macs, image, layout, mode, plugins, kernelArgs, syncVerify, kernel, initramfs, kernelRelease
         case profiles, overlays, vars, files
     }
 
@@ -124,6 +130,7 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         try c.encode(syncVerify, forKey: .syncVerify)
         try c.encodeIfPresent(kernel, forKey: .kernel)
         try c.encodeIfPresent(initramfs, forKey: .initramfs)
+        try c.encodeIfPresent(kernelRelease, forKey: .kernelRelease)
         if !profiles.isEmpty { try c.encode(profiles, forKey: .profiles) }
         if !overlays.isEmpty { try c.encode(overlays, forKey: .overlays) }
         if !vars.isEmpty { try c.encode(vars, forKey: .vars) }
@@ -143,6 +150,7 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         syncVerify = try c.decodeIfPresent(SyncVerify.self, forKey: .syncVerify) ?? .metadata
         kernel = try c.decodeIfPresent(String.self, forKey: .kernel)
         initramfs = try c.decodeIfPresent(String.self, forKey: .initramfs)
+        kernelRelease = try c.decodeIfPresent(String.self, forKey: .kernelRelease)
         profiles = try c.decodeIfPresent([String].self, forKey: .profiles) ?? []
         overlays = try c.decodeIfPresent([String].self, forKey: .overlays) ?? []
         vars = try c.decodeIfPresent([String: String].self, forKey: .vars) ?? [:]
@@ -218,6 +226,11 @@ public struct NodeConfig: Codable, Hashable, Sendable {
                 throw ConfigError(field: field(key), problem: "\"\(value)\" is not a valid file name")
             }
         }
+        if let kernelRelease, !Names.isKernelRelease(kernelRelease) {
+            throw ConfigError(
+                field: field("kernelRelease"),
+                problem: "\"\(kernelRelease)\" is not a kernel release (uname -r: 1-128 of A-Z a-z 0-9 . _ + ~ -)")
+        }
         return node
     }
 
@@ -241,6 +254,13 @@ public enum Names {
         guard (1...64).contains(s.utf8.count), let first = s.first, first == "_" || (first.isASCII && first.isLetter)
         else { return false }
         return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+    }
+
+    /// A kernel release as `uname -r` prints it and `/lib/modules` names it: 1-128 of
+    /// [A-Za-z0-9._+~-], not starting with `.` or `-`.
+    public static func isKernelRelease(_ s: String) -> Bool {
+        guard (1...128).contains(s.utf8.count), let first = s.first, first != ".", first != "-" else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._+~-".contains($0)) }
     }
 
     /// A name that is safe as one path component: [A-Za-z0-9._-], 1-128 long, not starting with `.` or `-`.

@@ -20,6 +20,8 @@ public struct NodeFields: Codable, Hashable, Sendable {
     public var syncVerify: SyncVerify?
     public var kernel: String?
     public var initramfs: String?
+    /// The kernel release the node boots from its image (docs/boot.md).
+    public var kernelRelease: String?
     /// Overlays add up: every layer's, in order, each once.
     public var overlays: [String]?
     /// Values for overlay templates; merged key by key, the later layer winning.
@@ -28,8 +30,10 @@ public struct NodeFields: Codable, Hashable, Sendable {
     public init(
         image: ImageRef? = nil, layout: String? = nil, mode: NodeMode? = nil, plugins: [PluginConfig]? = nil,
         kernelArgs: [String]? = nil, syncVerify: SyncVerify? = nil, kernel: String? = nil,
-        initramfs: String? = nil, overlays: [String]? = nil, vars: [String: String]? = nil
+        initramfs: String? = nil, kernelRelease: String? = nil, overlays: [String]? = nil,
+        vars: [String: String]? = nil
     ) {
+        self.kernelRelease = kernelRelease
         self.image = image
         self.layout = layout
         self.mode = mode
@@ -52,6 +56,7 @@ public struct NodeFields: Codable, Hashable, Sendable {
         .replace("syncVerify", \.syncVerify),
         .replace("kernel", \.kernel),
         .replace("initramfs", \.initramfs),
+        .replace("kernelRelease", \.kernelRelease),
         .append("overlays", \.overlays),
         .perKey("vars", \.vars),
     ]
@@ -136,7 +141,7 @@ public struct NodeDefinition: Codable, Hashable, Sendable {
             fields: NodeFields(
                 image: config.image, layout: config.layout, mode: config.mode, plugins: config.plugins,
                 kernelArgs: config.kernelArgs, syncVerify: config.syncVerify, kernel: config.kernel,
-                initramfs: config.initramfs, overlays: config.overlays.isEmpty ? nil : config.overlays,
+                initramfs: config.initramfs, kernelRelease: config.kernelRelease, overlays: config.overlays.isEmpty ? nil : config.overlays,
                 vars: config.vars.isEmpty ? nil : config.vars))
     }
 

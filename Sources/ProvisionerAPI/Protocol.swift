@@ -90,16 +90,23 @@ public struct SessionResponse: Codable, Hashable, Sendable {
     /// Base URLs (`https://host:port`) that serve the same files and image objects, for the agent's
     /// random pick with failover. Always includes the server itself.
     public var mirrors: [String]
+    /// When assigned: the kernel and initrds the node boots (and installs on its ESP), with why.
+    /// Nil from a server that predates it, or with `bootProblem` when the node cannot boot as told.
+    public var boot: BootFiles?
+    /// Why there is no `boot`: the node pins a kernel its image version does not carry.
+    public var bootProblem: String?
 
     public init(
         sessionID: String, status: AssignmentStatus, node: NodeConfig? = nil, pollAfterSeconds: Int? = nil,
-        mirrors: [String] = []
+        mirrors: [String] = [], boot: BootFiles? = nil, bootProblem: String? = nil
     ) {
         self.sessionID = sessionID
         self.status = status
         self.node = node
         self.pollAfterSeconds = pollAfterSeconds
         self.mirrors = mirrors
+        self.boot = boot
+        self.bootProblem = bootProblem
     }
 }
 

@@ -105,15 +105,17 @@ public struct LocalBootTask: Hashable, Sendable {
     /// The partitions holding the ESP: the members of its RAID1, or the partition itself. Each
     /// gets a UEFI boot entry.
     public var espPartitions: [String]
-    /// The server paths of the node's kernel and initramfs.
-    public var kernel: String
-    public var initramfs: String
+    /// The kernel and initrds the node boots, as the server named them in the session.
+    public var boot: BootFiles
+    /// Set when the server could not say what the node boots (its pinned kernel is not in its
+    /// image): the kernel and initrds on the ESP are then left as they are.
+    public var bootProblem: String?
 
-    public init(esp: Activation.Mount, espPartitions: [String], kernel: String, initramfs: String) {
+    public init(esp: Activation.Mount, espPartitions: [String], boot: BootFiles, bootProblem: String? = nil) {
         self.esp = esp
         self.espPartitions = espPartitions
-        self.kernel = kernel
-        self.initramfs = initramfs
+        self.boot = boot
+        self.bootProblem = bootProblem
     }
 }
 
@@ -217,6 +219,17 @@ public struct BootStateMachine: Sendable {
         var mirrors: [String]
         var activation: Activation?
         var report: PivotReport
+        /// What the node boots (N11 installs it on the ESP), and why the server could not say.
+        var boot: BootFiles
+        var bootProblem: String?
+
+        init(node: NodeConfig, mirrors: [String], report: PivotReport, boot: BootFiles, bootProblem: String?) {
+            self.node = node
+            self.mirrors = mirrors
+            self.report = report
+            self.boot = boot
+            self.bootProblem = bootProblem
+        }
     }
 
     public let settings: BootSettings
@@ -263,7 +276,9 @@ public struct BootStateMachine: Sendable {
                 return fail(BootFailure(.register, .transient, "the server assigned no node config"), [.R7])
             }
             let mirrors = response.mirrors.isEmpty ? settings.servers + settings.mirrors : response.mirrors
-            run = Run(node: node, mirrors: mirrors, report: PivotReport(node: node.name, image: "", version: ""))
+            run = Run(
+                node: node, mirrors: mirrors, report: PivotReport(node: node.name, image: "", version: ""),
+                boot: response.boot ?? Self.namedBootFiles(node), bootProblem: response.bootProblem)
             return startNode(node)
         }
     }
@@ -466,6 +481,15 @@ public struct BootStateMachine: Sendable {
     }
 
     /// N10: the node's plugins, plus `fstab` for a layout that mounts anything.
+    /// What a node boots when the server's answer does not say (a server older than `BootFiles`):
+    /// the files the node names, or the server's default.
+    public static func namedBootFiles(_ node: NodeConfig) -> BootFiles {
+        BootFiles(
+            kernel: .kernel(node.kernel ?? "default"), initrds: [.initramfs(node.initramfs ?? "default")],
+            source: node.kernel == nil && node.initramfs == nil ? .serverDefault : .files,
+            reason: "the server did not say; the node's named files")
+    }
+
     static func plugins(node: NodeConfig, activation: Activation?) -> [PluginConfig] {
         var configs = node.plugins
         if !(activation?.mounts ?? []).isEmpty && !configs.contains(where: { $0.name == "fstab" }) {
@@ -493,9 +517,7 @@ public struct BootStateMachine: Sendable {
         state = .installingLocalBoot
         return BootDecision(
             .installLocalBoot(
-                LocalBootTask(
-                    esp: esp, espPartitions: partitions, kernel: "/files/kernels/\(run.node.kernel ?? "default")",
-                    initramfs: "/files/initramfs/\(run.node.initramfs ?? "default")")),
+                LocalBootTask(esp: esp, espPartitions: partitions, boot: run.boot, bootProblem: run.bootProblem)),
             [.N11])
     }
 

@@ -7,10 +7,11 @@ import ProvisionerCore
 /// EFI/systemd/systemd-bootx64.efi      systemd-boot (what the UEFI boot entry names)
 /// loader/loader.conf                   default entry, no menu delay
 /// loader/entries/provisioner.conf      our kernel + initramfs + this boot's command line
-/// provisioner/vmlinuz                  the node's kernel, as the server serves it
-/// provisioner/initramfs.img            the node's initramfs (the agent inside)
+/// provisioner/vmlinuz                  the node's kernel (its image's, docs/boot.md), as the server serves it
+/// provisioner/initramfs.img            the provisioning initramfs (the agent inside)
+/// provisioner/modules.img              the kernel's modules initramfs, when the kernel is the image's
 /// provisioner/node.json                the node's config, for a boot without the server
-/// provisioner/files.etag               ETags of the two files above, so an unchanged file is not fetched
+/// provisioner/files.etag               ETags of the files above, so an unchanged file is not fetched
 /// ```
 ///
 /// The loader entry boots the same initramfs, so a node started from its disk still asks the
@@ -35,33 +36,46 @@ public enum LocalBoot {
         "# Written by provisioner-agent; replaced on every provisioning boot.\ndefault provisioner.conf\ntimeout 0\neditor no\n"
     }
 
-    /// The loader entry (Boot Loader Specification, type 1).
-    public static func entryText(node: String, options: String) -> String {
-        """
-        # Written by provisioner-agent; replaced on every provisioning boot.
-        title   Provisioner: \(node) (local boot)
-        linux   /\(kernel)
-        initrd  /\(initramfs)
-        options \(options)
-
-        """
+    /// Where the `index`th initrd of the boot goes on the ESP: the provisioning initramfs, then the
+    /// kernel's modules (`initrd-N.img` after that, should a boot ever name more).
+    public static func initrd(_ index: Int) -> String {
+        switch index {
+        case 0: initramfs
+        case 1: modules
+        default: "provisioner/initrd-\(index).img"
+        }
     }
 
-    /// `files.etag`: `kernel <etag>` and `initramfs <etag>` lines.
-    public static func etagsText(kernel: String, initramfs: String) -> String {
-        "kernel \(kernel)\ninitramfs \(initramfs)\n"
+    public static let modules = "provisioner/modules.img"
+
+    /// The loader entry (Boot Loader Specification, type 1): the kernel, its initrds in order, and
+    /// the kernel release in the title so the menu says what boots.
+    public static func entryText(node: String, options: String, release: String? = nil, initrds: Int = 1) -> String {
+        let title = "Provisioner: \(node) (local boot\(release.map { ", kernel \($0)" } ?? ""))"
+        let lines = (0..<max(initrds, 1)).map { "initrd  /\(initrd($0))\n" }.joined()
+        return """
+            # Written by provisioner-agent; replaced on every provisioning boot.
+            title   \(title)
+            linux   /\(kernel)
+            \(lines)options \(options)
+
+            """
     }
 
-    public static func parseETags(_ text: String) -> (kernel: String?, initramfs: String?) {
-        var kernel: String?
-        var initramfs: String?
+    /// `files.etag`: one `NAME ETAG` line per file (`kernel`, `initrd0`, `initrd1`...).
+    public static func etagsText(_ etags: [(name: String, etag: String)]) -> String {
+        etags.map { "\($0.name) \($0.etag)\n" }.joined()
+    }
+
+    /// The ETags recorded by `etagsText`; an older agent's `initramfs` line is `initrd0`.
+    public static func parseETags(_ text: String) -> [String: String] {
+        var out: [String: String] = [:]
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { continue }
-            if parts[0] == "kernel" { kernel = parts[1] }
-            if parts[0] == "initramfs" { initramfs = parts[1] }
+            out[parts[0] == "initramfs" ? "initrd0" : parts[0]] = parts[1]
         }
-        return (kernel, initramfs)
+        return out
     }
 
     /// `efibootmgr` output → (boot order, entries by number with their labels).

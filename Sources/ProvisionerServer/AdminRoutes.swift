@@ -33,6 +33,7 @@ extension Services {
         }
         group.post("nodes") { request, context -> Response in
             let config = try await decodeJSON(NodeDefinition.self, from: request)
+            try await self.checkKernelPin(try await store.effective(config))
             return json(try await store.createNode(config, by: actor(context)), status: .created)
         }
         group.get("nodes/:name") { _, context -> Response in
@@ -48,6 +49,7 @@ extension Services {
             guard config.name == name else {
                 throw APIError.badRequest("the body names node \(config.name) but the path names \(name)")
             }
+            try await self.checkKernelPin(try await store.effective(config))
             return json(try await store.updateNode(config, by: actor(context)))
         }
         group.delete("nodes/:name") { _, context -> Response in

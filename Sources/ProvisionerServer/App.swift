@@ -24,6 +24,7 @@ public func buildRouter(_ services: Services, authentication: PeerAuthentication
     services.addAdminRoutes(to: admin)
     services.addImageAdminRoutes(to: admin)
     services.addImageBranchRoutes(to: admin)
+    services.addKernelAdminRoutes(to: admin)
     services.addImageMaintenanceRoutes(to: admin)
     services.addFileRoutes(to: router, roles: [.node, .admin])
     services.addImageRoutes(to: router, roles: [.node, .admin])

@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOPosix
 import ProvisionerAPI
+import ProvisionerImage
 
 /// iPXE scripts: pure text from a node (or none), so they are tested with tables.
 public enum IPXEScript {
@@ -20,23 +22,38 @@ public enum IPXEScript {
         """
     }
 
-    /// Boots `node`'s kernel and initramfs with the agent's arguments.
+    /// Boots `files` (what `BootSelection` chose for `node`, or the server's default for an unknown
+    /// machine) with the agent's arguments. Each initrd is named, and the command line lists them
+    /// (`initrd=`), as a kernel started through UEFI needs.
     public static func boot(
-        node: NodeConfig?, mac: String, bootBase: String, serverURL: String, mirrors: [String]
+        node: NodeConfig?, files: BootFiles, mac: String, bootBase: String, serverURL: String, mirrors: [String]
     ) -> String {
-        let kernel = node?.kernel ?? "default"
-        let initramfs = node?.initramfs ?? "default"
-        var args = [
-            "initrd=initramfs", "root=provisioner", "provisioner.server=\(serverURL)", "provisioner.mac=\(mac)",
-        ]
+        let names = files.initrds.indices.map { [0: "initramfs", 1: "modules"][$0] ?? "initrd\($0)" }
+        var args = names.map { "initrd=\($0)" }
+        args += ["root=provisioner", "provisioner.server=\(serverURL)", "provisioner.mac=\(mac)"]
         if !mirrors.isEmpty { args.append("provisioner.mirrors=\(mirrors.joined(separator: ","))") }
         args += node?.kernelArgs ?? []
+        let what = node.map { "node \($0.name)" } ?? "unknown machine, discovery boot"
+        let initrds = zip(names, files.initrds).map { "initrd --name \($0) \(bootBase)\($1.bootPath)\n" }.joined()
         return """
             #!ipxe
-            # provisioner: \(node.map { "node \($0.name)" } ?? "unknown machine, discovery boot") (\(mac))
-            kernel \(bootBase)/boot/kernels/\(kernel) \(args.joined(separator: " "))
-            initrd --name initramfs \(bootBase)/boot/initramfs/\(initramfs)
-            boot
+            # provisioner: \(what) (\(mac)); kernel \(files.release ?? files.kernel.name): \(files.reason)
+            kernel \(bootBase)\(files.kernel.bootPath) \(args.joined(separator: " "))
+            \(initrds)boot
+
+            """
+    }
+
+    /// A node that cannot boot as told (its pinned kernel is not in its image): say why, ask again.
+    public static func cannotBoot(node: String, problem: String, seconds: Int, bootBase: String) -> String {
+        let safe = problem.filter { $0 != "\n" && $0 != "\r" && $0 != "$" && $0 != "\\" }
+        return """
+            #!ipxe
+            # provisioner: node \(node) cannot boot: \(safe)
+            echo provisioner: node \(node) cannot boot: \(safe)
+            echo provisioner: asking again in \(seconds) s
+            sleep \(seconds)
+            chain \(bootBase)/boot/start.ipxe
 
             """
     }
@@ -71,11 +88,18 @@ extension Services {
             }
             let mac = query.mac
             let base = self.bootBase(request)
-            if let node = try await store.node(forMAC: mac) {
-                return self.script(
-                    IPXEScript.boot(
-                        node: node, mac: mac, bootBase: base, serverURL: self.serverURL(for: request),
-                        mirrors: self.config.mirrors))
+            if let node = try await self.resolved(try await store.node(forMAC: mac)) {
+                switch await self.bootFiles(for: node).result {
+                case .success(let files):
+                    return self.script(
+                        IPXEScript.boot(
+                            node: node, files: files, mac: mac, bootBase: base, serverURL: self.serverURL(for: request),
+                            mirrors: self.config.mirrors))
+                case .failure(let error):
+                    return self.script(
+                        IPXEScript.cannotBoot(
+                            node: node.name, problem: error.description, seconds: config.pollAfterSeconds, bootBase: base))
+                }
             }
             let facts = HardwareFacts(dmi: query.dmi)
             try self.registrations.admit(
@@ -87,19 +111,45 @@ extension Services {
             case .wait:
                 return self.script(IPXEScript.wait(mac: mac, seconds: config.pollAfterSeconds, bootBase: base))
             case .discover:
+                let files = BootFiles.serverDefault(reason: "an unknown machine: the server's default kernel")
                 return self.script(
                     IPXEScript.boot(
-                        node: nil, mac: mac, bootBase: base, serverURL: self.serverURL(for: request),
+                        node: nil, files: files, mac: mac, bootBase: base, serverURL: self.serverURL(for: request),
                         mirrors: self.config.mirrors))
             }
         }
-        for kind in [FileKind.kernels, .initramfs] {
+        for kind in [FileKind.kernels, .initramfs, .derived] {
             for method in [HTTPRequest.Method.get, .head] {
                 boot.on("\(kind.rawValue)/:name", method: method) { request, context -> Response in
                     try await self.files.respond(
                         [kind.rawValue, try context.parameters.require("name")], request: request, context: context)
                 }
             }
+        }
+    }
+
+    /// What `node` (its image resolved to a version) boots, and the image version as messages name it.
+    func bootFiles(for node: NodeConfig) async -> (result: Result<BootFiles, BootSelectionError>, image: String?) {
+        var label: String?
+        var offers: [KernelOffer]?
+        if let ref = node.image {
+            var version = ref.version
+            if version == nil || version == "latest" {
+                let store = ImageStore(root: config.imagesDirectory)
+                version = (try? await NIOThreadPool.singleton.runIfActive { try store.latest(image: ref.name) })??.hex
+            }
+            if let version {
+                label = "\(ref.name)@\(version.prefix(12))"
+                offers = try? await kernels.offers(image: ref.name, version: version)
+            } else {
+                label = ref.name
+            }
+        }
+        let hasBase = FileManager.default.fileExists(atPath: config.filesDirectory + "/" + BootSelection.base.tree + "/" + BootSelection.base.name)
+        do throws(BootSelectionError) {
+            return (.success(try BootSelection.choose(node: node, image: label, kernels: offers, hasBase: hasBase)), label)
+        } catch {
+            return (.failure(error), label)
         }
     }
 

@@ -27,13 +27,17 @@ extension Services {
             return name
         }
 
-        group.get("images") { _, _ -> Response in json(try await self.store.images()) }
+        group.get("images") { _, _ -> Response in
+            var records: [ImageRecord] = []
+            for record in try await self.store.images() { records.append(await self.withKernels(record)) }
+            return json(records)
+        }
         group.get("images/:name") { _, context -> Response in
             let name = try imageName(context)
             guard let record = try await self.store.image(named: name) else {
                 throw APIError.notFound("unknown-image", "no image named \(name)")
             }
-            return json(record)
+            return json(await self.withKernels(record))
         }
 
         // 1. The manifest: validated, kept as the upload, answered with the objects still missing.
@@ -185,6 +189,10 @@ extension Services {
             by: actor)
         try await updateLatest(image: image, store: store)
         try await NIOThreadPool.singleton.runIfActive { store.removeUpload(image: image, id: id) }
+        // The boot files of the version's kernels are made now, once per kernel (a version that does
+        // not change its kernel finds them made), so no boot waits for them. A failure is not the
+        // commit's: it is shown by `image show` and makes the node boot the server's kernel, with a warning.
+        _ = try? await kernels.offers(image: image, version: id.hex)
         return move
     }
 

@@ -13,6 +13,8 @@ public struct Services: Sendable {
     public let files: FileServer
     public let digests: DigestCache
     public let registrations: RegistrationLimiter
+    /// The kernels of image versions and the boot files made from them.
+    public let kernels: KernelCatalog
     /// The ports the listeners actually bound (differ from the config when it says 0).
     let apiPort: PortBox
     let bootPort: PortBox
@@ -25,6 +27,7 @@ public struct Services: Sendable {
         self.digests = DigestCache()
         self.registrations = RegistrationLimiter(config.registration)
         self.files = FileServer(root: config.filesDirectory, digests: digests)
+        self.kernels = KernelCatalog(config: config)
     }
 
     /// Where agents reach the HTTPS listener: `serverURL`, else the host the request came to.
@@ -107,12 +110,12 @@ extension Services {
             let (session, node) = try await store.openSession(
                 macs: open.macs, facts: open.facts, remoteAddress: context.remoteAddress, source: "agent",
                 limits: config.registration)
-            return json(self.sessionResponse(session, try await self.resolved(node), request), status: .created)
+            return json(try await self.sessionResponse(session, try await self.agentNode(node), request), status: .created)
         }
         group.get("sessions/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
             let (session, node) = try await store.pollSession(id)
-            return json(self.sessionResponse(session, try await self.resolved(node), request))
+            return json(try await self.sessionResponse(session, try await self.agentNode(node), request))
         }
         group.post("sessions/:id/events") { request, context -> Response in
             let id = try context.parameters.require("id")
@@ -132,12 +135,13 @@ extension Services {
     /// The node's config as its agent gets it: an image that follows a branch (or the live one)
     /// names the version that branch is at now, so the node boots exactly what the registry says.
     /// An image only in the store directory (imported with `--store`) keeps following `latest`.
-    func resolved(_ node: NodeConfig?) async throws -> NodeConfig? {
+    /// What the agent's session gets: the node with its image resolved and its overlays rendered.
+    func agentNode(_ node: NodeConfig?) async throws -> NodeConfig? {
         guard let node else { return nil }
-        return try await resolvedImage(try await store.withRenderedOverlays(node))
+        return try await resolved(try await store.withRenderedOverlays(node))
     }
 
-    func resolvedImage(_ node: NodeConfig?) async throws -> NodeConfig? {
+    func resolved(_ node: NodeConfig?) async throws -> NodeConfig? {
         guard var node, let ref = node.image, ref.version == nil else { return node }
         if let record = try await store.image(named: ref.name) {
             guard let version = record.resolve(ref) else {
@@ -150,10 +154,31 @@ extension Services {
         return node
     }
 
-    func sessionResponse(_ session: SessionSummary, _ node: NodeConfig?, _ request: Request) -> SessionResponse {
-        SessionResponse(
+    /// The answer to a session open or poll. An assigned node learns what it boots; when that is not
+    /// what its image implies (a fallback to the server's kernel, a pinned kernel the image lacks),
+    /// the session records why as a warning, so the admin sees it next to the boot.
+    func sessionResponse(_ session: SessionSummary, _ node: NodeConfig?, _ request: Request) async throws
+        -> SessionResponse
+    {
+        var response = SessionResponse(
             sessionID: session.id, status: node == nil ? .unassigned : .assigned, node: node,
             pollAfterSeconds: node == nil ? config.pollAfterSeconds : nil, mirrors: mirrors(for: request))
+        guard let node else { return response }
+        let choice = await bootFiles(for: node)
+        var warning: String?
+        switch choice.result {
+        case .success(let files):
+            response.boot = files
+            warning = files.warning
+        case .failure(let error):
+            response.bootProblem = error.description
+            warning = error.description
+        }
+        if let warning {
+            _ = try? await store.addEvents(
+                session.id, [AgentEvent(phase: "register", level: .warning, message: "server: \(warning)")])
+        }
+        return response
     }
 
     /// `/files/{kernels|initramfs|plugins}/{name}` for any caller with a cluster certificate.
@@ -163,7 +188,7 @@ extension Services {
             files.on(":kind/:name", method: method) { request, context -> Response in
                 let kind = try context.parameters.require("kind")
                 guard FileKind(rawValue: kind) != nil else {
-                    throw APIError.notFound("no-such-file", "no file tree \"\(kind)\" (kernels, initramfs, plugins)")
+                    throw APIError.notFound("no-such-file", "no file tree \"\(kind)\" (kernels, initramfs, plugins, derived)")
                 }
                 return try await self.files.respond(
                     [kind, try context.parameters.require("name")], request: request, context: context)
@@ -182,4 +207,6 @@ final class PortBox: Sendable {
 /// The file trees under STATE/files.
 public enum FileKind: String, CaseIterable, Sendable {
     case kernels, initramfs, plugins
+    /// Made by the server from image versions (their kernels and modules initramfs), named by SHA-256.
+    case derived
 }

@@ -269,6 +269,11 @@ extension Store {
         }
     }
 
+    /// A definition's effective config with the profiles stored now (422 when it does not resolve).
+    public func effective(_ definition: NodeDefinition) async throws -> NodeConfig {
+        try await read { try Self.resolve(definition, try await profileMap()).0 }
+    }
+
     /// What the agent gets: `node` with its overlays rendered into `files` and its plugin
     /// parameters rendered.
     func withRenderedOverlays(_ node: NodeConfig) async throws -> NodeConfig {

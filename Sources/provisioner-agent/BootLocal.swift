@@ -44,39 +44,58 @@ extension BootRunner {
             try put(LocalBoot.removableLoader, Array(loader))
             try put(LocalBoot.loader, Array(loader))
 
-            // The node's kernel and initramfs, as the server serves them to iPXE.
-            let recorded =
-                FileManager.default.contents(atPath: dir + "/" + LocalBoot.etags)
-                .map { LocalBoot.parseETags(String(decoding: $0, as: UTF8.self)) } ?? (kernel: nil, initramfs: nil)
-            var etags: [String] = []
-            for (remote, local, known) in [
-                (task.kernel, LocalBoot.kernel, recorded.kernel),
-                (task.initramfs, LocalBoot.initramfs, recorded.initramfs),
-            ] {
-                let current: String?
-                do { current = try session.etag(remote) } catch {
-                    throw BootFailure(.bootloader, .transient, "asking for \(remote): \(error)")
+            // The kernel and initrds the node boots, as the server named them (its image's kernel
+            // with the provisioning and modules initramfs, or the server's kernel).
+            if let problem = task.bootProblem {
+                session.event(
+                    "bootloader", "the kernel on the ESP is left as it is: \(problem)", level: .warning)
+            } else {
+                let boot = task.boot
+                let recorded =
+                    FileManager.default.contents(atPath: dir + "/" + LocalBoot.etags)
+                    .map { LocalBoot.parseETags(String(decoding: $0, as: UTF8.self)) } ?? [:]
+                let files =
+                    [(name: "kernel", remote: boot.kernel.apiPath, local: LocalBoot.kernel)]
+                    + boot.initrds.enumerated().map {
+                        (name: "initrd\($0.offset)", remote: $0.element.apiPath, local: LocalBoot.initrd($0.offset))
+                    }
+                var etags: [(name: String, etag: String)] = []
+                for file in files {
+                    let current: String?
+                    do { current = try session.etag(file.remote) } catch {
+                        throw BootFailure(.bootloader, .transient, "asking for \(file.remote): \(error)")
+                    }
+                    guard let current else {
+                        session.event("bootloader", "the server has no \(file.remote): no local boot path", level: .warning)
+                        return machine.stepSucceeded(.localBootInstalled(changedFiles: changed))
+                    }
+                    if current != recorded[file.name] || !FileManager.default.fileExists(atPath: dir + "/" + file.local) {
+                        try? FileManager.default.createDirectory(atPath: dir + "/provisioner", withIntermediateDirectories: true)
+                        let got = try session.download(file.remote, to: dir + "/" + file.local)
+                        changed.append(file.local)
+                        etags.append((file.name, got ?? current))
+                    } else {
+                        etags.append((file.name, current))
+                    }
                 }
-                guard let current else {
-                    session.event("bootloader", "the server has no \(remote): no local boot path", level: .warning)
-                    return machine.stepSucceeded(.localBootInstalled(changedFiles: changed))
+                // Initrds a previous boot named and this one does not (the modules of an image kernel
+                // when the node now boots the server's).
+                for index in boot.initrds.count..<8 where FileManager.default.fileExists(atPath: dir + "/" + LocalBoot.initrd(index)) {
+                    try? FileManager.default.removeItem(atPath: dir + "/" + LocalBoot.initrd(index))
+                    changed.append("-" + LocalBoot.initrd(index))
                 }
-                if current != known || !FileManager.default.fileExists(atPath: dir + "/" + local) {
-                    try? FileManager.default.createDirectory(atPath: dir + "/provisioner", withIntermediateDirectories: true)
-                    let got = try session.download(remote, to: dir + "/" + local)
-                    changed.append(local)
-                    etags.append(got ?? current)
-                } else {
-                    etags.append(current)
-                }
-            }
-            try put(LocalBoot.etags, Array(LocalBoot.etagsText(kernel: etags[0], initramfs: etags[1]).utf8))
+                try put(LocalBoot.etags, Array(LocalBoot.etagsText(etags).utf8))
 
-            let cmdline = (try? readTextFile("/proc/cmdline", what: "kernel command line")) ?? ""
-            try put(LocalBoot.loaderConf, Array(LocalBoot.loaderConfText().utf8))
-            try put(
-                LocalBoot.entry,
-                Array(LocalBoot.entryText(node: currentNode.name, options: KernelCommandLine.forLocalBoot(cmdline)).utf8))
+                let cmdline = (try? readTextFile("/proc/cmdline", what: "kernel command line")) ?? ""
+                try put(LocalBoot.loaderConf, Array(LocalBoot.loaderConfText().utf8))
+                try put(
+                    LocalBoot.entry,
+                    Array(
+                        LocalBoot.entryText(
+                            node: currentNode.name, options: KernelCommandLine.forLocalBoot(cmdline), release: boot.release,
+                            initrds: boot.initrds.count
+                        ).utf8))
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try put(LocalBoot.nodeConfig, Array((try encoder.encode(currentNode)) + [0x0a]))
@@ -87,10 +106,11 @@ extension BootRunner {
         }
 
         let entryNote = ensureUEFIEntry(partitions: task.espPartitions)
+        let kernel = task.boot.release.map { "kernel \($0) (\(task.boot.reason))" } ?? "the server's kernel \(task.boot.kernel.name)"
         session.event(
             "bootloader",
             (changed.isEmpty ? "local boot path unchanged" : "local boot path written: \(changed.joined(separator: ", "))")
-                + "; \(entryNote); in \(took(since: start))")
+                + "; boots \(kernel); \(entryNote); in \(took(since: start))")
         return machine.stepSucceeded(.localBootInstalled(changedFiles: changed))
     }
 

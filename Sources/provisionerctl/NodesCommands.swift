@@ -45,6 +45,9 @@ struct NodeFieldOptions: ParsableArguments {
     @Option(name: .long, help: "Initramfs file name under STATE/files/initramfs.")
     var initramfs: String?
 
+    @Option(name: .long, help: "Kernel release to boot from the image (uname -r).")
+    var kernelRelease: String?
+
     @Option(name: .long, help: "An overlay (repeatable; on set, replaces the list).")
     var overlay: [String] = []
 
@@ -61,6 +64,7 @@ struct NodeFieldOptions: ParsableArguments {
         if let syncVerify { fields.syncVerify = syncVerify }
         if let kernel { fields.kernel = kernel }
         if let initramfs { fields.initramfs = initramfs }
+        if let kernelRelease { fields.kernelRelease = kernelRelease }
         if !overlay.isEmpty { fields.overlays = overlay }
         for pair in vars {
             guard let eq = pair.firstIndex(of: "=") else { throw CtlFailure("--var \"\(pair)\" is not KEY=VALUE") }
@@ -407,6 +411,7 @@ func unsetField(_ name: String, in fields: inout NodeFields) throws {
     case "syncVerify": fields.syncVerify = nil
     case "kernel": fields.kernel = nil
     case "initramfs": fields.initramfs = nil
+    case "kernelRelease": fields.kernelRelease = nil
     case "overlays": fields.overlays = nil
     case "vars": fields.vars = nil
     default:

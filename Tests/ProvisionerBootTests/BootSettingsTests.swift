@@ -82,12 +82,21 @@ import Testing
         #expect(LocalBoot.loaderConfText().contains("default provisioner.conf\n"))
     }
 
+    @Test func entryOfAnImageKernelNamesItsReleaseAndBothInitrds() {
+        let text = LocalBoot.entryText(
+            node: "n1", options: "root=provisioner", release: "6.1.0-57-cloud-amd64", initrds: 2)
+        #expect(text.contains("title   Provisioner: n1 (local boot, kernel 6.1.0-57-cloud-amd64)\n"))
+        #expect(text.contains("initrd  /provisioner/initramfs.img\ninitrd  /provisioner/modules.img\noptions"))
+        #expect(LocalBoot.initrd(2) == "provisioner/initrd-2.img")
+    }
+
     @Test func etagsRoundTrip() {
-        let text = LocalBoot.etagsText(kernel: "\"sha256:aa\"", initramfs: "\"sha256:bb\"")
+        let text = LocalBoot.etagsText([("kernel", "\"sha256:aa\""), ("initrd0", "\"sha256:bb\""), ("initrd1", "\"c\"")])
         let parsed = LocalBoot.parseETags(text)
-        #expect(parsed.kernel == "\"sha256:aa\"")
-        #expect(parsed.initramfs == "\"sha256:bb\"")
-        #expect(LocalBoot.parseETags("garbage").kernel == nil)
+        #expect(parsed == ["kernel": "\"sha256:aa\"", "initrd0": "\"sha256:bb\"", "initrd1": "\"c\""])
+        #expect(LocalBoot.parseETags("garbage").isEmpty)
+        // What an agent before image kernels recorded.
+        #expect(LocalBoot.parseETags("kernel a\ninitramfs b\n") == ["kernel": "a", "initrd0": "b"])
     }
 
     @Test func readsEFIBootManagerOutput() {

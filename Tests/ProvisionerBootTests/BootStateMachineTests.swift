@@ -307,7 +307,7 @@ import Testing
                 == .installLocalBoot(
                     LocalBootTask(
                         esp: Self.esp, espPartitions: ["/dev/nvme0n1p1", "/dev/nvme1n1p1"],
-                        kernel: "/files/kernels/default", initramfs: "/files/initramfs/default")))
+                        boot: BootStateMachine.namedBootFiles(Self.node()))))
     }
 
     @Test func N11_anESPOnAPlainPartitionIsItsOwnPartition() {
