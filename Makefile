@@ -4,6 +4,8 @@
 #   make test       all tests: unit, libblkid on image files, and VM tests under QEMU
 #   make agent      the static, stripped agent   -> build/bin/provisioner-agent
 #   make initramfs  the node initramfs           -> build/initramfs/initramfs-$(KVER).img
+#   make initramfs-base  the kernel-independent base every image kernel boots with
+#                   -> build/initramfs/initramfs-base.img (copy it to the server's files/initramfs/base)
 #   make bench-sync image sync vs rsync over SSH  -> docs/bench-sync.md (a benchmark, not a test)
 #   make fuzz       every parser under libFuzzer + ASan, FUZZ_SECONDS (300) each -> build/fuzz
 #
@@ -19,6 +21,7 @@ SUBMAKE := $(MAKE) --no-print-directory -f $(REPO)/Makefile NO_APT=1
 AGENT          := $(REPO)/build/bin/provisioner-agent
 STATIC_SCRATCH := $(REPO)/.build/static
 TEST_INITRAMFS := $(REPO)/build/initramfs/initramfs-test-$(KVER).img
+TEST_BASE      := $(REPO)/build/initramfs/initramfs-test-base.img
 KERNEL_COPY    := $(REPO)/build/initramfs/vmlinuz-$(KVER)
 CLUSTER_TLS    := $(REPO)/build/cluster/tls
 
@@ -31,7 +34,7 @@ PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 # Only for make bench-sync.
 BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc e2fsprogs mount
 
-.PHONY: all deps agent initramfs initramfs-test test demo clean help format bench-sync fuzz run-fuzz \
+.PHONY: all deps agent initramfs initramfs-base build-initramfs-base initramfs-test test demo clean help format bench-sync fuzz run-fuzz \
 	build-agent build-debug build-image build-initramfs build-initramfs-test run-tests run-demo run-bench-sync
 
 all: agent initramfs
@@ -53,6 +56,8 @@ agent: deps
 	@$(SUBMAKE) build-agent
 initramfs: deps
 	@$(SUBMAKE) build-initramfs
+initramfs-base: deps
+	@$(SUBMAKE) build-initramfs-base
 initramfs-test: deps
 	@$(SUBMAKE) build-initramfs-test
 test: deps
@@ -77,6 +82,10 @@ build-agent:
 build-initramfs: build-agent
 	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT)
 
+build-initramfs-base: build-agent
+	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT) NO_KERNEL=1 \
+		OUTPUT=$(REPO)/build/initramfs/initramfs-base.img
+
 # The debug build of everything (server, provisionerctl, provisioner-vm, tests).
 build-debug:
 	swift build --build-tests
@@ -94,12 +103,15 @@ build-initramfs-test: build-agent build-debug $(CLUSTER_TLS)/ca.pem
 	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT) \
 		EXTRA_MODULES=provisioner-test OUTPUT=$(TEST_INITRAMFS) \
 		CA_CERT=$(CLUSTER_TLS)/ca.pem CLIENT_CERT=$(CLUSTER_TLS)/client.pem CLIENT_KEY=$(CLUSTER_TLS)/client-key.pem
+	$(MAKE) -C $(REPO)/initramfs initramfs KVER=$(KVER) AGENT=$(AGENT) NO_KERNEL=1 \
+		EXTRA_MODULES=provisioner-test OUTPUT=$(TEST_BASE) \
+		CA_CERT=$(CLUSTER_TLS)/ca.pem CLIENT_CERT=$(CLUSTER_TLS)/client.pem CLIENT_KEY=$(CLUSTER_TLS)/client-key.pem
 
 # The node image of the demo and the boot scenarios (cached in build/images).
 build-image:
 	$(REPO)/scripts/build-image.sh $(REPO)/build/images
 
-BOOT_ENV := KERNEL=$(KERNEL_COPY) INITRD=$(TEST_INITRAMFS) BIN=$(REPO)/.build/debug TLS=$(CLUSTER_TLS) \
+BOOT_ENV := KERNEL=$(KERNEL_COPY) INITRD=$(TEST_INITRAMFS) BASE_INITRD=$(TEST_BASE) BIN=$(REPO)/.build/debug TLS=$(CLUSTER_TLS) \
 	IMAGES=$(REPO)/build/images
 
 VM_ENV := PROVISIONER_VM_KERNEL=$(KERNEL_COPY) PROVISIONER_VM_INITRD=$(TEST_INITRAMFS) \

@@ -10,6 +10,10 @@
 #   CA_CERT CLIENT_CERT CLIENT_KEY   optional files embedded under /etc/provisioner/
 #   KERNEL_IMAGE   kernel copied next to OUTPUT as vmlinuz-$KVER
 #                  (default /boot/vmlinuz-$KVER; empty string: don't copy)
+#   NO_KERNEL=1    the kernel-independent base (dracut --no-kernel): no
+#                  kernel modules and no kernel copied. The server adds the
+#                  modules of each image kernel as a second initrd
+#                  (docs/boot.md, "The image's kernel"); KVER is then unused.
 #
 # Our dracut modules live in initramfs/dracut/modules.d of the repository.
 # dracut only looks for modules in "$dracutbasedir/modules.d", and
@@ -29,7 +33,9 @@ EXTRA_MODULES=${EXTRA_MODULES:-}
 CA_CERT=${CA_CERT:-}
 CLIENT_CERT=${CLIENT_CERT:-}
 CLIENT_KEY=${CLIENT_KEY:-}
+NO_KERNEL=${NO_KERNEL:-}
 KERNEL_IMAGE=${KERNEL_IMAGE-/boot/vmlinuz-$KVER}
+[[ -n $NO_KERNEL ]] && KERNEL_IMAGE=
 SYSTEM_DRACUT=${SYSTEM_DRACUT:-/usr/lib/dracut}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,7 +43,7 @@ OUR_MODULES=$HERE/dracut/modules.d
 
 command -v dracut > /dev/null || die "dracut not found (apt-get install dracut-core dracut-network, or: make -C initramfs deps)"
 [[ -f $SYSTEM_DRACUT/dracut-init.sh ]] || die "$SYSTEM_DRACUT/dracut-init.sh not found (is dracut-core installed?)"
-[[ -d /lib/modules/$KVER ]] || die "no kernel modules for '$KVER' in /lib/modules (apt-get install linux-image-amd64)"
+[[ -n $NO_KERNEL || -d /lib/modules/$KVER ]] || die "no kernel modules for '$KVER' in /lib/modules (apt-get install linux-image-amd64)"
 [[ -f $AGENT ]] || die "agent binary '$AGENT' does not exist; run 'make agent' at the top of the repository"
 for v in CA_CERT CLIENT_CERT CLIENT_KEY; do
     if [[ -n ${!v} && ! -f ${!v} ]]; then die "$v='${!v}' is not a file"; fi
@@ -112,16 +118,16 @@ export PROVISIONER_CA_CERT=$CA_CERT
 export PROVISIONER_CLIENT_CERT=$CLIENT_CERT
 export PROVISIONER_CLIENT_KEY=$CLIENT_KEY
 
-echo "mkinitramfs: dracut $(dracut --version 2> /dev/null | awk '{print $2}'), kernel $KVER, modules: $modules" >&2
+kernel_args=(--kver "$KVER" --drivers "${drivers[*]}" --filesystems "ext4 xfs vfat")
+[[ -n $NO_KERNEL ]] && kernel_args=(--kver "$KVER" --no-kernel)
+echo "mkinitramfs: dracut $(dracut --version 2> /dev/null | awk '{print $2}'), ${NO_KERNEL:+no kernel (base), }kernel $KVER, modules: $modules" >&2
 start=$(date +%s.%N)
 dracut \
     --conf /dev/null --confdir "$work/confdir" \
     --tmpdir "$work/tmp" \
     --no-hostonly --no-hostonly-cmdline \
-    --force --kver "$KVER" \
+    --force "${kernel_args[@]}" \
     --modules "$modules" \
-    --drivers "${drivers[*]}" \
-    --filesystems "ext4 xfs vfat" \
     --compress "$compress" \
     --no-early-microcode \
     "$OUTPUT"

@@ -2,20 +2,26 @@
 # The boot flow end to end, in QEMU (part of `make test`; docs/boot.md describes the flow).
 #
 #   (a) stateful install on blank disks reaches the image's multi-user.target
+#       (k1) ... booted by the image's own kernel, and a module not in the initramfs loads
 #   (b) second boot: no partitioning, no object downloaded, nothing rewritten
 #   (c) image edited on the server (image exec installs one package) -> only the changed objects are fetched
 #   (h) the edit rolled back on the server (image rollback) -> the node returns, fetching only the difference
+#   (k2) another kernel installed in the image (image exec) -> the next boot runs it, only its objects
+#       move, and the ESP holds it
 #   (d) an unknown machine waits, is assigned with provisionerctl, and proceeds
 #   (g) that machine is killed in the middle of its image sync -> the next boot converges and boots
-#   (e) the same image boots stateless into RAM
+#   (e) the same image boots stateless into RAM (k4: with the image's kernel)
 #   (f) server stopped -> the node boots from its disk through UEFI and the installed system comes up
+#       (k3: with the image's kernel from the ESP)
 #
-# Each scenario boots its VM once. Boot-to-pivot times (seconds since power-on when the agent
-# hands over to the image's systemd) are printed as a table at the end.
+# Nodes boot what the server's iPXE script for their MAC names (ipxe_boot fetches it as iPXE does);
+# an unknown machine boots the server's default kernel, the build machine's. Each scenario boots
+# its VM once. Boot-to-pivot times (seconds since power-on when the agent hands over to the image's
+# systemd) are printed as a table at the end.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-: "${KERNEL:?}" "${INITRD:?}" "${BIN:?}" "${TLS:?}" "${IMAGES:?}"
+: "${KERNEL:?}" "${INITRD:?}" "${BASE_INITRD:?}" "${BIN:?}" "${TLS:?}" "${IMAGES:?}"
 work=$REPO/build/boot-tests
 STATE=$work/state
 rm -rf "$work"
@@ -69,7 +75,7 @@ boot() {
 }
 
 say "setup: server, image, nodes"
-cluster_prepare "$KERNEL" "$INITRD"
+cluster_prepare "$KERNEL" "$INITRD" "$BASE_INITRD"
 cat > "$STATE/server.yaml" << EOF
 stateDir: $STATE
 pollAfterSeconds: 3
@@ -81,9 +87,19 @@ ctl nodes add n1 --mac 52:54:00:00:00:01 --image debian --layout "$layout" \
     --plugin hostname --plugin network "${common_args[@]}"
 ctl nodes add n3 --mac 52:54:00:00:00:03 --image debian --mode stateless --plugin hostname "${common_args[@]}"
 n1_disks=(--disk "nvme,size=4000000000,serial=N1-A,file=$work/n1-a.img" --disk "nvme,size=4000000000,serial=N1-B,file=$work/n1-b.img")
-n1_boot=(--kernel "$KERNEL" --initrd "$INITRD" --append "$(ipxe_cmdline 52:54:00:00:00:01)" --uefi-vars "$work/n1-vars.fd")
+# The image's kernel: another release than the build machine's, so the checks can tell them apart.
+image_kernel=$(tar -tf "$IMAGES/debian.tar" | sed -n 's|^\./boot/vmlinuz-||p' | head -n 1)
+echo "image kernel: $image_kernel; build machine's (the server's default): $(basename "$KERNEL" | sed 's/^vmlinuz-//')"
+check "the image carries a kernel the build machine does not run" \
+    test -n "$image_kernel" -a "$image_kernel" != "$(basename "$KERNEL" | sed 's/^vmlinuz-//')"
+# ipxe_n1: what iPXE boots for n1 now (asked again before every boot: the image may have changed).
+ipxe_n1() {
+    ipxe_boot 52:54:00:00:00:01 "$work/boot-files"
+    n1_boot=(--kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" --uefi-vars "$work/n1-vars.fd")
+}
 
-say "(a) stateful install on blank disks"
+say "(a) stateful install on blank disks (k1: the image's kernel)"
+ipxe_n1
 boot n1 1 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-1.log
 check "the image's multi-user.target was reached on n1" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
@@ -92,9 +108,13 @@ check "the image was installed" has "$log" 'applied [0-9]+ entries'
 check "the fallback boot path was written" has "$log" 'local boot path written'
 check "a UEFI boot entry was added" has "$log" 'UEFI boot entr(y|ies) [0-9A-F]+'
 check "the session succeeded on the server" last_session_is n1 succeeded
+check "(k1) the image's kernel runs the installed system" has "$log" "PROVISIONER-READY: n1 .*kernel: $image_kernel;"
+check "(k1) a module that is not in the initramfs loads after the pivot" has "$log" 'PROVISIONER-READY: n1 .*isofs: loaded'
+check "(k1) the ESP holds the image's kernel" has "$log" "local boot path written: .*boots kernel $image_kernel"
 record "(a) stateful install, blank disks" "$log" "install"
 
 say "(b) second boot: nothing changes"
+ipxe_n1
 boot n1 2 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-2.log
 check "no partitioning: the disks already match" has "$log" 'the disks already match the layout: nothing written'
@@ -106,17 +126,19 @@ record "(b) second boot, nothing changed" "$log" "verify metadata"
 say "(c) image edited on the server: one package installed with image exec"
 ctl image exec debian -- sh -c \
     'apt-get update -qq && apt-get install -y -qq hello > /dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*_*'
+ipxe_n1
 boot n1 3 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-3.log
 received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
-echo "  bytes received for the update: ${received:-?} (the image tar is $(stat -c %s "$IMAGES/debian-hello.tar") bytes)"
-check "only the changed objects were fetched (under 2% of the image)" test "${received:-999999999}" -lt $(($(stat -c %s "$IMAGES/debian-hello.tar") / 50))
+echo "  bytes received for the update: ${received:-?} (the image tar is $(stat -c %s "$IMAGES/debian.tar") bytes)"
+check "only the changed objects were fetched (under 2% of the image)" test "${received:-999999999}" -lt $(($(stat -c %s "$IMAGES/debian.tar") / 50))
 check "the layout was left alone" has "$log" 'the disks already match the layout: nothing written'
 check "the new package runs on the node" has "$log" 'PROVISIONER-READY: n1 .*hello: Hello, world!'
 record "(c) image update (one package)" "$log" "delta"
 
 say "(h) the edit rolled back on the server: the node returns, moving only the difference"
 ctl image rollback debian
+ipxe_n1
 boot n1 4 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-4.log
 received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
@@ -125,6 +147,26 @@ check "only the difference was fetched (under 2% of the image)" test "${received
 check "the package is gone again" has "$log" 'PROVISIONER-READY: n1 .*hello: absent'
 check "the session succeeded on the server" last_session_is n1 succeeded
 record "(h) rollback of the edit" "$log" "delta back"
+
+say "(k2) another kernel installed in the image on the server: the next boot runs it"
+ctl image exec debian -- sh -c 'apt-get update -qq && apt-get install -y -qq linux-image-6.12-cloud-amd64 > /dev/null \
+    && rm -f /boot/initrd.img-* && apt-get clean && rm -rf /var/lib/apt/lists/*_*'
+ctl image show debian | sed -n '/^kernels of/,$p'
+new_kernel=$(ctl image show debian --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["kernels"]["kernels"][0]["release"])')
+new_bytes=$(ctl image show debian --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["versions"][-1]["summary"]["contentBytes"])')
+check "(k2) the newest kernel of the new version is the one installed" test "$new_kernel" != "$image_kernel"
+ipxe_n1
+boot n1 5 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n1-5.log
+received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
+echo "  bytes received for the new kernel: ${received:-?} (new content in the version: $new_bytes bytes)"
+check "(k2) the node runs the new kernel" has "$log" "PROVISIONER-READY: n1 .*kernel: $new_kernel;"
+check "(k2) its modules load" has "$log" 'PROVISIONER-READY: n1 .*isofs: loaded'
+check "(k2) only the version's new objects moved (at most its new content and 10%)" test "${received:-999999999}" -le $((new_bytes + new_bytes / 10))
+check "(k2) the ESP now holds the new kernel and its modules" \
+    has "$log" "local boot path written: provisioner/vmlinuz, provisioner/modules.img.*boots kernel $new_kernel"
+check "(k2) the layout was left alone" has "$log" 'the disks already match the layout: nothing written'
+record "(k2) image update: another kernel" "$log" "new kernel"
 
 say "(d) an unknown machine waits until it is assigned"
 mac2=52:54:00:00:00:02
@@ -149,29 +191,35 @@ check "once assigned, it proceeds" has "$log" 'this machine is node n2'
 
 say "(g) killed in the middle of the image sync, then booted again"
 check "the first boot was cut in the middle of the sync" bash -c "! grep -q 'PROVISIONER-READY' '$log' && grep -Eq 'image: [2-9][0-9]%' '$log'"
-boot n2 2 $mac2 --kernel "$KERNEL" --initrd "$INITRD" --append "$n2_cmdline" "${n2_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+ipxe_boot $mac2 "$work/boot-files"
+boot n2 2 $mac2 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND console=ttyS0,115200 provisioner-ready.poweroff provisioner.server-wait=20" \
+    "${n2_disks[@]}" --until 'PROVISIONER-READY' --grace 60
 log=$work/n2-2.log
 check "the next sync knew it had been interrupted and rehashed" has "$log" 'previous sync was interrupted'
 check "the node booted the image" has "$log" 'PROVISIONER-READY: n2 reached multi-user.target'
 record "(g) boot after a power cut mid-sync" "$log" "recovery"
 
-say "(e) stateless: the same image in RAM"
-boot n3 1 52:54:00:00:00:03 --kernel "$KERNEL" --initrd "$INITRD" --append "$(ipxe_cmdline 52:54:00:00:00:03)" \
+say "(e) stateless: the same image in RAM (k4: with the image's kernel)"
+ipxe_boot 52:54:00:00:00:03 "$work/boot-files"
+boot n3 1 52:54:00:00:00:03 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
     --memory 2048 --until 'PROVISIONER-READY' --grace 60
 log=$work/n3-1.log
 check "the root is a RAM disk" has "$log" 'stateless: the root is a RAM disk'
 check "the image's multi-user.target was reached on n3" has "$log" 'PROVISIONER-READY: n3 reached multi-user.target'
+check "(k4) the stateless node runs the image's newest kernel, modules loading" \
+    has "$log" "PROVISIONER-READY: n3 .*kernel: $new_kernel; isofs: loaded"
 record "(e) stateless into RAM" "$log" "full sync to tmpfs"
 
 say "(f) server stopped: boot from the disk through UEFI"
 server_stop
-boot n1 5 52:54:00:00:00:01 --uefi-vars "$work/n1-vars.fd" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
-log=$work/n1-5.log
+boot n1 6 52:54:00:00:00:01 --uefi-vars "$work/n1-vars.fd" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+log=$work/n1-6.log
 check "the agent said it boots the installed system without the server" has "$log" 'SERVER UNREACHABLE: booting node n1 from its disks'
 check "the firmware started the agent's UEFI boot entry (not the removable-media path)" \
     has "$log" 'BdsDxe: starting Boot[0-9A-F]{4} "provisioner \(local disk\)"'
 check "it came up from the local boot path" has "$log" 'provisioner.local-boot|found the saved config of node n1'
 check "the installed system reached multi-user.target" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
+check "(k3) the ESP's kernel, the image's newest, runs it" has "$log" "PROVISIONER-READY: n1 .*kernel: $new_kernel; isofs: loaded"
 record "(f) server down, UEFI boot from disk" "$log" "fallback after provisioner.server-wait=20"
 
 say "boot-to-pivot times (seconds since power-on, QEMU TCG, 2 cores)"

@@ -4,15 +4,16 @@
 #   1. start provisioner-server (loopback only) with a fresh state directory
 #   2. import a Debian image built with mmdebstrap
 #   3. define node n1: two NVMe disks, RAID1 + LVM (docs/examples/layout-simple-mirror.yaml)
-#   4. boot n1 in QEMU (UEFI, the kernel line the server's iPXE script gives) and watch its
-#      session live; it installs itself and reaches the image's multi-user.target, and usually
-#      its serial login prompt, before the image's provisioner-ready unit powers it off 8 s later
+#   4. boot n1 in QEMU (UEFI) with what the server's iPXE script for it names: the image's own
+#      kernel, our base initramfs and that kernel's modules (docs/boot.md), and watch its session
+#      live; it installs itself and reaches the image's multi-user.target, and usually its serial
+#      login prompt, before the image's provisioner-ready unit powers it off 8 s later
 #   5. boot it again: nothing is rewritten
 # Every process is stopped at the end (by its pid); the disks stay in build/demo.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-: "${KERNEL:?}" "${INITRD:?}" "${BIN:?}" "${TLS:?}" "${IMAGES:?}"
+: "${KERNEL:?}" "${INITRD:?}" "${BASE_INITRD:?}" "${BIN:?}" "${TLS:?}" "${IMAGES:?}"
 work=$REPO/build/demo
 STATE=$work/state
 rm -rf "$work"
@@ -33,7 +34,7 @@ disks=(--disk "nvme,size=4000000000,serial=DEMO-NVME-A,file=$work/nvme-a.img"
     --disk "nvme,size=4000000000,serial=DEMO-NVME-B,file=$work/nvme-b.img")
 
 say "1. provisioner-server (state in $STATE)"
-cluster_prepare "$KERNEL" "$INITRD"
+cluster_prepare "$KERNEL" "$INITRD" "$BASE_INITRD"
 server_start
 
 say "2. the image: Debian bookworm from mmdebstrap ($IMAGES/debian.tar), published through the server"
@@ -47,15 +48,19 @@ ctl profiles add demo --image debian --layout "$REPO/docs/examples/layout-simple
     --overlay hosts
 ctl nodes add 'n[1]' --profile demo --mac "$mac" --ip 10.0.2.15
 ctl nodes show n1 --effective
-cmdline=$(ipxe_cmdline "$mac")
-echo "kernel command line (from the server's iPXE script): $cmdline"
+echo
+ctl image show debian | sed -n '/^kernels of/,$p'
+echo
+echo "the server's iPXE script for n1:"
+curl -fsS -H "Host: 10.0.2.2:$BOOT_PORT" "http://127.0.0.1:$BOOT_PORT/boot/ipxe?mac=$mac" | sed 's/^/  │ /'
+ipxe_boot "$mac" "$work/boot-files"
 
 boot() {
     local n=$1
     say "$((n + 3)). boot $n of n1: console (agent lines and the end) and the live session"
     (ctl sessions watch n1 --next 2>&1 | sed 's/^/  session │ /') &
     WATCH_PID=$!
-    "$BIN/provisioner-vm" boot --kernel "$KERNEL" --initrd "$INITRD" --append "$cmdline" \
+    "$BIN/provisioner-vm" boot --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
         --uefi-vars "$work/n1-vars.fd" --mac "$mac" "${disks[@]}" --console "$work/console-$n.log" \
         --until 'Debian GNU/Linux [0-9]+ n1 ttyS0|PROVISIONER-READY: n1 reached multi-user.target' \
         --grace 60 --timeout 900 \
@@ -77,6 +82,15 @@ say "the sessions"
 ctl sessions list
 echo
 grep -h 'ready:' "$work"/console-*.log | sed 's/^/  /'
+echo
+grep -a -h -o 'PROVISIONER-READY: .*' "$work/console-1.log" | head -n 1 | sed 's/^/  /'
+image_kernel=$(tar -tf "$IMAGES/debian.tar" | sed -n 's|^\./boot/vmlinuz-||p' | head -n 1)
+if grep -a -q "PROVISIONER-READY: n1 .*kernel: $image_kernel;" "$work/console-1.log"; then
+    echo "n1 runs its image's own kernel, $image_kernel (the build machine runs $(uname -r))."
+else
+    echo "n1 does not run its image's kernel $image_kernel (see $work/console-1.log)" >&2
+    exit 1
+fi
 echo
 if grep -q 'n1 ready: nothing was rewritten' "$work/console-2.log"; then
     echo "Boot 2 rewrote nothing: same layout, image up to date, plugin files and boot files unchanged."

@@ -106,12 +106,14 @@ extension Ctl.Image {
                 if let store { return try listStore(store) }
                 let images = try await server.client().get("images", as: [ImageRecord].self)
                 if server.json { return try printJSON(images) }
-                var table = TextTable(["IMAGE", "BRANCH", "HEAD", "VERSIONS", "UPDATED"])
+                var table = TextTable(["IMAGE", "BRANCH", "HEAD", "KERNELS", "VERSIONS", "UPDATED"])
                 for image in images {
                     for branch in image.branches {
+                        let kernels = image.versions.first { $0.id == branch.head }?.kernels
                         table.add([
                             image.name, branch.name + (branch.name == image.live ? " (live)" : ""),
-                            String(branch.head.prefix(16)), String(image.versions.count), branch.updatedAt,
+                            String(branch.head.prefix(16)), kernelsCell(kernels), String(image.versions.count),
+                            branch.updatedAt,
                         ])
                     }
                 }
@@ -142,6 +144,12 @@ extension Ctl.Image {
             }
         }
     }
+}
+
+/// A version's kernels in a table cell: newest (what nodes boot by default) first.
+func kernelsCell(_ kernels: [String]?) -> String {
+    guard let kernels else { return "?" }
+    return kernels.isEmpty ? "none" : kernels.joined(separator: ", ")
 }
 
 /// Imports a directory or tarball into a store directory.

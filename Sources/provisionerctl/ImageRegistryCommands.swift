@@ -6,14 +6,20 @@ import ProvisionerImage
 
 extension Ctl.Image {
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "One image: its branches and every version.")
+        static let configuration = CommandConfiguration(
+            abstract: "One image: its branches, every version, and the kernels of one version with the nodes that boot it.")
         @OptionGroup var server: ServerOptions
         @Argument(help: "Image name.") var name: String
+        @Option(help: "Whose kernels to show: a version id or a branch (default: the live branch's head).")
+        var version: String?
 
         func run() async throws {
             try await reporting {
-                let image = try await server.client().get("images/\(pathComponent(name))", as: ImageRecord.self)
-                if server.json { return try printJSON(image) }
+                let client = try server.client()
+                let image = try await client.get("images/\(pathComponent(name))", as: ImageRecord.self)
+                let query = version.map { "?version=\(pathComponent($0))" } ?? ""
+                let kernels = try await client.get("images/\(pathComponent(name))/kernels\(query)", as: VersionKernels.self)
+                if server.json { return try printJSON(ImageShow(image: image, kernels: kernels)) }
                 print("image \(image.name), live branch \(image.live)")
                 var branches = TextTable(["BRANCH", "HEAD", "UPDATED"])
                 for b in image.branches { branches.add([b.name + (b.name == image.live ? " (live)" : ""), b.head, b.updatedAt]) }
@@ -28,6 +34,8 @@ extension Ctl.Image {
                     ])
                 }
                 print(versions.render())
+                print("")
+                printKernels(kernels)
             }
         }
     }
@@ -221,3 +229,43 @@ extension Ctl.Image {
     }
 }
 
+
+/// `image show --json`: the registry record and the kernels of the version shown.
+struct ImageShow: Codable {
+    var image: ImageRecord
+    var kernels: VersionKernels
+}
+
+/// The kernels of a version, what the server made of each, and which node boots what.
+func printKernels(_ v: VersionKernels) {
+    print("kernels of \(v.image)@\(v.version.prefix(16)) (the first is what nodes boot unless they pin another):")
+    if v.kernels.isEmpty { print("  none: nodes of this version boot the server's default kernel, with a warning") }
+    var table = TextTable(["RELEASE", "KERNEL", "MODULES", "BOOT FILES", "INITRD MODULES"])
+    for k in v.kernels {
+        let files =
+            k.problem.map { "cannot boot: \($0)" }
+            ?? "\(k.kernelFile.map { String($0.prefix(12)) } ?? "?") + \(k.modulesFile.map { String($0.prefix(12)) } ?? "?")"
+        let initrd =
+            k.initrdModules.map { "\($0) modules, \(k.initrdFirmware ?? 0) firmware, \(k.modulesFileSize ?? 0) bytes" } ?? "-"
+        table.add([k.release, "\(k.kernelPath) (\(k.kernelSize) bytes)", "\(k.moduleCount) in \(k.modulesPath)", files, initrd])
+    }
+    if !v.kernels.isEmpty { print(table.render()) }
+    for problem in v.problems { print("  not offered: \(problem)") }
+    if !v.nodes.isEmpty {
+        print("")
+        var nodes = TextTable(["NODE", "BOOTS", "WHY"])
+        for n in v.nodes { nodes.add([n.node, bootCell(n), n.boot?.warning ?? n.boot?.reason ?? n.problem ?? ""]) }
+        print(nodes.render())
+    }
+}
+
+/// What a node boots, in a few words.
+func bootCell(_ n: NodeBoot) -> String {
+    guard let boot = n.boot else { return "nothing: \(n.problem ?? "?")" }
+    switch boot.source {
+    case .image: return "kernel \(boot.release ?? "?") (image default)"
+    case .pinned: return "kernel \(boot.release ?? "?") (pinned)"
+    case .files: return "files \(boot.kernel.name) + \(boot.initrds.map(\.name).joined(separator: " + "))"
+    case .serverDefault: return "the server's default kernel"
+    }
+}

@@ -45,7 +45,9 @@ struct NodeFieldOptions: ParsableArguments {
     @Option(name: .long, help: "Initramfs file name under STATE/files/initramfs.")
     var initramfs: String?
 
-    @Option(name: .long, help: "Kernel release to boot from the image (uname -r).")
+    @Option(
+        name: .long,
+        help: "Pin the kernel release the node boots from its image (uname -r; \"newest\" to unpin). Default: the newest.")
     var kernelRelease: String?
 
     @Option(name: .long, help: "An overlay (repeatable; on set, replaces the list).")
@@ -64,7 +66,7 @@ struct NodeFieldOptions: ParsableArguments {
         if let syncVerify { fields.syncVerify = syncVerify }
         if let kernel { fields.kernel = kernel }
         if let initramfs { fields.initramfs = initramfs }
-        if let kernelRelease { fields.kernelRelease = kernelRelease }
+        if let kernelRelease { fields.kernelRelease = kernelRelease == "newest" ? nil : kernelRelease }
         if !overlay.isEmpty { fields.overlays = overlay }
         for pair in vars {
             guard let eq = pair.firstIndex(of: "=") else { throw CtlFailure("--var \"\(pair)\" is not KEY=VALUE") }
@@ -139,11 +141,14 @@ extension Ctl.Nodes {
             try await reporting {
                 let client = try server.client()
                 var records: [NodeRecord] = []
+                var boots: [NodeBoot] = []
                 for name in try expandNames(name) {
                     records.append(try await client.get("nodes/\(pathComponent(name))", as: NodeRecord.self))
+                    boots.append(try await client.get("nodes/\(pathComponent(name))/boot", as: NodeBoot.self))
                 }
-                if server.json { return try records.count == 1 ? printJSON(records[0]) : printJSON(records) }
-                for node in records {
+                let shows = zip(records, boots).map { NodeShow(record: $0, boot: $1) }
+                if server.json { return try shows.count == 1 ? printJSON(shows[0]) : printJSON(shows) }
+                for (node, boot) in zip(records, boots) {
                     if effective {
                         print("# \(node.config.name): effective fields (profiles: \(node.definition.profiles.isEmpty ? "none" : node.definition.profiles.joined(separator: ", ")))")
                         var table = TextTable(["FIELD", "VALUE", "FROM"])
@@ -154,6 +159,9 @@ extension Ctl.Nodes {
                         print(table.render())
                     } else {
                         print("# created \(node.createdAt), updated \(node.updatedAt)")
+                        print("# boots: \(bootCell(boot))\(boot.image.map { " of \($0)" } ?? "")")
+                        if let why = boot.boot?.reason { print("#   why: \(why)") }
+                        if let warning = boot.boot?.warning { print("#   warning: \(warning)") }
                         print(ClusterFile.render([node.definition], profiles: []), terminator: "")
                     }
                 }
@@ -417,4 +425,10 @@ func unsetField(_ name: String, in fields: inout NodeFields) throws {
     default:
         throw CtlFailure("--unset \(name): not a field (\(NodeFields.rules.map(\.name).joined(separator: ", ")))")
     }
+}
+
+/// `nodes show --json`: the node and what it boots.
+struct NodeShow: Codable {
+    var record: NodeRecord
+    var boot: NodeBoot
 }

@@ -23,13 +23,15 @@ ctl() {
     PROVISIONER_SERVER="https://127.0.0.1:$API_PORT" PROVISIONER_TLS_DIR="$TLS" "$BIN/provisionerctl" "$@"
 }
 
-# cluster_prepare KERNEL INITRD: state directory with the CA, the kernel and the initramfs.
+# cluster_prepare KERNEL INITRD [BASE]: state directory with the CA, the server's default kernel and
+# its initramfs, and the kernel-independent base initramfs image kernels boot with (docs/boot.md).
 cluster_prepare() {
-    local kernel=$1 initrd=$2
+    local kernel=$1 initrd=$2 base=${3:-}
     mkdir -p "$STATE/tls" "$STATE/files/kernels" "$STATE/files/initramfs" "$STATE/images"
     cp "$TLS"/{ca.pem,server.pem,server-key.pem} "$STATE/tls/"
     cp "$kernel" "$STATE/files/kernels/default"
     cp "$initrd" "$STATE/files/initramfs/default"
+    if [[ -n $base ]]; then cp "$base" "$STATE/files/initramfs/base"; fi
 }
 
 # server_start: provisioner-server on loopback, logging to $STATE/server.log
@@ -60,6 +62,32 @@ server_stop() {
         wait "$SERVER_PID" 2> /dev/null || true
     fi
     SERVER_PID=
+}
+
+# ipxe_boot MAC DIR: what iPXE would boot for MAC, fetched the way iPXE fetches it: the server's
+# script for the MAC, then the kernel and every initrd it names, from the boot listener. QEMU takes
+# one initrd, so the initrds are joined in order, each padded to 4 bytes as iPXE places them.
+# Sets BOOT_KERNEL, BOOT_INITRD (files in DIR) and BOOT_APPEND (the command line without initrd=).
+ipxe_boot() {
+    local mac=$1 dir=$2 script url i=0
+    mkdir -p "$dir"
+    script=$(curl -fsS -H "Host: 10.0.2.2:$BOOT_PORT" "http://127.0.0.1:$BOOT_PORT/boot/ipxe?mac=$mac")
+    local local_base="http://127.0.0.1:$BOOT_PORT"
+    url=$(awk '$1 == "kernel" { print $2 }' <<< "$script")
+    [[ -n $url ]] || { echo "ipxe_boot: the script for $mac boots nothing:" >&2; echo "$script" >&2; return 1; }
+    BOOT_KERNEL=$dir/${mac//:/-}.kernel
+    BOOT_INITRD=$dir/${mac//:/-}.initrd
+    curl -fsS -o "$BOOT_KERNEL" "${url/http:\/\/10.0.2.2:$BOOT_PORT/$local_base}"
+    : > "$BOOT_INITRD"
+    while read -r url; do
+        curl -fsS -o "$dir/initrd.$i" "${url/http:\/\/10.0.2.2:$BOOT_PORT/$local_base}"
+        cat "$dir/initrd.$i" >> "$BOOT_INITRD"
+        truncate -s %4 "$BOOT_INITRD"
+        rm -f "$dir/initrd.$i"
+        i=$((i + 1))
+    done < <(awk '$1 == "initrd" { print $NF }' <<< "$script")
+    BOOT_APPEND=$(ipxe_cmdline "$mac")
+    echo "  iPXE for $mac: $(sed -n 's/^# provisioner: //p' <<< "$script" | head -n 1) ($i initrds)"
 }
 
 # The kernel command line iPXE would pass, from the server's own iPXE script for
