@@ -40,7 +40,7 @@ BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc e2fs
 all: agent initramfs
 
 help:
-	@sed -n '2,10p' $(REPO)/Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,12p' $(REPO)/Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 deps:

@@ -38,6 +38,10 @@ public enum StoreMaintenance {
         public var freedBytes: UInt64
         /// Unreferenced objects kept because they are younger than the grace period.
         public var keptYoung: Int
+        /// Boot files the server made for kernels no version carries any more (`files/derived`),
+        /// removed, and the bytes they held (nil from a store without a server).
+        public var bootFilesRemoved: Int?
+        public var bootFilesFreedBytes: UInt64?
         public init(manifests: Int, objects: Int, removed: Int, freedBytes: UInt64, keptYoung: Int) {
             self.manifests = manifests
             self.objects = objects

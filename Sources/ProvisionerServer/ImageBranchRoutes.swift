@@ -135,12 +135,18 @@ extension Services {
             }
             let now = Int64(Date().timeIntervalSince1970)
             let graceSeconds = grace
-            let report = try await NIOThreadPool.singleton.runIfActive {
+            var report = try await NIOThreadPool.singleton.runIfActive {
                 do {
                     return try StoreMaintenance.collect(store, graceSeconds: graceSeconds, now: now)
                 } catch {
                     throw APIError(.internalServerError, "gc-failed", "\(error)")
                 }
+            }
+            do {
+                (report.bootFilesRemoved, report.bootFilesFreedBytes) = try await self.kernels.collect(
+                    graceSeconds: graceSeconds, now: now)
+            } catch {
+                throw APIError(.internalServerError, "gc-failed", "boot files in files/derived: \(error)")
             }
             try await self.store.auditCollection(StoredJSONValue(text: StoredJSON.encode(report)), by: actor(context))
             return json(report)

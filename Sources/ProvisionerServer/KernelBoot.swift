@@ -113,6 +113,49 @@ public actor KernelCatalog {
         return record
     }
 
+    /// `image gc`'s part: what was made for kernels that no version in the store carries any more
+    /// (records and files older than `graceSeconds`; a file another kept record names stays).
+    public func collect(graceSeconds: Int64, now: Int64) async throws -> (removed: Int, freedBytes: UInt64) {
+        var keep = Set<String>()
+        for image in try store.listImages() {
+            for version in image.versions {
+                for kernel in try await scan(image: image.name, version: version.id)?.kernels ?? [] {
+                    keep.insert(kernel.derivationKey)
+                }
+            }
+        }
+        let (cacheDirectory, derivedDirectory, keys) = (self.cacheDirectory, self.derivedDirectory, keep)
+        return try await NIOThreadPool.singleton.runIfActive {
+            let fm = FileManager.default
+            func age(_ path: String) -> Int64 {
+                let modified = (try? fm.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date()
+                return now - Int64(modified.timeIntervalSince1970)
+            }
+            var named = Set<String>()
+            var removed = 0
+            var freed: UInt64 = 0
+            for name in (try? fm.contentsOfDirectory(atPath: cacheDirectory)) ?? [] where name.hasSuffix(".json") {
+                let path = cacheDirectory + "/" + name
+                let record = (fm.contents(atPath: path)).flatMap { try? JSONDecoder().decode(DerivedKernel.self, from: $0) }
+                if keys.contains(String(name.dropLast(5))) || age(path) < graceSeconds {
+                    if let record { named.formUnion([record.kernelFile, record.modulesFile]) }
+                } else {
+                    try? fm.removeItem(atPath: path)
+                }
+            }
+            for name in (try? fm.contentsOfDirectory(atPath: derivedDirectory)) ?? [] where !named.contains(name) {
+                let path = derivedDirectory + "/" + name
+                guard age(path) >= graceSeconds else { continue }
+                let size = (try? fm.attributesOfItem(atPath: path)[.size] as? NSNumber)?.uint64Value ?? 0
+                if (try? fm.removeItem(atPath: path)) != nil {
+                    removed += 1
+                    freed += size
+                }
+            }
+            return (removed, freed)
+        }
+    }
+
     // MARK: Making the files
 
     static func derive(

@@ -205,6 +205,9 @@ extension Ctl.Image {
                 print(
                     "\(report.objects) objects, \(report.manifests) manifests: removed \(report.removed) "
                         + "(\(report.freedBytes) bytes freed); kept \(report.keptYoung) unnamed but younger than \(grace) s")
+                if let removed = report.bootFilesRemoved, removed > 0 {
+                    print("boot files of kernels no version carries: removed \(removed) (\(report.bootFilesFreedBytes ?? 0) bytes freed)")
+                }
             }
         }
     }

@@ -194,6 +194,33 @@ import Testing
         }
     }
 
+    @Test func gcRemovesTheBootFilesOfKernelsNoVersionCarries() async throws {
+        try await withServices { services, _ in
+            let derived = services.config.filesDirectory + "/derived"
+            try await app(services).test(.router) { client in
+                let v1 = try await Self.publish(client, motd: "one\n", kernel: Array("kernel one".utf8))
+                let v2 = try await Self.publish(client, motd: "two\n", kernel: Array("kernel two".utf8))
+                // Two kernels, one modules initramfs: their modules are the same, and the archive is
+                // made the same way every time (no timestamps), so both name one file.
+                #expect(try FileManager.default.contentsOfDirectory(atPath: derived).count == 3)
+                // A version without a kernel becomes the head; the two with kernels are deleted.
+                _ = try await ImagePublishTests.publish(client, "three\n")
+                for version in [v1, v2] {
+                    let deleted = try await client.execute(uri: "/api/v1/admin/images/debian/versions/\(version)", method: .delete)
+                    #expect(deleted.status == .ok)
+                }
+                let kept = try decode(
+                    StoreMaintenance.GCReport.self, try await client.execute(uri: "/api/v1/admin/images/gc", method: .post))
+                #expect(kept.bootFilesRemoved == 0)  // younger than the default hour of grace
+                let report = try decode(
+                    StoreMaintenance.GCReport.self,
+                    try await client.execute(uri: "/api/v1/admin/images/gc?grace=0", method: .post))
+                #expect(report.bootFilesRemoved == 3)
+                #expect(try FileManager.default.contentsOfDirectory(atPath: derived).isEmpty)
+            }
+        }
+    }
+
     @Test func anImageWithoutAKernelBootsTheServersWithAWarningInTheSession() async throws {
         try await withServices { services, dir in
             try dir.write("files/initramfs/base", Array("base".utf8))
