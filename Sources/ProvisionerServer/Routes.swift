@@ -114,12 +114,12 @@ extension Services {
                 macs: open.macs, facts: open.facts, remoteAddress: context.remoteAddress, source: "agent",
                 limits: config.registration)
             self.metrics.sessionOpened(source: "agent")
-            return json(try await self.sessionResponse(session, try await self.resolved(node), request), status: .created)
+            return json(try await self.sessionResponse(session, try await self.agentNode(node), request), status: .created)
         }
         group.get("sessions/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
             let (session, node) = try await store.pollSession(id)
-            return json(try await self.sessionResponse(session, try await self.resolved(node), request))
+            return json(try await self.sessionResponse(session, try await self.agentNode(node), request))
         }
         group.post("sessions/:id/events") { request, context -> Response in
             let id = try context.parameters.require("id")
@@ -143,6 +143,12 @@ extension Services {
     /// The node's config as its agent gets it: an image that follows a branch (or the live one)
     /// names the version that branch is at now, so the node boots exactly what the registry says.
     /// An image only in the store directory (imported with `--store`) keeps following `latest`.
+    /// What the agent's session gets: the node with its image resolved and its overlays rendered.
+    func agentNode(_ node: NodeConfig?) async throws -> NodeConfig? {
+        guard let node else { return nil }
+        return try await resolved(try await store.withRenderedOverlays(node))
+    }
+
     func resolved(_ node: NodeConfig?) async throws -> NodeConfig? {
         guard var node, let ref = node.image, ref.version == nil else { return node }
         if let record = try await store.image(named: ref.name) {
