@@ -49,6 +49,8 @@ check() { # check DESCRIPTION COMMAND...
     if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
 }
 has() { grep -Eq -- "$2" "$1"; }
+# A kernel release as a has() pattern: 6.12.117+deb12-cloud-amd64 holds + and . (releases have no other metacharacters)
+re() { printf '%s' "$1" | sed 's/[.+]/\\&/g'; }
 pivot_seconds() { sed -nE 's/.*switching root into .* at ([0-9.]+) s after power-on.*/\1/p' "$1" | tail -n 1; }
 record() { times+=("$1|$(pivot_seconds "$2")|$3"); }
 # The newest session of NODE on the server is in STATE.
@@ -111,9 +113,9 @@ check "the image was installed" has "$log" 'applied [0-9]+ entries'
 check "the fallback boot path was written" has "$log" 'local boot path written'
 check "a UEFI boot entry was added" has "$log" 'UEFI boot entr(y|ies) [0-9A-F]+'
 check "the session succeeded on the server" last_session_is n1 succeeded
-check "(k1) the image's kernel runs the installed system" has "$log" "PROVISIONER-READY: n1 .*kernel: $image_kernel;"
+check "(k1) the image's kernel runs the installed system" has "$log" "PROVISIONER-READY: n1 .*kernel: $(re "$image_kernel");"
 check "(k1) a module that is not in the initramfs loads after the pivot" has "$log" 'PROVISIONER-READY: n1 .*isofs: loaded'
-check "(k1) the ESP holds the image's kernel" has "$log" "local boot path written: .*boots kernel $image_kernel"
+check "(k1) the ESP holds the image's kernel" has "$log" "local boot path written: .*boots kernel $(re "$image_kernel")"
 record "(a) stateful install, blank disks" "$log" "install"
 
 say "(b) second boot: nothing changes"
@@ -163,11 +165,11 @@ boot n1 5 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONE
 log=$work/n1-5.log
 received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
 echo "  bytes received for the new kernel: ${received:-?} (new content in the version: $new_bytes bytes)"
-check "(k2) the node runs the new kernel" has "$log" "PROVISIONER-READY: n1 .*kernel: $new_kernel;"
+check "(k2) the node runs the new kernel" has "$log" "PROVISIONER-READY: n1 .*kernel: $(re "$new_kernel");"
 check "(k2) its modules load" has "$log" 'PROVISIONER-READY: n1 .*isofs: loaded'
 check "(k2) only the version's new objects moved (at most its new content and 10%)" test "${received:-999999999}" -le $((new_bytes + new_bytes / 10))
 check "(k2) the ESP now holds the new kernel and its modules" \
-    has "$log" "local boot path written: provisioner/vmlinuz, provisioner/modules.img.*boots kernel $new_kernel"
+    has "$log" "local boot path written: provisioner/vmlinuz, provisioner/modules.img.*boots kernel $(re "$new_kernel")"
 check "(k2) the layout was left alone" has "$log" 'the disks already match the layout: nothing written'
 record "(k2) image update: another kernel" "$log" "new kernel"
 
@@ -210,7 +212,7 @@ log=$work/n3-1.log
 check "the root is a RAM disk" has "$log" 'stateless: the root is a RAM disk'
 check "the image's multi-user.target was reached on n3" has "$log" 'PROVISIONER-READY: n3 reached multi-user.target'
 check "(k4) the stateless node runs the image's newest kernel, modules loading" \
-    has "$log" "PROVISIONER-READY: n3 .*kernel: $new_kernel; isofs: loaded"
+    has "$log" "PROVISIONER-READY: n3 .*kernel: $(re "$new_kernel"); isofs: loaded"
 record "(e) stateless into RAM" "$log" "full sync to tmpfs"
 
 say "(p) a range, a profile, an overlay and NetworkManager"
@@ -264,7 +266,7 @@ check "the firmware started the agent's UEFI boot entry (not the removable-media
     has "$log" 'BdsDxe: starting Boot[0-9A-F]{4} "provisioner \(local disk\)"'
 check "it came up from the local boot path" has "$log" 'provisioner.local-boot|found the saved config of node n1'
 check "the installed system reached multi-user.target" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
-check "(k3) the ESP's kernel, the image's newest, runs it" has "$log" "PROVISIONER-READY: n1 .*kernel: $new_kernel; isofs: loaded"
+check "(k3) the ESP's kernel, the image's newest, runs it" has "$log" "PROVISIONER-READY: n1 .*kernel: $(re "$new_kernel"); isofs: loaded"
 record "(f) server down, UEFI boot from disk" "$log" "fallback after provisioner.server-wait=20"
 
 say "boot-to-pivot times (seconds since power-on, QEMU TCG, 2 cores)"
