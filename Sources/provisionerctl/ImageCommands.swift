@@ -4,6 +4,7 @@ import Foundation
 import ProvisionerAPI
 import ProvisionerCore
 import ProvisionerImage
+import ProvisionerPublish
 import ProvisionerSystem
 
 extension Ctl {
@@ -173,8 +174,17 @@ func publishTree(_ source: String, isDirectory: Bool, ref: ImageRef, staging: St
     let root = staging ?? NSTemporaryDirectory() + "provisionerctl-staging-" + UUID().uuidString
     defer { if staging == nil { try? FileManager.default.removeItem(atPath: root) } }
     let result = try importTree(source, isDirectory: isDirectory, image: ref.name, into: root)
-    let outcome = try await ImagePublisher(server: try server.client(), staging: ImageStore(root: root))
-        .publish(image: ref.name, branch: ref.branch, version: result.version)
+    let staging = ImageStore(root: root)
+    guard let manifest = try staging.manifestBytes(image: ref.name, version: result.version) else {
+        throw CtlFailure("the staging store \(root) has no version \(result.version.hex) of \(ref.name)")
+    }
+    let outcome: ImagePublisher.Outcome
+    do {
+        outcome = try await ImagePublisher(client: try server.client().client)
+            .publish(image: ref.name, branch: ref.branch, manifest: manifest, objects: staging)
+    } catch {
+        throw CtlFailure(error.description)
+    }
     if server.json { return try printJSON(outcome.move) }
     let move = outcome.move
     print(

@@ -1,0 +1,106 @@
+import ProvisionerAPI
+import ProvisionerClient
+import ProvisionerImage
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+/// Publishes a version through the server (docs/images.md, "Publishing: ask, send, commit"): the
+/// manifest first, then only the objects the server says it lacks, in packs of at most
+/// `packBytes`, then the commit. Every step can be repeated: after a cut connection the next run
+/// sends only what is still missing. Used by `provisionerctl image import|exec|shell|build` (objects
+/// from a staging store) and `provisioner-agent capture` (objects read again from the live tree).
+/// The client must carry an admin certificate: these are admin routes.
+public struct ImagePublisher: Sendable {
+    public let client: ProvisionerClient
+    public var packBytes = 32 << 20
+
+    public init(client: ProvisionerClient, packBytes: Int = 32 << 20) {
+        self.client = client
+        self.packBytes = packBytes
+    }
+
+    public struct Outcome: Sendable {
+        public var move: BranchMove
+        /// Distinct objects the version names.
+        public var objects: Int
+        public var sentObjects: Int
+        /// Bytes of the objects sent (as stored: compressed).
+        public var sentBytes: UInt64
+        /// Every byte of every request body: the manifest (each time it was sent), the packs.
+        public var requestBytes: UInt64
+    }
+
+    public func publish(image: String, branch: String?, manifest: [UInt8], objects: any StoredObjectSource)
+        async throws(PublishError) -> Outcome
+    {
+        let query = branch.map { "?branch=\($0)" } ?? ""
+        var sentObjects = 0
+        var sentBytes: UInt64 = 0
+        var requestBytes: UInt64 = 0
+        func ask() async throws(PublishError) -> UploadStatus {
+            requestBytes += UInt64(manifest.count)
+            return try await post(
+                "images/\(image)/uploads\(query)", bytes: manifest, contentType: "application/x-provisioner-manifest")
+        }
+        var status = try await ask()
+        // Two rounds: the second only when the server lost or refused something of the first.
+        for _ in 0..<2 where !status.missing.isEmpty {
+            var pack = PackEncoder.header()
+            for hex in status.missing {
+                let stored: [UInt8]?
+                do { stored = try ObjectHash(hex: hex).flatMap { try objects.storedObject($0) } } catch {
+                    throw PublishError("\(error)")
+                }
+                guard let hash = ObjectHash(hex: hex), let stored else {
+                    throw PublishError("the server asks for object \(hex), which this version does not name here")
+                }
+                pack += PackEncoder.object(hash, stored: stored)
+                sentObjects += 1
+                sentBytes += UInt64(stored.count)
+                if pack.count >= packBytes {
+                    requestBytes += try await send(pack + PackEncoder.end())
+                    pack = PackEncoder.header()
+                }
+            }
+            if pack.count > PackEncoder.header().count { requestBytes += try await send(pack + PackEncoder.end()) }
+            status = try await ask()
+        }
+        let move: BranchMove = try await post(
+            "images/\(image)/uploads/\(status.upload)/commit", bytes: [], contentType: "application/json")
+        return Outcome(
+            move: move, objects: status.objects, sentObjects: sentObjects, sentBytes: sentBytes,
+            requestBytes: requestBytes)
+    }
+
+    private func send(_ pack: [UInt8]) async throws(PublishError) -> UInt64 {
+        let _: ObjectsStored = try await post("objects", bytes: pack, contentType: "application/x-provisioner-pack")
+        return UInt64(pack.count)
+    }
+
+    /// Sends raw bytes to an admin route and decodes the JSON answer.
+    private func post<T: Decodable>(_ path: String, bytes: [UInt8], contentType: String) async throws(PublishError) -> T {
+        let request = ClientRequest.post(APIVersion.prefix + "/admin/" + path, body: bytes, contentType: contentType)
+        let response: ClientResponse
+        do {
+            response = try await client.send(request).checked(path: "POST \(request.path)")
+        } catch {
+            throw PublishError("\(error)")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(response.body.readableBytesView))
+        } catch {
+            throw PublishError("POST \(request.path): the answer is not the expected JSON: \(error)")
+        }
+    }
+}
+
+/// Publishing failed: one readable line (what was sent where, the server's answer). Nothing is
+/// visible on the server unless the commit answered.
+public struct PublishError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
