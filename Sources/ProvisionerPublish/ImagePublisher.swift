@@ -47,33 +47,40 @@ public struct ImagePublisher: Sendable {
                 "images/\(image)/uploads\(query)", bytes: manifest, contentType: "application/x-provisioner-manifest")
         }
         var status = try await ask()
-        // Two rounds: the second only when the server lost or refused something of the first.
-        for _ in 0..<2 where !status.missing.isEmpty {
-            var pack = PackEncoder.header()
-            for hex in status.missing {
-                let stored: [UInt8]?
-                do { stored = try ObjectHash(hex: hex).flatMap { try objects.storedObject($0) } } catch {
-                    throw PublishError("\(error)")
+        // The commit checks that every object is there; only when the server lost or refused some
+        // (409 objects-missing) is the manifest sent again, once, and what it still lacks resent.
+        for round in 0..<2 {
+            if !status.missing.isEmpty {
+                var pack = PackEncoder.header()
+                for hex in status.missing {
+                    let stored: [UInt8]?
+                    do { stored = try ObjectHash(hex: hex).flatMap { try objects.storedObject($0) } } catch {
+                        throw PublishError("\(error)")
+                    }
+                    guard let hash = ObjectHash(hex: hex), let stored else {
+                        throw PublishError("the server asks for object \(hex), which this version does not name here")
+                    }
+                    pack += PackEncoder.object(hash, stored: stored)
+                    sentObjects += 1
+                    sentBytes += UInt64(stored.count)
+                    if pack.count >= packBytes {
+                        requestBytes += try await send(pack + PackEncoder.end())
+                        pack = PackEncoder.header()
+                    }
                 }
-                guard let hash = ObjectHash(hex: hex), let stored else {
-                    throw PublishError("the server asks for object \(hex), which this version does not name here")
-                }
-                pack += PackEncoder.object(hash, stored: stored)
-                sentObjects += 1
-                sentBytes += UInt64(stored.count)
-                if pack.count >= packBytes {
-                    requestBytes += try await send(pack + PackEncoder.end())
-                    pack = PackEncoder.header()
-                }
+                if pack.count > PackEncoder.header().count { requestBytes += try await send(pack + PackEncoder.end()) }
             }
-            if pack.count > PackEncoder.header().count { requestBytes += try await send(pack + PackEncoder.end()) }
-            status = try await ask()
+            do {
+                let move: BranchMove = try await post(
+                    "images/\(image)/uploads/\(status.upload)/commit", bytes: [], contentType: "application/json")
+                return Outcome(
+                    move: move, objects: status.objects, sentObjects: sentObjects, sentBytes: sentBytes,
+                    requestBytes: requestBytes)
+            } catch let error where error.code == "objects-missing" && round == 0 {
+                status = try await ask()
+            }
         }
-        let move: BranchMove = try await post(
-            "images/\(image)/uploads/\(status.upload)/commit", bytes: [], contentType: "application/json")
-        return Outcome(
-            move: move, objects: status.objects, sentObjects: sentObjects, sentBytes: sentBytes,
-            requestBytes: requestBytes)
+        throw PublishError("unreachable: the commit loop ended without an answer")
     }
 
     private func send(_ pack: [UInt8]) async throws(PublishError) -> UInt64 {
@@ -87,6 +94,10 @@ public struct ImagePublisher: Sendable {
         let response: ClientResponse
         do {
             response = try await client.send(request).checked(path: "POST \(request.path)")
+        } catch let error as ClientError {
+            var code: String?
+            if case .status(_, let body, _) = error { code = body?.error.code }
+            throw PublishError("\(error)", code: code)
         } catch {
             throw PublishError("\(error)")
         }
@@ -102,5 +113,10 @@ public struct ImagePublisher: Sendable {
 /// visible on the server unless the commit answered.
 public struct PublishError: Error, CustomStringConvertible, Sendable {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    /// The server's error code, when it answered with one (`objects-missing`, `forbidden`).
+    public var code: String?
+    public init(_ description: String, code: String? = nil) {
+        self.description = description
+        self.code = code
+    }
 }

@@ -161,8 +161,8 @@ extension Agent {
         /// The first `provisioner.server=` URL of /proc/cmdline (the server this node booted from).
         static func serverFromCommandLine() throws -> String {
             let text = (try? readTextFile("/proc/cmdline", what: "the kernel command line")) ?? ""
-            for word in BootSettings.words(text) {
-                let (key, value) = BootSettings.split(word)
+            for word in KernelCommandLine.words(text) {
+                let (key, value) = KernelCommandLine.split(word)
                 if key == "provisioner.server", let first = value?.split(separator: ",").first { return String(first) }
             }
             throw AgentFailure(

@@ -178,9 +178,10 @@ func publishTree(_ source: String, isDirectory: Bool, ref: ImageRef, staging: St
     guard let manifest = try staging.manifestBytes(image: ref.name, version: result.version) else {
         throw CtlFailure("the staging store \(root) has no version \(result.version.hex) of \(ref.name)")
     }
+    let admin = try server.client()
     let outcome: ImagePublisher.Outcome
     do {
-        outcome = try await ImagePublisher(client: try server.client().client)
+        outcome = try await ImagePublisher(client: admin.client)
             .publish(image: ref.name, branch: ref.branch, manifest: manifest, objects: staging)
     } catch {
         throw CtlFailure(error.description)

@@ -24,6 +24,16 @@ import Testing
     /// Waits by sleeping the task, never blocking a thread of the cooperative pool: the server
     /// under test answers provisionerctl from that same pool (2 threads on 2 cores).
     static func ctl(_ arguments: [String], timeout: Double = 60) async throws -> Run {
+        try await tool(ctlPath, arguments, timeout: timeout)
+    }
+
+    /// Another executable of this package built next to the test bundle (provisioner-agent).
+    static func built(_ name: String) -> String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    /// Runs an executable as `ctl` does.
+    static func tool(_ path: String, _ arguments: [String], timeout: Double = 60, stdin: String? = nil) async throws -> Run {
         // Output goes to files (no pipe can fill up and block the child).
         let base = NSTemporaryDirectory() + "ctl-" + UUID().uuidString
         FileManager.default.createFile(atPath: base + ".out", contents: nil)
@@ -31,10 +41,15 @@ import Testing
         defer {
             try? FileManager.default.removeItem(atPath: base + ".out")
             try? FileManager.default.removeItem(atPath: base + ".err")
+            try? FileManager.default.removeItem(atPath: base + ".in")
         }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: ctlPath)
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        if let stdin {
+            FileManager.default.createFile(atPath: base + ".in", contents: Data(stdin.utf8))
+            process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: base + ".in"))
+        }
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".out"))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".err"))
         try process.run()
