@@ -32,15 +32,20 @@ fi
 mirror=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2> /dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
 [[ -n $mirror ]] || mirror=$(grep -h '^deb ' /etc/apt/sources.list 2> /dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
 [[ -n $mirror ]] || { echo "build-image: no Debian mirror in /etc/apt/sources.list{,.d}" >&2; exit 1; }
+# The image follows security updates too, as a real one does (and the scenarios install a newer
+# kernel from there): the security mirror this machine uses, else Debian's.
+security=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2> /dev/null | awk '{print $2}' | grep security | head -n1 || true)
+[[ -n $security ]] || security=$(grep -h '^deb ' /etc/apt/sources.list 2> /dev/null | awk '$2 ~ /security/ {print $2}' | head -n1 || true)
+[[ -n $security ]] || security=http://deb.debian.org/debian-security
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/provisioner-image.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
 root=$work/root
 
 start=$(date +%s)
-echo "image: mmdebstrap bookworm from $mirror"
+echo "image: mmdebstrap bookworm from $mirror and $security"
 mmdebstrap --quiet --variant=minbase --include=systemd-sysv,udev,iproute2,mdadm,lvm2,kmod,linux-image-cloud-amd64 \
-    bookworm "$root" "$mirror"
+    bookworm "$root" "deb $mirror bookworm main" "deb $security bookworm-security main"
 rm -f "$root"/boot/initrd.img-*
 
 cat > "$root/etc/systemd/system/provisioner-ready.service" << 'EOF'

@@ -41,11 +41,13 @@ say "2. the image: Debian bookworm from mmdebstrap ($IMAGES/debian.tar), publish
 ctl image import debian --from "$IMAGES/debian.tar"
 ctl image list
 
-say "3. node n1: two NVMe disks mirrored, LVM on top"
+say "3. node n1 through the profile demo: two NVMe disks mirrored, LVM on top"
 cat "$REPO/docs/examples/layout-simple-mirror.yaml"
-ctl nodes add n1 --mac "$mac" --image debian --layout "$REPO/docs/examples/layout-simple-mirror.yaml" \
-    --plugin hostname --plugin network --kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff
-ctl nodes show n1 | head -n 20
+ctl profiles add demo --image debian --layout "$REPO/docs/examples/layout-simple-mirror.yaml" \
+    --plugin hostname --plugin network --kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff \
+    --overlay hosts
+ctl nodes add 'n[1]' --profile demo --mac "$mac" --ip 10.0.2.15
+ctl nodes show n1 --effective
 echo
 ctl image show debian | sed -n '/^kernels of/,$p'
 echo

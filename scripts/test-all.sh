@@ -43,6 +43,9 @@ step host-tests swift test --skip-build --skip VMTests --skip ProvisionerServerT
 step server-tests swift test --skip-build --filter ProvisionerServerTests
 # Every parser of outside input under libFuzzer + ASan, 20 s each from the committed corpus.
 step fuzz "$REPO/scripts/fuzz.sh" -t "${FUZZ_SECONDS:-20}"
+# A caching mirror: real nginx with server/nginx-cache-mirror.conf in front of the server; three
+# agents through it, each object crossing the server's link once.
+step mirror-test env $BOOT_ENV AGENT="$AGENT" "$REPO/scripts/mirror-test.sh"
 # The VM tests one at a time (2 cores, TCG).
 step vm-tests env $VM_ENV swift test --skip-build --filter VMTests --no-parallel
 # The boot flow end to end: server, image, QEMU nodes (scenarios of docs/boot.md).

@@ -70,13 +70,26 @@ public struct NodeConfig: Codable, Hashable, Sendable {
     /// Pins the kernel release the node boots from its image (`uname -r`, for example
     /// `6.1.0-57-cloud-amd64`); absent: the newest kernel of the image version (docs/boot.md).
     public var kernelRelease: String?
+    /// The profiles the node lists, in order (its fields above are already merged from them).
+    public var profiles: [String]
+    /// Overlays written into the root, in order (docs/node-config.md, "Overlays").
+    public var overlays: [String]
+    /// Values for overlay templates and plugin parameters (`{{vars.rack}}`).
+    public var vars: [String: String]
+    /// The node's overlays rendered for it, in order: set by the server in what the agent
+    /// receives, never stored.
+    public var files: [RenderedFile]?
 
     public init(
         name: String, macs: [String] = [], image: ImageRef? = nil, layout: String? = nil,
         mode: NodeMode = .stateful, plugins: [PluginConfig] = [], kernelArgs: [String] = [],
         syncVerify: SyncVerify = .metadata, kernel: String? = nil, initramfs: String? = nil,
-        kernelRelease: String? = nil
+        kernelRelease: String? = nil,
+        profiles: [String] = [], overlays: [String] = [], vars: [String: String] = [:]
     ) {
+        self.profiles = profiles
+        self.overlays = overlays
+        self.vars = vars
         self.name = name
         self.macs = macs
         self.image = image
@@ -90,8 +103,38 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         self.kernelRelease = kernelRelease
     }
 
+    /// A node's effective config from its merged fields, with each unset field's default.
+    public init(name: String, macs: [String] = [], profiles: [String] = [], fields f: NodeFields) {
+        self.init(
+            name: name, macs: macs, image: f.image, layout: f.layout, mode: f.mode ?? .stateful,
+            plugins: f.plugins ?? [], kernelArgs: f.kernelArgs ?? [], syncVerify: f.syncVerify ?? .metadata,
+            kernel: f.kernel, initramfs: f.initramfs, kernelRelease: f.kernelRelease, profiles: profiles,
+            overlays: f.overlays ?? [],
+            vars: f.vars ?? [:])
+    }
+
     enum CodingKeys: String, CodingKey {
         case name, macs, image, layout, mode, plugins, kernelArgs, syncVerify, kernel, initramfs, kernelRelease
+        case profiles, overlays, vars, files
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(macs, forKey: .macs)
+        try c.encodeIfPresent(image, forKey: .image)
+        try c.encodeIfPresent(layout, forKey: .layout)
+        try c.encode(mode, forKey: .mode)
+        try c.encode(plugins, forKey: .plugins)
+        try c.encode(kernelArgs, forKey: .kernelArgs)
+        try c.encode(syncVerify, forKey: .syncVerify)
+        try c.encodeIfPresent(kernel, forKey: .kernel)
+        try c.encodeIfPresent(initramfs, forKey: .initramfs)
+        try c.encodeIfPresent(kernelRelease, forKey: .kernelRelease)
+        if !profiles.isEmpty { try c.encode(profiles, forKey: .profiles) }
+        if !overlays.isEmpty { try c.encode(overlays, forKey: .overlays) }
+        if !vars.isEmpty { try c.encode(vars, forKey: .vars) }
+        try c.encodeIfPresent(files, forKey: .files)
     }
 
     /// Absent collections and settings take their defaults, so a hand-written config can be short.
@@ -108,6 +151,10 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         kernel = try c.decodeIfPresent(String.self, forKey: .kernel)
         initramfs = try c.decodeIfPresent(String.self, forKey: .initramfs)
         kernelRelease = try c.decodeIfPresent(String.self, forKey: .kernelRelease)
+        profiles = try c.decodeIfPresent([String].self, forKey: .profiles) ?? []
+        overlays = try c.decodeIfPresent([String].self, forKey: .overlays) ?? []
+        vars = try c.decodeIfPresent([String: String].self, forKey: .vars) ?? [:]
+        files = try c.decodeIfPresent([RenderedFile].self, forKey: .files)
     }
 
     /// Checks every field and normalises the MAC addresses. Throws the first problem, naming the
@@ -163,6 +210,17 @@ public struct NodeConfig: Codable, Hashable, Sendable {
             throw ConfigError(
                 field: field("kernelArgs[\(i)]"), problem: "\"\(arg)\" must be one word without spaces or quotes")
         }
+        for (i, profile) in profiles.enumerated() where !Names.isHostLabel(profile) {
+            throw ConfigError(field: field("profiles[\(i)]"), problem: "\"\(profile)\" is not a valid profile name")
+        }
+        for (i, overlay) in overlays.enumerated() where !Names.isHostLabel(overlay) {
+            throw ConfigError(field: field("overlays[\(i)]"), problem: "\"\(overlay)\" is not a valid overlay name")
+        }
+        for key in vars.keys.sorted() where !Names.isVariable(key) {
+            throw ConfigError(
+                field: field("vars.\(key)"),
+                problem: "\"\(key)\" is not a variable name (a letter or _, then letters, digits or _; at most 64)")
+        }
         for (key, value) in [("kernel", kernel), ("initramfs", initramfs)] {
             if let value, !Names.isSimpleName(value) {
                 throw ConfigError(field: field(key), problem: "\"\(value)\" is not a valid file name")
@@ -189,6 +247,13 @@ public enum Names {
     public static func isHostLabel(_ s: String) -> Bool {
         guard (1...63).contains(s.utf8.count), s.first != "-", s.last != "-" else { return false }
         return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+    }
+
+    /// A template variable: `[A-Za-z_][A-Za-z0-9_]{0,63}` (no dots: they separate names in templates).
+    public static func isVariable(_ s: String) -> Bool {
+        guard (1...64).contains(s.utf8.count), let first = s.first, first == "_" || (first.isASCII && first.isLetter)
+        else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
     }
 
     /// A kernel release as `uname -r` prints it and `/lib/modules` names it: 1-128 of

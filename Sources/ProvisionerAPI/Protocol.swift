@@ -126,10 +126,12 @@ public struct AgentEvent: Codable, Hashable, Sendable {
     public var progress: Double?
     /// The error chain when the step failed.
     public var error: String?
+    /// How long the step took, when the event ends one (for `pivot`: seconds since power-on).
+    public var seconds: Double?
 
     public init(
         phase: String, step: String? = nil, level: EventLevel = .info, message: String, progress: Double? = nil,
-        error: String? = nil
+        error: String? = nil, seconds: Double? = nil
     ) {
         self.phase = phase
         self.step = step
@@ -137,6 +139,7 @@ public struct AgentEvent: Codable, Hashable, Sendable {
         self.message = message
         self.progress = progress
         self.error = error
+        self.seconds = seconds
     }
 }
 
@@ -267,15 +270,72 @@ public struct AssignRequest: Codable, Hashable, Sendable {
     }
 }
 
-/// A node as stored, with its bookkeeping.
+/// A node as stored, with its bookkeeping: `config` is the effective config (profiles merged),
+/// `definition` what the admin wrote, `sources` where each effective field came from.
 public struct NodeRecord: Codable, Hashable, Sendable {
     public var config: NodeConfig
+    public var definition: NodeDefinition
+    public var sources: [FieldSource]
     public var createdAt: String
     public var updatedAt: String
-    public init(config: NodeConfig, createdAt: String, updatedAt: String) {
+    public init(
+        config: NodeConfig, definition: NodeDefinition? = nil, sources: [FieldSource] = [], createdAt: String,
+        updatedAt: String
+    ) {
         self.config = config
+        self.definition = definition ?? NodeDefinition(config)
+        self.sources = sources
         self.createdAt = createdAt
         self.updatedAt = updatedAt
+    }
+}
+
+/// A profile as stored, with the nodes and profiles that list it.
+public struct ProfileRecord: Codable, Hashable, Sendable {
+    public var profile: Profile
+    public var usedBy: [String]
+    public var createdAt: String
+    public var updatedAt: String
+    public init(profile: Profile, usedBy: [String], createdAt: String, updatedAt: String) {
+        self.profile = profile
+        self.usedBy = usedBy
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}
+
+/// `POST /api/v1/admin/nodes/bulk`: many nodes created, replaced or deleted in one transaction
+/// with one audit entry that lists them.
+public struct BulkNodesRequest: Codable, Hashable, Sendable {
+    public enum Operation: String, Codable, Hashable, Sendable { case create, update, delete }
+    public var operation: Operation
+    /// For create and update: the whole definitions.
+    public var nodes: [NodeDefinition]
+    /// For delete: the names.
+    public var names: [String]
+    public init(operation: Operation, nodes: [NodeDefinition] = [], names: [String] = []) {
+        self.operation = operation
+        self.nodes = nodes
+        self.names = names
+    }
+}
+
+/// `POST /api/v1/admin/pending/assign-many`: the waiting machines, in the order they first
+/// appeared, to these nodes in order.
+public struct AssignManyRequest: Codable, Hashable, Sendable {
+    public var nodes: [String]
+    public init(nodes: [String]) { self.nodes = nodes }
+}
+
+/// What `assign-many` did: machine (session id) → node, in order.
+public struct Assignment: Codable, Hashable, Sendable {
+    public var sessionID: String
+    public var macs: [String]
+    public var node: String
+    public init(sessionID: String, macs: [String], node: String) {
+        self.sessionID = sessionID
+        self.macs = macs
+        self.node = node
     }
 }
 
@@ -295,12 +355,25 @@ public struct ImportResult: Codable, Hashable, Sendable {
 
 /// `POST /api/v1/admin/nodes/import`.
 public struct ImportRequest: Codable, Hashable, Sendable {
-    public var nodes: [NodeConfig]
-    /// Delete nodes that the file does not list.
+    public var nodes: [NodeDefinition]
+    /// Profiles created or replaced before the nodes (in the same transaction).
+    public var profiles: [Profile]
+    /// Delete nodes (and, with profiles given, profiles) that the file does not list.
     public var prune: Bool
-    public init(nodes: [NodeConfig], prune: Bool = false) {
+    public init(nodes: [NodeDefinition], profiles: [Profile] = [], prune: Bool = false) {
         self.nodes = nodes
+        self.profiles = profiles
         self.prune = prune
+    }
+    public init(nodes: [NodeConfig], prune: Bool = false) {
+        self.init(nodes: nodes.map(NodeDefinition.init), prune: prune)
+    }
+    enum CodingKeys: String, CodingKey { case nodes, profiles, prune }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        nodes = try c.decode([NodeDefinition].self, forKey: .nodes)
+        profiles = try c.decodeIfPresent([Profile].self, forKey: .profiles) ?? []
+        prune = try c.decodeIfPresent(Bool.self, forKey: .prune) ?? false
     }
 }
 

@@ -9,10 +9,12 @@ public enum RootEntry: Hashable, Sendable {
     case symlink(path: String, target: String)
     /// A link the plugin owns that must not exist (a unit no longer enabled).
     case absent(path: String)
+    /// An overlay's file: any bytes, with its owner.
+    case ownedFile(path: String, content: [UInt8], mode: UInt16, uid: UInt32, gid: UInt32)
 
     public var path: String {
         switch self {
-        case .file(let path, _, _), .symlink(let path, _), .absent(let path): path
+        case .file(let path, _, _), .symlink(let path, _), .absent(let path), .ownedFile(let path, _, _, _, _): path
         }
     }
 }
@@ -72,41 +74,7 @@ public enum BuiltinPlugins {
             return [.file(path: "/etc/hostname", content: name + "\n", mode: 0o644)]
 
         case "network":
-            try checkKnown(["interface", "mac", "address", "dhcp", "gateway", "dns", "file"])
-            var lines = ["# Written by the provisioner's network plugin; changes here are replaced on boot.", "[Match]"]
-            if let mac = p["mac"] {
-                guard isMAC(mac) else { throw fail("mac \"\(mac)\" is not a MAC address") }
-                lines.append("MACAddress=\(mac.lowercased())")
-            } else {
-                let name = p["interface"] ?? "en* eth*"
-                guard !name.contains("\n") else { throw fail("interface holds a newline") }
-                lines.append("Name=\(name)")
-            }
-            lines += ["", "[Network]"]
-            if let address = p["address"] {
-                guard isCIDR(address) else { throw fail("address \"\(address)\" is not an address with a prefix length (10.0.0.11/24)") }
-                lines.append("Address=\(address)")
-                if let gateway = p["gateway"] {
-                    guard isIP(gateway) else { throw fail("gateway \"\(gateway)\" is not an address") }
-                    lines.append("Gateway=\(gateway)")
-                }
-                if let dhcp = p["dhcp"], dhcp != "no" { throw fail("dhcp is \(dhcp), but a static address is set") }
-            } else {
-                let dhcp = p["dhcp"] ?? "yes"
-                guard ["yes", "ipv4", "ipv6"].contains(dhcp) else { throw fail("dhcp must be yes, ipv4 or ipv6 without an address") }
-                lines.append("DHCP=\(dhcp)")
-            }
-            for server in (p["dns"] ?? "").split(separator: ",").map({ $0.trimmed }) where !server.isEmpty {
-                guard isIP(server) else { throw fail("dns server \"\(server)\" is not an address") }
-                lines.append("DNS=\(server)")
-            }
-            let file = p["file"] ?? (p["interface"].flatMap { isSimple($0) ? $0 : nil } ?? "default")
-            guard isSimple(file) else { throw fail("file \"\(file)\" is not a simple name") }
-            var result: [RootEntry] = [
-                .file(path: "/etc/systemd/network/10-provisioner-\(file).network", content: lines.joined(separator: "\n") + "\n", mode: 0o644)
-            ]
-            result += try enable("systemd-networkd.service", wantedBy: wantedBy, plugin: plugin.name)
-            return result
+            return try NetworkPlugin.entries(plugin, wantedBy: wantedBy)
 
         case "fstab":
             try checkKnown([])

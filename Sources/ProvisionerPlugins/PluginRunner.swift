@@ -44,7 +44,9 @@ public struct PluginRunner {
         for entry in entries {
             let changed: Bool
             switch entry {
-            case .file(let path, let content, let mode): changed = try ensureFile(path, content, mode)
+            case .file(let path, let content, let mode): changed = try ensureFile(path, Array(content.utf8), mode, owner: nil)
+            case .ownedFile(let path, let content, let mode, let uid, let gid):
+                changed = try ensureFile(path, content, mode, owner: (uid, gid))
             case .symlink(let path, let target): changed = try ensureSymlink(path, target)
             case .absent(let path): changed = try ensureAbsent(path)
             }
@@ -79,7 +81,11 @@ public struct PluginRunner {
         }
     }
 
-    func read(_ path: String) -> String? {
+    public func read(_ path: String) -> String? {
+        readBytes(path).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    func readBytes(_ path: String) -> [UInt8]? {
         let fd = open(full(path), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -91,15 +97,17 @@ public struct PluginRunner {
             if n <= 0 { break }
             data += buffer[0..<n]
         }
-        return String(decoding: data, as: UTF8.self)
+        return data
     }
 
-    func ensureFile(_ path: String, _ content: String, _ mode: UInt16) throws(WriteError) -> Bool {
+    /// Writes `content` with `mode` (and `owner`, when given) unless the file already is exactly that.
+    func ensureFile(_ path: String, _ content: [UInt8], _ mode: UInt16, owner: (UInt32, UInt32)?) throws(WriteError) -> Bool {
         try prepareParent(path)
         let target = full(path)
         var st = stat()
-        if lstat(target, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, read(path) == content,
-            UInt16(st.st_mode & 0o7777) == mode
+        if lstat(target, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt16(st.st_mode & 0o7777) == mode,
+            owner.map({ st.st_uid == $0.0 && st.st_gid == $0.1 }) ?? true, Int(st.st_size) == content.count,
+            readBytes(path) == content
         {
             return false
         }
@@ -107,7 +115,7 @@ public struct PluginRunner {
         unlink(temporary)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode_t(mode))
         guard fd >= 0 else { throw WriteError(path: temporary, operation: "creating", errno: errno) }
-        var bytes = Array(content.utf8)[...]
+        var bytes = content[...]
         while !bytes.isEmpty {
             let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
@@ -118,6 +126,12 @@ public struct PluginRunner {
                 throw WriteError(path: temporary, operation: "writing", errno: code)
             }
             bytes = bytes.dropFirst(n)
+        }
+        if let owner, fchown(fd, owner.0, owner.1) != 0 {
+            let code = errno
+            close(fd)
+            unlink(temporary)
+            throw WriteError(path: temporary, operation: "setting the owner \(owner.0):\(owner.1) of", errno: code)
         }
         fchmod(fd, mode_t(mode))
         guard fsync(fd) == 0 else {

@@ -32,8 +32,8 @@ extension Services {
             json(try await store.nodes())
         }
         group.post("nodes") { request, context -> Response in
-            let config = try await decodeJSON(NodeConfig.self, from: request)
-            try await self.checkKernelPin(config)
+            let config = try await decodeJSON(NodeDefinition.self, from: request)
+            try await self.checkKernelPin(try await store.effective(config))
             return json(try await store.createNode(config, by: actor(context)), status: .created)
         }
         group.get("nodes/:name") { _, context -> Response in
@@ -45,11 +45,11 @@ extension Services {
         }
         group.put("nodes/:name") { request, context -> Response in
             let name = try context.parameters.require("name")
-            let config = try await decodeJSON(NodeConfig.self, from: request)
+            let config = try await decodeJSON(NodeDefinition.self, from: request)
             guard config.name == name else {
                 throw APIError.badRequest("the body names node \(config.name) but the path names \(name)")
             }
-            try await self.checkKernelPin(config)
+            try await self.checkKernelPin(try await store.effective(config))
             return json(try await store.updateNode(config, by: actor(context)))
         }
         group.delete("nodes/:name") { _, context -> Response in
@@ -59,8 +59,19 @@ extension Services {
         }
         group.post("nodes/import") { request, context -> Response in
             let input = try await decodeJSON(ImportRequest.self, from: request, limit: 32 << 20)
-            return json(try await store.importNodes(input.nodes, prune: input.prune, by: actor(context)))
+            return json(
+                try await store.importNodes(
+                    input.nodes, profiles: input.profiles, prune: input.prune, by: actor(context)))
         }
+        group.post("nodes/bulk") { request, context -> Response in
+            let input = try await decodeJSON(BulkNodesRequest.self, from: request, limit: 32 << 20)
+            return json(["nodes": try await store.bulkNodes(input, by: actor(context))])
+        }
+        group.post("pending/assign-many") { request, context -> Response in
+            let input = try await decodeJSON(AssignManyRequest.self, from: request)
+            return json(try await store.assignMany(to: input.nodes, by: actor(context)))
+        }
+        addProfileRoutes(to: group, actor: actor)
         group.get("pending") { _, _ -> Response in
             json(try await store.pending())
         }
@@ -98,6 +109,72 @@ extension Services {
         group.get("audit") { request, _ -> Response in
             let subject = request.uri.queryParameters["subject"].map(String.init)
             return json(try await store.auditLog(limit: try limit(request, default: 100, max: 10000), subject: subject))
+        }
+    }
+
+    /// Profiles and overlays (docs/server-api.md); every change audited.
+    func addProfileRoutes(to group: RouterGroup<ProvisionerContext>, actor: @escaping @Sendable (ProvisionerContext) -> Actor) {
+        group.get("profiles") { _, _ -> Response in
+            json(try await store.profiles())
+        }
+        group.get("profiles/:name") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            guard let record = try await store.profile(named: name) else {
+                throw APIError.notFound("unknown-profile", "no profile named \(name)")
+            }
+            return json(record)
+        }
+        group.post("profiles") { request, context -> Response in
+            let profile = try await decodeJSON(Profile.self, from: request)
+            return json(try await store.saveProfile(profile, create: true, by: actor(context)), status: .created)
+        }
+        group.put("profiles/:name") { request, context -> Response in
+            let name = try context.parameters.require("name")
+            let profile = try await decodeJSON(Profile.self, from: request)
+            guard profile.name == name else {
+                throw APIError.badRequest("the body names profile \(profile.name) but the path names \(name)")
+            }
+            return json(try await store.saveProfile(profile, create: false, by: actor(context)))
+        }
+        group.delete("profiles/:name") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            try await store.deleteProfile(named: name, by: actor(context))
+            return json(["deleted": name])
+        }
+        group.get("overlays") { _, _ -> Response in
+            json(try await store.overlays())
+        }
+        group.get("overlays/:name") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            guard let overlay = try await store.overlay(named: name) else {
+                throw APIError.notFound("unknown-overlay", "no overlay named \(name)")
+            }
+            return json(overlay)
+        }
+        group.post("overlays") { request, context -> Response in
+            let overlay = try await decodeJSON(Overlay.self, from: request, limit: 32 << 20)
+            return json(try await store.saveOverlay(overlay, create: true, by: actor(context)), status: .created)
+        }
+        group.put("overlays/:name") { request, context -> Response in
+            let name = try context.parameters.require("name")
+            let overlay = try await decodeJSON(Overlay.self, from: request, limit: 32 << 20)
+            guard overlay.name == name else {
+                throw APIError.badRequest("the body names overlay \(overlay.name) but the path names \(name)")
+            }
+            return json(try await store.saveOverlay(overlay, create: false, by: actor(context)))
+        }
+        group.delete("overlays/:name") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            try await store.deleteOverlay(named: name, by: actor(context))
+            return json(["deleted": name])
+        }
+        group.get("nodes/:name/files") { _, context -> Response in
+            // The node's overlays as its agent gets them (what `overlays show --node` prints).
+            let name = try context.parameters.require("name")
+            guard let record = try await store.node(named: name) else {
+                throw APIError.notFound("unknown-node", "no node named \(name)")
+            }
+            return json(try await store.withRenderedOverlays(record.config).files ?? [])
         }
     }
 }

@@ -15,9 +15,13 @@ public func buildRouter(_ services: Services, authentication: PeerAuthentication
     ProvisionerContext
 > {
     let router = Router(context: ProvisionerContext.self)
+    router.add(middleware: RequestMetricsMiddleware(metrics: services.metrics, listener: "api"))
     router.add(middleware: ErrorMiddleware())
     router.add(middleware: IdentityMiddleware(authentication: authentication))
     router.get("health") { _, _ -> Response in json(["status": "ok"]) }
+    router.group().add(middleware: RoleMiddleware(roles: [.admin])).get("metrics") { _, _ -> Response in
+        try await services.metricsResponse()
+    }
     let api = router.group("api/v1")
     services.addAgentRoutes(to: api.group().add(middleware: RoleMiddleware(roles: [.node, .admin])))
     let admin = api.group("admin").add(middleware: RoleMiddleware(roles: [.admin]))
@@ -34,6 +38,7 @@ public func buildRouter(_ services: Services, authentication: PeerAuthentication
 /// The plain-HTTP listener's routes: only what iPXE fetches (docs/threat-model.md).
 public func buildBootRouter(_ services: Services) -> Router<ProvisionerContext> {
     let router = Router(context: ProvisionerContext.self)
+    router.add(middleware: RequestMetricsMiddleware(metrics: services.metrics, listener: "boot"))
     router.add(middleware: ErrorMiddleware())
     router.get("health") { _, _ -> Response in json(["status": "ok"]) }
     services.addBootRoutes(to: router)

@@ -107,6 +107,7 @@ extension Services {
             _ = try await store.openSession(
                 macs: [mac], facts: facts, remoteAddress: context.remoteAddress, source: "ipxe",
                 limits: config.registration)
+            self.metrics.sessionOpened(source: "ipxe")
             switch config.unknownMachines {
             case .wait:
                 return self.script(IPXEScript.wait(mac: mac, seconds: config.pollAfterSeconds, bootBase: base))

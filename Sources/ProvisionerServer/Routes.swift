@@ -15,6 +15,8 @@ public struct Services: Sendable {
     public let registrations: RegistrationLimiter
     /// The kernels of image versions and the boot files made from them.
     public let kernels: KernelCatalog
+    /// Prometheus metrics (`GET /metrics`).
+    public let metrics: ServerMetrics
     /// The ports the listeners actually bound (differ from the config when it says 0).
     let apiPort: PortBox
     let bootPort: PortBox
@@ -28,6 +30,7 @@ public struct Services: Sendable {
         self.registrations = RegistrationLimiter(config.registration)
         self.files = FileServer(root: config.filesDirectory, digests: digests)
         self.kernels = KernelCatalog(config: config)
+        self.metrics = ServerMetrics()
     }
 
     /// Where agents reach the HTTPS listener: `serverURL`, else the host the request came to.
@@ -110,12 +113,13 @@ extension Services {
             let (session, node) = try await store.openSession(
                 macs: open.macs, facts: open.facts, remoteAddress: context.remoteAddress, source: "agent",
                 limits: config.registration)
-            return json(try await self.sessionResponse(session, try await self.resolved(node), request), status: .created)
+            self.metrics.sessionOpened(source: "agent")
+            return json(try await self.sessionResponse(session, try await self.agentNode(node), request), status: .created)
         }
         group.get("sessions/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
             let (session, node) = try await store.pollSession(id)
-            return json(try await self.sessionResponse(session, try await self.resolved(node), request))
+            return json(try await self.sessionResponse(session, try await self.agentNode(node), request))
         }
         group.post("sessions/:id/events") { request, context -> Response in
             let id = try context.parameters.require("id")
@@ -123,18 +127,28 @@ extension Services {
             guard batch.events.count <= 1000 else {
                 throw APIError(.contentTooLarge, "too-many-events", "at most 1000 events per request")
             }
-            return json(try await store.addEvents(id, batch.events))
+            let accepted = try await store.addEvents(id, batch.events)
+            self.metrics.events(batch.events)
+            return json(accepted)
         }
         group.post("sessions/:id/finish") { request, context -> Response in
             let id = try context.parameters.require("id")
             let finish = try await decodeJSON(SessionFinish.self, from: request, limit: 64 << 10)
-            return json(try await store.finishSession(id, finish))
+            let summary = try await store.finishSession(id, finish)
+            self.metrics.sessionFinished(succeeded: finish.succeeded)
+            return json(summary)
         }
     }
 
     /// The node's config as its agent gets it: an image that follows a branch (or the live one)
     /// names the version that branch is at now, so the node boots exactly what the registry says.
     /// An image only in the store directory (imported with `--store`) keeps following `latest`.
+    /// What the agent's session gets: the node with its image resolved and its overlays rendered.
+    func agentNode(_ node: NodeConfig?) async throws -> NodeConfig? {
+        guard let node else { return nil }
+        return try await resolved(try await store.withRenderedOverlays(node))
+    }
+
     func resolved(_ node: NodeConfig?) async throws -> NodeConfig? {
         guard var node, let ref = node.image, ref.version == nil else { return node }
         if let record = try await store.image(named: ref.name) {

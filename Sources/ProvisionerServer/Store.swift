@@ -58,6 +58,7 @@ public final class Store: Sendable {
         let version = try await connection.query("PRAGMA user_version").first?.column("user_version")?.integer ?? 0
         if version < 1 { try await createSchemaVersion1() }
         if version < 2 { try await createSchemaVersion2() }
+        if version < 3 { try await createSchemaVersion3() }
     }
 
     /// Nodes, sessions, events, audit.

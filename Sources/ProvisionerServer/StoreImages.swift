@@ -142,7 +142,7 @@ extension Store {
     }
 
     func nodesInTransaction() async throws -> [NodeConfig] {
-        try await query("SELECT config FROM nodes").map { try StoredJSON.decode(NodeConfig.self, $0.column("config")?.string) }
+        try await effectiveNodes()
     }
 
     /// The version `version` replaced as head of `branch` when it was published there (what a

@@ -1,5 +1,6 @@
 import Foundation
 import ProvisionerAPI
+import ProvisionerCore
 import SQLiteNIO
 
 extension Store {
@@ -194,18 +195,50 @@ extension Store {
                 throw APIError.notFound(
                     "unknown-machine", "\(machine) is neither a MAC address nor a waiting session's id")
             }
-            var config = old.config
+            var config = old.definition
             for mac in macs where !config.macs.contains(mac) { config.macs.append(mac) }
-            if config != old.config {
+            if config != old.definition {
                 try await writeNode(config, created: false)
             }
             if let sessionID {
                 _ = try await query("UPDATE sessions SET node = ? WHERE id = ?", [.text(nodeName), .text(sessionID)])
             }
             try await audit(
-                actor, "node.assign", "node/\(nodeName)", before: StoredJSON.encode(old.config),
+                actor, "node.assign", "node/\(nodeName)", before: StoredJSON.encode(old.definition),
                 after: StoredJSON.encode(config))
             return try await nodeRow(nodeName)!
+        }
+    }
+
+    /// The waiting machines, in the order they first appeared, bound to `nodes` in order: one
+    /// transaction, one audit entry (`nodes.assign`, subject `nodes/EXPRESSION`) listing each pair.
+    /// Refused when fewer machines wait than nodes are named, or a named node does not exist.
+    public func assignMany(to nodes: [String], by actor: Actor) async throws -> [Assignment] {
+        guard !nodes.isEmpty else { throw APIError.badRequest("no node named") }
+        return try await transaction {
+            let waiting = try await query(
+                "SELECT id, macs FROM sessions WHERE state = 'waiting' AND node IS NULL ORDER BY opened_at ASC, rowid ASC")
+            guard waiting.count >= nodes.count else {
+                throw APIError.conflict(
+                    "\(nodes.count) nodes named but \(waiting.count) machines wait; nothing was assigned")
+            }
+            var assignments: [Assignment] = []
+            for (row, nodeName) in zip(waiting, nodes) {
+                guard let old = try await nodeRow(nodeName) else {
+                    throw APIError.notFound("unknown-node", "no node named \(nodeName); nothing was assigned")
+                }
+                let sessionID = row.column("id")?.string ?? ""
+                let macs = try StoredJSON.decode([String].self, row.column("macs")?.string)
+                var config = old.definition
+                for mac in macs where !config.macs.contains(mac) { config.macs.append(mac) }
+                if config != old.definition { try await writeNode(config, created: false) }
+                _ = try await query("UPDATE sessions SET node = ? WHERE id = ?", [.text(nodeName), .text(sessionID)])
+                assignments.append(Assignment(sessionID: sessionID, macs: macs, node: nodeName))
+            }
+            try await audit(
+                actor, "nodes.assign", "nodes/" + Hostlist.compress(nodes), before: nil,
+                after: StoredJSON.encode(assignments))
+            return assignments
         }
     }
 

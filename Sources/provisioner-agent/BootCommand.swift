@@ -129,7 +129,7 @@ final class BootRunner {
                 console.say(leaveAgentCopy())
                 let now = Console.uptime()
                 let summary = report.summary(uptime: now, agentSeconds: now - started)
-                session?.event("pivot", summary)
+                session?.event("pivot", summary, seconds: now)
                 session?.finish(succeeded: true, message: summary)
                 return true
             case .pivotInstalled(let node, let image):

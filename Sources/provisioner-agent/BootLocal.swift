@@ -110,7 +110,7 @@ extension BootRunner {
         session.event(
             "bootloader",
             (changed.isEmpty ? "local boot path unchanged" : "local boot path written: \(changed.joined(separator: ", "))")
-                + "; boots \(kernel); \(entryNote); in \(took(since: start))")
+                + "; boots \(kernel); \(entryNote); in \(took(since: start))", seconds: monotonicSeconds() - start)
         return machine.stepSucceeded(.localBootInstalled(changedFiles: changed))
     }
 

@@ -66,14 +66,16 @@ final class BootSession: @unchecked Sendable {
     /// Prints the event and sends it (with any earlier undelivered ones).
     func event(
         _ phase: String, _ message: String, step: String? = nil, level: EventLevel = .info, progress: Double? = nil,
-        error: String? = nil, quiet: Bool = false
+        error: String? = nil, seconds: Double? = nil, quiet: Bool = false
     ) {
         if !quiet {
             let prefix = level == .error ? "ERROR " : level == .warning ? "warning: " : ""
             console.say("\(phase): \(prefix)\(message)" + (error.map { "\n  \($0)" } ?? ""))
         }
         pending.append(
-            AgentEvent(phase: phase, step: step, level: level, message: message, progress: progress, error: error))
+            AgentEvent(
+                phase: phase, step: step, level: level, message: message, progress: progress, error: error,
+                seconds: seconds))
         // Sent in batches: the boot flushes after each step (one request, not one per line).
         if pending.count >= 100 { flush() }
     }

@@ -49,7 +49,9 @@ extension BootRunner {
         for line in situation.report().text.split(separator: "\n") {
             session?.event("disks", String(line), step: "plan")
         }
-        session?.event("disks", "matched, observed and planned in \(took(since: start))")
+        session?.event(
+            "disks", "matched, observed and planned in \(took(since: start))", step: "plan",
+            seconds: monotonicSeconds() - start)
         return machine.disksPlanned(situation.plan)
     }
 
@@ -67,7 +69,8 @@ extension BootRunner {
             "disks",
             (plan.actions.isEmpty
                 ? "the disks already match the layout: nothing written"
-                : "\(plan.actions.count) layout change(s) applied") + "; brought up in \(took(since: start))")
+                : "\(plan.actions.count) layout change(s) applied") + "; brought up in \(took(since: start))",
+            step: "apply", seconds: monotonicSeconds() - start)
         return machine.stepSucceeded(.disksReady(changes: plan.actions.count, activation: plan.activation))
     }
 
@@ -112,8 +115,8 @@ extension BootRunner {
         }
         reporter?.stop()
         let seconds = monotonicSeconds() - started
-        for line in Agent.Sync.summary(report, seconds: seconds).split(separator: "\n") {
-            session?.event("image", String(line), progress: 1)
+        for (i, line) in Agent.Sync.summary(report, seconds: seconds).split(separator: "\n").enumerated() {
+            session?.event("image", String(line), progress: 1, seconds: i == 0 ? seconds : nil)
         }
         var changed =
             report.upToDate
@@ -163,19 +166,79 @@ extension BootRunner {
                 return failed(.plugins, .configuration, "\(error)")
             }
         }
+        let files = currentNode.files ?? []
+        do {
+            entries += try OverlayFiles.entries(files)
+        } catch {
+            return failed(.plugins, .configuration, "\(error)")
+        }
         let report: PluginRunner.Report
         do { report = try runner.apply(entries) } catch {
             return failed(.plugins, .transient, "\(error)")
         }
+        if !files.isEmpty {
+            let overlayPaths = Set(files.map(\.path))
+            let changed = report.changed.filter { overlayPaths.contains($0) }
+            session?.event(
+                "plugins",
+                "overlays \(currentNode.overlays.joined(separator: ", ")): "
+                    + (changed.isEmpty ? "nothing to change (\(files.count) file(s) already right)" : "wrote \(changed.joined(separator: ", "))"))
+        }
+        if let failure = runAdminPlugins(files, runner: runner) { return failure }
         let names = configs.map(\.name).joined(separator: ", ")
         if report.changed.isEmpty {
             session?.event(
                 "plugins",
-                "\(names): nothing to change (\(report.unchanged.count) file(s) already right); in \(took(since: start))")
+                "\(names): nothing to change (\(report.unchanged.count) file(s) already right); in \(took(since: start))",
+                seconds: monotonicSeconds() - start)
         } else {
-            session?.event("plugins", "\(names): wrote \(report.changed.joined(separator: ", ")); in \(took(since: start))")
+            session?.event(
+                "plugins", "\(names): wrote \(report.changed.joined(separator: ", ")); in \(took(since: start))",
+                seconds: monotonicSeconds() - start)
         }
         return machine.stepSucceeded(.pluginsRan(changedFiles: report.changed))
+    }
+}
+
+extension BootRunner {
+    /// The admin's plugins from the node's overlays, chrooted into the root, each within its time
+    /// limit; a failure fails the boot with the plugin's name and its last line of output.
+    func runAdminPlugins(_ files: [RenderedFile], runner: PluginRunner) -> BootDecision? {
+        var stamps: [String: String] = [:]
+        for file in files where file.run != nil {
+            let stamp = AdminPlugins.stampPath(for: file.path)
+            stamps[stamp] = runner.read(stamp)
+        }
+        let environment = AdminPlugins.environment(currentNode)
+        for plugin in AdminPlugins.plan(files, node: currentNode, stamps: stamps) {
+            guard let reason = plugin.reason else {
+                session?.event("plugins", "plugin \(plugin.path) (overlay \(plugin.overlay)): skipped, inputs unchanged")
+                continue
+            }
+            let start = monotonicSeconds()
+            let result: CommandResult
+            do {
+                result = try Command.run(AdminPlugins.command(root: root, plugin: plugin, environment: environment))
+            } catch {
+                return failed(.plugins, .configuration, "plugin \(plugin.path) (overlay \(plugin.overlay)): \(error)")
+            }
+            let output = (result.stdout + result.stderr).split(separator: "\n").suffix(20).joined(separator: "\n")
+            if !output.isEmpty { session?.event("plugins", "plugin \(plugin.path) output:\n\(output)") }
+            guard result.status == 0 else {
+                let why = result.status == 124 ? "timed out after \(plugin.timeoutSeconds) s" : "exited with status \(result.status)"
+                return failed(
+                    .plugins, .configuration,
+                    "plugin \(plugin.path) (overlay \(plugin.overlay)) \(why): \(result.lastMessage)")
+            }
+            do {
+                _ = try runner.apply([.file(path: plugin.stampPath, content: plugin.digest + "\n", mode: 0o600)])
+            } catch {
+                return failed(.plugins, .transient, "\(error)")
+            }
+            session?.event(
+                "plugins", "plugin \(plugin.path) (overlay \(plugin.overlay)) ran (\(reason)) in \(took(since: start))")
+        }
+        return nil
     }
 }
 
@@ -216,6 +279,11 @@ enum PluginFiles {
                     for: config, node: node, mounts: mounts, swaps: swaps, wantedBy: runner.wantedBy)
             else { continue }
             paths += entries.map { String($0.path.drop(while: { $0 == "/" })) }
+        }
+        // Overlay files and the admin plugins' stamps are the node's too.
+        for file in node.files ?? [] {
+            paths.append(String(file.path.drop(while: { $0 == "/" })))
+            if file.run != nil { paths.append(String(AdminPlugins.stampPath(for: file.path).dropFirst())) }
         }
         return paths
     }

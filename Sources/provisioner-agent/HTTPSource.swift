@@ -58,14 +58,15 @@ final class ClientTransport: HTTPTransport, @unchecked Sendable {
                     for (name, value) in head.headers { headers[name.lowercased()] = value }
                     pipe.start(status: head.status, headers: headers)
                     while let chunk = try await body.next() {
-                        pipe.put(Array(chunk.readableBytesView))
+                        // The reader dropped the body (it had read what it needed): stop reading.
+                        guard pipe.put(Array(chunk.readableBytesView)) else { break }
                     }
                     pipe.finish(nil)
                 }
             } catch let error as ClientError {
                 if let status = error.httpStatus {
                     pipe.start(status: status, headers: [:])  // the engine reads non-2xx statuses itself
-                    pipe.put(Array("\(error)".utf8))
+                    _ = pipe.put(Array("\(error)".utf8))
                     pipe.finish(nil)
                 } else {
                     pipe.finish(SourceError(source: label, what: "\(method) \(path)", cause: "\(error)"))
@@ -75,27 +76,47 @@ final class ClientTransport: HTTPTransport, @unchecked Sendable {
             }
         }
         let (status, headers) = try pipe.waitForHead()
-        return HTTPReply(status: status, headers: headers, body: PipeBody(pipe: pipe))
+        return HTTPReply(status: status, headers: headers, body: PipeBody(reader: PipeReader(pipe: pipe)))
     }
 }
 
 /// A bounded queue between the client's task (producer) and a worker thread (consumer): the
 /// state under a `Mutex`, the waiting on semaphores (free places, queued chunks, the head).
+///
+/// Every semaphore starts at 0 (the free places are signalled in): libdispatch refuses to free a
+/// semaphore whose count is below the one it was made with, which is where a reply dropped with
+/// chunks still queued (a mirror's 405 to a pack, read no further) would leave `places`.
 final class BodyPipe: Sendable {
     private struct State {
         var head: (Int, [String: String])?
         var chunks: [[UInt8]] = []
         var failure: (any Error & Sendable)?
+        /// The reader dropped the body: chunks are thrown away and the producer told to stop.
+        var abandoned = false
     }
     private let state = Mutex(State())
     private let headKnown = DispatchSemaphore(value: 0)
     /// Free places in the queue.
-    private let places: DispatchSemaphore
+    private let places = DispatchSemaphore(value: 0)
+    private let capacity: Int
     /// Chunks queued, plus one once the producer finished.
     private let queued = DispatchSemaphore(value: 0)
 
     init(capacity: Int) {
-        places = DispatchSemaphore(value: capacity)
+        self.capacity = capacity
+        for _ in 0..<capacity { places.signal() }
+    }
+
+    /// The reader is gone: wake a producer waiting for a place, and let it stop.
+    func abandon() {
+        let wasAbandoned = state.withLock { s -> Bool in
+            defer {
+                s.abandoned = true
+                s.chunks = []
+            }
+            return s.abandoned
+        }
+        if !wasAbandoned { for _ in 0..<capacity { places.signal() } }
     }
 
     func start(status: Int, headers: [String: String]) {
@@ -103,10 +124,17 @@ final class BodyPipe: Sendable {
         headKnown.signal()
     }
 
-    func put(_ chunk: [UInt8]) {
+    /// Queues a chunk, waiting for a free place; false when the reader is gone (stop producing).
+    func put(_ chunk: [UInt8]) -> Bool {
+        if state.withLock({ $0.abandoned }) { return false }
         places.wait()
-        state.withLock { $0.chunks.append(chunk) }
-        queued.signal()
+        let kept = state.withLock { s -> Bool in
+            if s.abandoned { return false }
+            s.chunks.append(chunk)
+            return true
+        }
+        if kept { queued.signal() }
+        return kept
     }
 
     /// The producer is done; `error` is what the consumer gets after the last chunk.
@@ -139,7 +167,14 @@ final class BodyPipe: Sendable {
     }
 }
 
-struct PipeBody: HTTPBodyStream {
+/// The reading side of a `BodyPipe`; when the body is dropped, the pipe is abandoned.
+final class PipeReader: Sendable {
     let pipe: BodyPipe
-    mutating func next() throws -> [UInt8]? { try pipe.take() }
+    init(pipe: BodyPipe) { self.pipe = pipe }
+    deinit { pipe.abandon() }
+}
+
+struct PipeBody: HTTPBodyStream {
+    let reader: PipeReader
+    mutating func next() throws -> [UInt8]? { try reader.pipe.take() }
 }

@@ -47,7 +47,8 @@ import Testing
 
     @Test(arguments: [
         ("network", ["address": "10.0.0.300/24"], "is not an address with a prefix length"),
-        ("network", ["gateway": "x"], "the image has no unit systemd-networkd.service"),
+        ("network", ["dhcp": "ipv4"], "the image has no unit systemd-networkd.service"),
+        ("network", ["gateway": "10.0.0.1"], "gateway needs a static address"),
         ("network", ["mac": "52:54:00"], "is not a MAC address"),
         ("hostname", ["name": "-bad"], "is not a host name"),
         ("hostname", ["nmae": "x"], "unknown parameter \"nmae\""),

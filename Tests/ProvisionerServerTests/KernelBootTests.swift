@@ -14,14 +14,17 @@ import Testing
 @Suite(.serialized) struct KernelBootTests {
     static let release = "9.9.9-provisioner-test"
 
-    /// Three real modules of the running machine's kernel: raid1 needs md-mod (both go in), isofs is
-    /// nothing a provisioning initramfs needs (stays out).
+    /// Four real modules of this machine's kernel: raid1 needs md-mod (both go in), tg3 (a NIC) asks
+    /// for firmware, isofs is nothing a provisioning initramfs needs (stays out).
     static func hostModules() throws -> [(relative: String, content: [UInt8])] {
         let kver = try #require(
             (try? FileManager.default.contentsOfDirectory(atPath: "/lib/modules"))?.sorted().last,
             "this test needs a kernel's modules in /lib/modules (make test installs linux-image-amd64)")
         var out: [(String, [UInt8])] = []
-        for relative in ["kernel/drivers/md/raid1.ko", "kernel/drivers/md/md-mod.ko", "kernel/fs/isofs/isofs.ko"] {
+        for relative in [
+            "kernel/drivers/md/raid1.ko", "kernel/drivers/md/md-mod.ko", "kernel/fs/isofs/isofs.ko",
+            "kernel/drivers/net/ethernet/broadcom/tg3.ko",
+        ] {
             let found = ["", ".xz", ".zst"].lazy.compactMap {
                 FileManager.default.contents(atPath: "/lib/modules/\(kver)/\(relative)\($0)").map { ($0, $0) }
             }.first
@@ -53,11 +56,16 @@ import Testing
         }
         let modules = try hostModules()
         let m = "usr/lib/modules/\(release)"
-        for d in ["", "boot", "etc", "usr", "usr/lib", "usr/lib/modules", m, m + "/kernel", m + "/kernel/drivers",
-            m + "/kernel/drivers/md", m + "/kernel/fs", m + "/kernel/fs/isofs"]
-        {
+        for d in [
+            "", "boot", "etc", "usr", "usr/lib", "usr/lib/firmware", "usr/lib/firmware/tigon", "usr/lib/modules", m,
+            m + "/kernel", m + "/kernel/drivers", m + "/kernel/drivers/md", m + "/kernel/drivers/net",
+            m + "/kernel/drivers/net/ethernet", m + "/kernel/drivers/net/ethernet/broadcom", m + "/kernel/fs",
+            m + "/kernel/fs/isofs",
+        ] {
             dir(d)
         }
+        // One of the files tg3 asks for; the others are not in the image, and that is not an error.
+        file("usr/lib/firmware/tigon/tg3_tso5.bin", Array("firmware".utf8))
         var link = Entry("lib", .symlink)
         link.target = Array("usr/lib".utf8)
         entries.append(link)
@@ -65,7 +73,7 @@ import Testing
         file("etc/motd", Array(motd.utf8))
         for (relative, content) in modules { file(m + "/" + relative, content) }
         let names = modules.map(\.relative)
-        file(m + "/modules.dep", Array("\(names[0]): \(names[1])\n\(names[1]):\n\(names[2]):\n".utf8))
+        file(m + "/modules.dep", Array("\(names[0]): \(names[1])\n\(names[1]):\n\(names[2]):\n\(names[3]):\n".utf8))
         file(m + "/modules.order", Array(names.joined(separator: "\n").utf8))
         file(m + "/modules.builtin", [])
         entries.sort { pathLess($0.path, $1.path) }
@@ -120,20 +128,23 @@ import Testing
                 #expect(k.release == Self.release)
                 #expect(k.kernelPath == "boot/vmlinuz-\(Self.release)")
                 #expect(k.modulesPath == "usr/lib/modules/\(Self.release)")
-                #expect(k.moduleCount == 3)
+                #expect(k.moduleCount == 4)
                 #expect(k.kernelFile == ObjectHash.of(kernel).hex)
-                #expect(k.initrdModules == 2)
+                #expect(k.initrdModules == 3)
+                #expect(k.initrdFirmware == 1)
                 #expect(k.problem == nil)
                 let list = try Self.listing(derived + "/" + (k.modulesFile ?? "?"))
                 let m = "lib/modules/\(Self.release)"
                 #expect(list.contains { $0.hasPrefix(m + "/kernel/drivers/md/raid1.ko") })
                 #expect(list.contains { $0.hasPrefix(m + "/kernel/drivers/md/md-mod.ko") })
                 #expect(!list.contains { $0.contains("isofs") })
+                #expect(list.contains { $0.hasPrefix(m + "/kernel/drivers/net/ethernet/broadcom/tg3.ko") })
+                #expect(list.contains("lib/firmware/tigon/tg3_tso5.bin"))
                 #expect(list.contains(m + "/modules.dep"))
                 #expect(list.contains(m + "/modules.alias"))
                 // No entry for lib itself: it is a link to usr/lib in the base initramfs.
                 #expect(!list.contains("lib"))
-                #expect(list.first == "lib/modules")
+                #expect(list.first == "lib/firmware")
 
                 // The version lists its kernel; a second version that only changes /etc/motd reuses the files.
                 let record = try decode(ImageRecord.self, try await client.execute(uri: "/api/v1/admin/images/debian", method: .get))

@@ -48,7 +48,7 @@ install() {
         mkfs.ext4 mkfs.xfs mkfs.vfat mkswap e2fsck xfs_repair \
         resize2fs xfs_growfs e2label xfs_admin xfs_db fatlabel swaplabel \
         mount umount switch_root udevadm partprobe blockdev efibootmgr \
-        blkid lsblk partx dmsetup sync
+        blkid lsblk partx dmsetup sync chroot timeout
     inst_multiple -o /etc/mke2fs.conf
     # systemd-boot, which the agent copies to a stateful node's ESP as its
     # fallback boot path (package systemd-boot-efi).

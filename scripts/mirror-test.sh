@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# A caching mirror proven (part of `make test`; docs/mirrors.md): real nginx, configured with
+# server/nginx-cache-mirror.conf itself (names and paths replaced), in front of provisioner-server,
+# all on loopback. Two agents (the static agent's `sync`) install the same image through the mirror
+# at the same time, then a third after them. Checks: every tree is the image; the server's link
+# carried each object once (its own /metrics); the later agent was served from the cache.
+#
+# Needs: BIN (provisioner-server, provisionerctl), AGENT (static provisioner-agent), TLS (the test
+# cluster's `provisionerctl ca init` directory), nginx.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+: "${BIN:?}" "${AGENT:?}" "${TLS:?}"
+command -v nginx > /dev/null || { echo "mirror-test: nginx is not installed (apt-get install nginx)" >&2; exit 1; }
+work=$REPO/build/mirror-test
+STATE=$work/state
+rm -rf "$work"
+mkdir -p "$work"
+# shellcheck source=lib/cluster.sh
+source "$REPO/scripts/lib/cluster.sh"
+
+NGINX_PID=
+cleanup() {
+    set +e
+    if [[ -n $NGINX_PID ]]; then kill "$NGINX_PID"; wait "$NGINX_PID"; fi 2> /dev/null
+    server_stop
+}
+trap cleanup EXIT
+
+failures=0
+check() { # check DESCRIPTION COMMAND...
+    local what=$1
+    shift
+    if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
+}
+metric() { # metric SERIES: its value in the server's /metrics (0 when absent)
+    curl -fsS --cacert "$TLS/ca.pem" --cert "$TLS/admin.pem" --key "$TLS/admin-key.pem" \
+        "https://127.0.0.1:$API_PORT/metrics" | awk -v s="$1" 'index($0, s " ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+say "setup: the server and an image of 600 files (about 60 MB)"
+mkdir -p "$STATE/tls" "$STATE/images"
+cp "$TLS"/{ca.pem,server.pem,server-key.pem} "$STATE/tls/"
+server_start
+tree=$work/tree
+mkdir -p "$tree/etc" "$tree/usr/lib/data" "$tree/var/lib"
+for i in $(seq 1 600); do
+    head -c $((i * 200)) /dev/urandom > "$tree/usr/lib/data/file-$i.bin"
+done
+echo "mirror test" > "$tree/etc/motd"
+ctl image import mirrored --from "$tree" > /dev/null
+version=$(ctl image show mirrored --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["branches"][0]["head"])')
+stored=$(du -sb "$STATE/images/objects" | cut -f1)
+objects=$(find "$STATE/images/objects" -type f | wc -l)
+echo "  version $version: $objects objects, $stored bytes as stored"
+
+say "nginx as a caching mirror (server/nginx-cache-mirror.conf)"
+MIRROR_PORT=$(free_port)
+mkdir -p "$work/nginx/cache" "$work/nginx/logs"
+sed -e "s|/var/cache/nginx/provisioner|$work/nginx/cache|" \
+    -e "s|listen 8443 ssl;|listen 127.0.0.1:$MIRROR_PORT ssl;|" \
+    -e "s|server_name mirror1.example.net;|server_name localhost;|" \
+    -e "s|/etc/nginx/provisioner/mirror1.pem|$TLS/server.pem|" \
+    -e "s|/etc/nginx/provisioner/mirror1-key.pem|$TLS/server-key.pem|" \
+    -e "s|/etc/nginx/provisioner/mirror1-client.pem|$TLS/client.pem|" \
+    -e "s|/etc/nginx/provisioner/mirror1-client-key.pem|$TLS/client-key.pem|" \
+    -e "s|/etc/nginx/provisioner/ca.pem|$TLS/ca.pem|" \
+    -e "s|proxy_ssl_name                prov.example.net;|proxy_ssl_name localhost;|" \
+    -e "s|https://prov.example.net:8443|https://127.0.0.1:$API_PORT|" \
+    "$REPO/server/nginx-cache-mirror.conf" > "$work/nginx/mirror.conf"
+cat > "$work/nginx/nginx.conf" << EOF
+user root;
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log $work/nginx/logs/access.log;
+    client_body_temp_path $work/nginx/client_temp;
+    proxy_temp_path $work/nginx/proxy_temp;
+    fastcgi_temp_path $work/nginx/fastcgi_temp;
+    uwsgi_temp_path $work/nginx/uwsgi_temp;
+    scgi_temp_path $work/nginx/scgi_temp;
+    include $work/nginx/mirror.conf;
+}
+EOF
+nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>&1 | tail -n 1
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
+NGINX_PID=$!
+for _ in $(seq 1 50); do
+    curl -ks -o /dev/null "https://127.0.0.1:$MIRROR_PORT/" && break
+    sleep 0.1
+done
+echo "nginx: pid $NGINX_PID, https://127.0.0.1:$MIRROR_PORT"
+
+sync_through_mirror() { # sync_through_mirror NAME: one agent installs the image into $work/NAME
+    "$AGENT" sync --source "https://127.0.0.1:$MIRROR_PORT" --image "mirrored@$version" --to "$work/$1" \
+        --ca "$TLS/ca.pem" --cert "$TLS/client.pem" --key "$TLS/client-key.pem" > "$work/$1.log" 2>&1
+}
+
+say "two agents at once through the mirror, then a third"
+before=$(metric 'provisioner_http_response_bytes_total{listener="api",route="/v1/objects/{hash}"}')
+sync_through_mirror node1 &
+p1=$!
+sync_through_mirror node2 &
+p2=$!
+check "agent 1 installed the image through the mirror" wait $p1
+check "agent 2 installed the image through the mirror" wait $p2
+check "agent 3, after them, too" sync_through_mirror node3
+served=$(metric 'provisioner_http_response_bytes_total{listener="api",route="/v1/objects/{hash}"}')
+served=$(python3 -c "print(int(float('$served') - float('$before')))")
+requests=$(metric 'provisioner_http_requests_total{listener="api",route="/v1/objects/{hash}",method="GET",code="200"}')
+packs=$(metric 'provisioner_http_requests_total{listener="api",route="/v1/objects/pack",method="POST",code="200"}')
+hits=$(grep -c ' HIT ' "$work/nginx/logs/access.log" || true)
+echo "  the server sent $served bytes of objects in $requests object requests ($objects objects, $stored bytes stored);"
+echo "  the mirror logged $(wc -l < "$work/nginx/logs/access.log") requests"
+for n in node1 node2 node3; do
+    check "$n holds exactly the image" diff -r --no-dereference "$tree" "$work/$n" -x .provisioner-state
+done
+check "the server's link carried each object once (three agents, one copy: $served of $stored bytes)" \
+    test "$served" -le "$stored"
+check "one request per object reached the server" test "${requests%.*}" -le "$objects"
+check "no pack went past the mirror" test "${packs%.*}" -eq 0
+tail -n 3 "$work/nginx/logs/error.log" 2> /dev/null | grep -v '^$' || true
+
+if ((failures > 0)); then
+    echo "mirror test: $failures check(s) failed; logs in $work"
+    exit 1
+fi
+echo "mirror test: all checks passed"
