@@ -10,7 +10,15 @@
 # image version it runs, the kernel it runs, and whether a module that is not
 # in the provisioning initramfs (isofs) loads (and powers the node off when the
 # kernel command line has provisioner-ready.poweroff, a few seconds later so
-# the login prompt shows, so a test can boot it again cleanly).
+# the login prompt shows, so a test can boot it again cleanly). And
+# provisioner-capture.service, which runs before it only when the kernel command
+# line says provisioner-capture=NAME (and not on a boot from the local disk): it
+# reads the admin's ca.pem, admin.pem and admin-key.pem from a tar on the disk
+# with serial CAPTURETLS (the test attaches one; a real admin would copy them to
+# the node), captures the running node into image NAME with the agent the boot
+# left in /run (--include-mount /var: the test layout gives /var its own
+# filesystem), writes /etc/provisioner-capture-note, and captures again, so the
+# test sees what the first capture and a one-file change each sent.
 #
 #   scripts/build-image.sh OUTDIR
 #     OUTDIR/debian.tar        version 1
@@ -55,14 +63,54 @@ After=multi-user.target
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'echo "PROVISIONER-READY: $(cat /etc/hostname) reached multi-user.target; image $(sed -n "s/^version //p" /.provisioner-state/applied | cut -c1-12); hello: $(hello 2>/dev/null || echo absent); kernel: $(uname -r); isofs: $(modprobe isofs 2>/dev/null && echo loaded || echo not-loaded)" > /dev/console'
+ExecStart=/bin/sh -c 'echo "PROVISIONER-READY: $(cat /etc/hostname) reached multi-user.target; image $(sed -n "s/^version //p" /.provisioner-state/applied | cut -c1-12); hello: $(hello 2>/dev/null || echo absent); kernel: $(uname -r); isofs: $(modprobe isofs 2>/dev/null && echo loaded || echo not-loaded); capture-note: $(cat /etc/provisioner-capture-note 2>/dev/null || echo none)" > /dev/console'
 ExecStart=/bin/sh -c 'if grep -qw provisioner-ready.poweroff /proc/cmdline; then sleep 8; systemctl --no-block poweroff; fi'
 
 [Install]
 WantedBy=multi-user.target
 EOF
+cat > "$root/etc/systemd/system/provisioner-capture.service" << 'EOF'
+[Unit]
+Description=Capture this node into an image (boot tests: provisioner-capture=NAME)
+After=multi-user.target
+Before=provisioner-ready.service
+ConditionKernelCommandLine=!provisioner.local-boot
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/provisioner-capture-test
+
+[Install]
+WantedBy=multi-user.target
+EOF
+mkdir -p "$root/usr/local/sbin"
+cat > "$root/usr/local/sbin/provisioner-capture-test" << 'EOF'
+#!/bin/sh
+name=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^provisioner-capture=//p')
+[ -n "$name" ] || exit 0
+disk=/dev/disk/by-id/virtio-CAPTURETLS
+for _ in 1 2 3 4 5 6 7 8 9 10; do [ -e "$disk" ] && break; sleep 1; done
+mkdir -p /run/capture-tls && tar -xf "$disk" -C /run/capture-tls || {
+    echo "PROVISIONER-CAPTURE: no admin certificate on $disk" > /dev/console
+    exit 1
+}
+capture() {
+    if /run/provisioner/provisioner-agent capture "$name" --tls-dir /run/capture-tls --include-mount /var \
+        > /run/capture.log 2>&1; then
+        sed "s/^/PROVISIONER-CAPTURE: $1: /" /run/capture.log > /dev/console
+    else
+        sed "s/^/PROVISIONER-CAPTURE: $1 FAILED: /" /run/capture.log > /dev/console
+    fi
+}
+capture first
+echo "captured from $(cat /etc/hostname)" > /etc/provisioner-capture-note
+capture second
+rm -rf /run/capture-tls
+EOF
+chmod 0755 "$root/usr/local/sbin/provisioner-capture-test"
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/provisioner-ready.service "$root/etc/systemd/system/multi-user.target.wants/"
+ln -sf /etc/systemd/system/provisioner-capture.service "$root/etc/systemd/system/multi-user.target.wants/"
 # A node's identity is its own: the agent gives each node a machine id on its first install.
 rm -f "$root/etc/machine-id" "$root/var/lib/dbus/machine-id"
 
