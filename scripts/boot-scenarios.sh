@@ -14,6 +14,9 @@
 #   (d) an unknown machine waits, is assigned with provisionerctl, and proceeds
 #   (g) that machine is killed in the middle of its image sync -> the next boot converges and boots
 #   (e) the image captured from n1 boots stateless into RAM on n3 (k4: with the image's kernel)
+#   (p) a node of a range, defined by a profile with an overlay (a template and a plugin script),
+#       boots an image that uses NetworkManager with the address the profile gave; its second
+#       boot rewrites nothing
 #   (f) server stopped -> the node boots from its disk through UEFI and the installed system comes up
 #       (k3: with the image's kernel from the ESP)
 #
@@ -238,6 +241,48 @@ check "(i) n3 runs the captured version, with the file n1 wrote before its secon
 check "(k4) the stateless node runs the image's newest kernel, modules loading" \
     has "$log" "PROVISIONER-READY: n3 .*kernel: $new_kernel; isofs: loaded"
 record "(e) stateless into RAM" "$log" "full sync to tmpfs, image captured from n1"
+
+say "(p) a range, a profile, an overlay and NetworkManager"
+# The NetworkManager image: the same Debian with network-manager, made on the server.
+ctl image import debian-nm --from "$IMAGES/debian.tar" > /dev/null
+ctl image exec debian-nm -- sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    network-manager > /dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*_*' | tail -n 1
+# The site overlay: a template and a plugin script that runs when its inputs change.
+site=$work/site
+mkdir -p "$site/etc" "$site/usr/local/sbin"
+printf '%s\n' '{{name}} at {{vars.ip}} ({{#profiles}}{{.}}{{/profiles}})' > "$site/etc/motd.mustache"
+printf '%s\n' '#!/bin/sh' 'echo "$PROVISIONER_NODE/$PROVISIONER_VAR_ip" > /etc/site-check' \
+    'echo "site-check: wrote /etc/site-check for $PROVISIONER_NODE"' > "$site/usr/local/sbin/site-check"
+chmod 755 "$site/usr/local/sbin/site-check"
+ctl overlays add site "$site" --plugin /usr/local/sbin/site-check:changed:60
+ctl profiles add rack --image debian-nm --layout "$layout" --overlay hosts --overlay site \
+    --plugin hostname --plugin 'network:mac={{mac}},address={{vars.ip}}/24,gateway=10.0.2.2,dns=10.0.2.3' \
+    "${common_args[@]}"
+ctl nodes add 'r[01-02]' --profile rack --ip '10.0.2.[21-22]'
+ctl nodes set r01 --mac 52:54:00:00:00:05
+ctl nodes show r01 --effective | head -n 30
+r1_disks=(--disk "nvme,size=4000000000,serial=R1-A,file=$work/r1-a.img" --disk "nvme,size=4000000000,serial=R1-B,file=$work/r1-b.img")
+for n in 1 2; do
+    ipxe_boot 52:54:00:00:00:05 "$work/boot-files"
+    boot r01 $n 52:54:00:00:00:05 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
+        --uefi-vars "$work/r1-vars.fd" "${r1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+done
+log=$work/r01-1.log
+check "(p) r01 reached multi-user.target" has "$log" 'PROVISIONER-READY: r01 reached multi-user.target'
+check "(p) NetworkManager runs it, with the address the profile gave" \
+    has "$log" 'PROVISIONER-READY: r01 .*addr: [0-9./ ]*10\.0\.2\.21/24.*nm: active'
+check "(p) the network plugin wrote a NetworkManager keyfile" has "$log" 'wrote .*/etc/NetworkManager/system-connections/'
+check "(p) the overlay's template was rendered for r01" has "$log" 'PROVISIONER-READY: r01 .*motd: r01 at 10\.0\.2\.21 \(rack\)'
+check "(p) the overlay's plugin ran in the node's root, its output in the session" has "$log" 'site-check: wrote /etc/site-check for r01'
+check "(p) what it wrote is there after the pivot" has "$log" 'PROVISIONER-READY: r01 .*site: r01/10\.0\.2\.21'
+check "(p) /etc/hosts came from the hosts overlay" has "$log" 'overlays .*hosts.*wrote .*/etc/hosts'
+record "(p) profile + overlay + NetworkManager" "$log" "install"
+log=$work/r01-2.log
+check "(p) the second boot rewrote nothing" has "$log" 'r01 ready: nothing was rewritten'
+check "(p) and did not run the plugin again (its inputs are unchanged)" bash -c "! grep -q 'site-check: wrote' '$log'"
+check "(p) NetworkManager still has the profile's address" \
+    has "$log" 'PROVISIONER-READY: r01 .*addr: [0-9./ ]*10\.0\.2\.21/24.*nm: active'
+record "(p) second boot" "$log" "nothing changed"
 
 say "(f) server stopped: boot from the disk through UEFI"
 server_stop
