@@ -278,6 +278,34 @@ import Testing
             #expect(diff.stdout.contains("+ etc/exec-test"), "\(diff.stdout)")
             #expect(diff.stdout.contains("- usr/bin/hello"))
             #expect(!diff.stdout.contains("provisioner-state"))
+
+            // image shell, driven by a script on its input: exit 0 publishes exactly the edit, any
+            // other status nothing. Chrooted, then in systemd-nspawn when it is installed.
+            func shell(_ with: String, _ script: String) async throws -> Run {
+                try await Self.tool(
+                    Self.ctlPath, ["image", "shell", "built/test", "--with", with] + common, timeout: 600, stdin: script)
+            }
+            let thrownAway = try await shell("chroot", "echo never > /etc/shell-never\nexit 4\n")
+            #expect(thrownAway.status == 1)
+            #expect(thrownAway.stderr.contains("exited 4; nothing was published"), "\(thrownAway.stderr)")
+            let chrooted = try await shell("chroot", "test -r /proc/self/status && echo chroot > /etc/shell-test\n")
+            #expect(chrooted.status == 0, "\(chrooted.stderr)")
+            #expect(chrooted.stdout.contains("+1 ~0 -0 entries"), "\(chrooted.stdout)")
+            if FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-nspawn") {
+                let spawned = try await shell("nspawn", "echo nspawn >> /etc/shell-test\nexit 0\n")
+                #expect(spawned.status == 0, "\(spawned.stderr)")
+                // Nothing but the edit: nspawn registered nothing and left resolv.conf, the time zone
+                // and the journal of the image alone.
+                #expect(spawned.stdout.contains("+0 ~1 -0 entries"), "\(spawned.stdout)")
+            } else {
+                Issue.record("systemd-nspawn is not installed (make test installs systemd-container)")
+            }
+            let shells = try JSONDecoder().decode(
+                ImageRecord.self, from: Data(try await Self.ctl(["image", "show", "built", "--json"] + common).stdout.utf8))
+            let last = try #require(shells.versions.last?.id)
+            let edits = try await Self.ctl(["image", "diff", "built", after.versions[1].id, last] + common)
+            #expect(edits.stdout.contains("+ etc/shell-test"), "\(edits.stdout)")
+            #expect(!edits.stdout.contains("shell-never"))
         } catch {
             await server.stop()
             throw error
