@@ -74,7 +74,8 @@ EOF
 cat > "$root/etc/systemd/system/provisioner-capture.service" << 'EOF'
 [Unit]
 Description=Capture this node into an image (boot tests: provisioner-capture=NAME)
-After=multi-user.target
+Wants=network-online.target
+After=multi-user.target network-online.target
 Before=provisioner-ready.service
 ConditionKernelCommandLine=!provisioner.local-boot
 
@@ -91,7 +92,7 @@ cat > "$root/usr/local/sbin/provisioner-capture-test" << 'EOF'
 name=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^provisioner-capture=//p')
 [ -n "$name" ] || exit 0
 disk=/dev/disk/by-id/virtio-CAPTURETLS
-for _ in 1 2 3 4 5 6 7 8 9 10; do [ -e "$disk" ] && break; sleep 1; done
+for _ in $(seq 1 30); do [ -e "$disk" ] && ip -4 route | grep -q '^default' && break; sleep 1; done
 mkdir -p /run/capture-tls && tar -xf "$disk" -C /run/capture-tls || {
     echo "PROVISIONER-CAPTURE: no admin certificate on $disk" > /dev/console
     exit 1
