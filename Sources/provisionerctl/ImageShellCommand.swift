@@ -60,7 +60,8 @@ extension Ctl.Image {
             throw CtlFailure("the image has no \(asked ?? "/bin/bash or /bin/sh") to run (in \(root))")
         }
 
-        /// Runs `command` in a systemd-nspawn container on `root`: no machine registration, the host's
+        /// Runs `command` in a systemd-nspawn container on `root`: no machine registration and no scope
+        /// unit of its own (`--keep-unit`: it also works where systemd is not PID 1), the host's
         /// resolv.conf bound over the image's only while it runs, the image's time zone and journal left
         /// alone, a pipe rather than a terminal when the input is not one. Returns its exit status.
         static func runNspawn(_ root: String, _ command: [String]) throws -> Int32 {
@@ -68,7 +69,7 @@ extension Ctl.Image {
             process.executableURL = URL(fileURLWithPath: nspawnPath)
             process.arguments =
                 [
-                    "--quiet", "--directory", root, "--register=no", "--resolv-conf=bind-host", "--timezone=off",
+                    "--quiet", "--directory", root, "--register=no", "--keep-unit", "--resolv-conf=bind-host", "--timezone=off",
                     "--link-journal=no", "--console=autopipe", "--setenv=DEBIAN_FRONTEND=noninteractive", "--",
                 ] + command
             do {
