@@ -227,6 +227,11 @@ import Testing
         await server.stop()
     }
 
+    /// What `image show --json` prints: the record and the kernels of the version shown.
+    struct Shown: Decodable {
+        var image: ImageRecord
+    }
+
     /// `image build`: a Debian root from mmdebstrap (the machine's apt mirror), published through
     /// the server; a refused distribution publishes nothing.
     @Test func imageBuildFromDebianPublishesAndExecEditsIt() async throws {
@@ -301,7 +306,7 @@ import Testing
                 Issue.record("systemd-nspawn is not installed (make test installs systemd-container)")
             }
             let shells = try JSONDecoder().decode(
-                ImageRecord.self, from: Data(try await Self.ctl(["image", "show", "built", "--json"] + common).stdout.utf8))
+                Shown.self, from: Data(try await Self.ctl(["image", "show", "built", "--json"] + common).stdout.utf8)).image
             let last = try #require(shells.versions.last?.id)
             let edits = try await Self.ctl(["image", "diff", "built", after.versions[1].id, last] + common)
             #expect(edits.stdout.contains("+ etc/shell-test"), "\(edits.stdout)")
