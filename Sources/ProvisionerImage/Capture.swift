@@ -92,3 +92,56 @@ public final class LiveTreeObjects: StoredObjectSource, @unchecked Sendable {
         return Zstd.compress(bytes, level: 3)
     }
 }
+
+/// A manifest a node keeps in its state directory, whose version the server has: what a capture's
+/// manifest is sent as a delta from (docs/images.md, "Capturing a running node", rows B1-B4).
+public struct KeptManifest: Equatable, Sendable {
+    public enum Kind: String, Sendable {
+        /// `.provisioner-state/captured` and `captured-manifest`: written after each capture.
+        case lastCapture = "the last capture"
+        /// `.provisioner-state/applied` and `manifest`: written by each image sync.
+        case applied = "the version the node runs"
+    }
+    public var kind: Kind
+    public var image: String
+    public var version: ObjectHash
+
+    public init(kind: Kind, image: String, version: ObjectHash) {
+        self.kind = kind
+        self.image = image
+        self.version = version
+    }
+
+    /// Where the record and the manifest of each kind are, relative to the root.
+    public static func files(_ kind: Kind) -> (record: String, manifest: String) {
+        switch kind {
+        case .lastCapture: (".provisioner-state/captured", ".provisioner-state/captured-manifest")
+        case .applied: (".provisioner-state/applied", ".provisioner-state/manifest")
+        }
+    }
+
+    /// `image NAME\nversion ID\n` (the format of `applied`) back to its two fields.
+    public static func parseRecord(_ text: String) -> (image: String, version: ObjectHash)? {
+        var image: String?
+        var version: ObjectHash?
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("image ") { image = String(line.dropFirst(6)) }
+            if line.hasPrefix("version ") { version = ObjectHash(hex: String(line.dropFirst(8))) }
+        }
+        guard let image, let version else { return nil }
+        return (image, version)
+    }
+
+    public static func record(image: String, version: ObjectHash) -> String { "image \(image)\nversion \(version.hex)\n" }
+
+    /// B1: the last capture into the same image (the closest tree: a small change since is a small
+    /// delta); B2: the version the node runs, of any image (a first capture of a node differs from
+    /// it by what the node changed); B3: the last capture into another image; B4: none, the whole
+    /// manifest is sent.
+    public static func choose(for target: String, from kept: [KeptManifest]) -> (KeptManifest, rule: String)? {
+        if let m = kept.first(where: { $0.kind == .lastCapture && $0.image == target }) { return (m, "B1") }
+        if let m = kept.first(where: { $0.kind == .applied }) { return (m, "B2") }
+        if let m = kept.first(where: { $0.kind == .lastCapture }) { return (m, "B3") }
+        return nil
+    }
+}

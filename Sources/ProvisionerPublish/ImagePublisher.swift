@@ -34,14 +34,44 @@ public struct ImagePublisher: Sendable {
         public var requestBytes: UInt64
     }
 
-    public func publish(image: String, branch: String?, manifest: [UInt8], objects: any StoredObjectSource)
-        async throws(PublishError) -> Outcome
-    {
+    /// A version the server has whose manifest the client has too: the new manifest is sent as a
+    /// delta from it (`ManifestDelta`; a small change costs a few hundred bytes instead of the list).
+    public struct DeltaBase: Sendable {
+        public var image: String
+        public var version: ObjectHash
+        /// The version's encoded manifest (its hash must be `version`).
+        public var manifest: [UInt8]
+        public init(image: String, version: ObjectHash, manifest: [UInt8]) {
+            self.image = image
+            self.version = version
+            self.manifest = manifest
+        }
+    }
+
+    public func publish(
+        image: String, branch: String?, manifest: [UInt8], objects: any StoredObjectSource, base: DeltaBase? = nil
+    ) async throws(PublishError) -> Outcome {
         let query = branch.map { "?branch=\($0)" } ?? ""
         var sentObjects = 0
         var sentBytes: UInt64 = 0
         var requestBytes: UInt64 = 0
+        // The delta is used once the server has taken it; a server that no longer has the base
+        // (collected, or another server) gets the whole manifest.
+        var delta = base.flatMap { ObjectHash.of($0.manifest) == $0.version ? $0 : nil }.map {
+            (base: $0, bytes: ManifestDelta.encode(old: $0.manifest, new: manifest))
+        }
         func ask() async throws(PublishError) -> UploadStatus {
+            if let d = delta {
+                let from = "delta-from=\(d.base.version.hex)" + (d.base.image == image ? "" : "&delta-image=\(d.base.image)")
+                requestBytes += UInt64(d.bytes.count)
+                do {
+                    return try await post(
+                        "images/\(image)/uploads" + (query.isEmpty ? "?" : query + "&") + from, bytes: d.bytes,
+                        contentType: "application/x-provisioner-manifest-delta")
+                } catch let error where error.code == "unknown-version" || error.code == "unsupported-media-type" {
+                    delta = nil
+                }
+            }
             requestBytes += UInt64(manifest.count)
             return try await post(
                 "images/\(image)/uploads\(query)", bytes: manifest, contentType: "application/x-provisioner-manifest")

@@ -122,9 +122,14 @@ extension Agent {
                 let client = try makeClient()
                 let objects = try LiveTreeObjects(root: root, manifest: manifest)
                 let publisher = ImagePublisher(client: client)
+                let base = Self.deltaBase(root: root, target: name)
+                if let base { say("capture: the manifest goes as a delta from \(base.what)") }
+                report.deltaFrom = base?.what
                 let outcome = try blocking {
-                    try await publisher.publish(image: name, branch: branch, manifest: encoded, objects: objects)
+                    try await publisher.publish(
+                        image: name, branch: branch, manifest: encoded, objects: objects, base: base?.base)
                 }
+                Self.keep(root: root, image: name, version: outcome.move.version, manifest: encoded, say: say)
                 report.seconds = monotonicSeconds() - started
                 report.move = outcome.move
                 report.objects = outcome.objects
@@ -169,6 +174,46 @@ extension Agent {
                 message: "--server: not given, and the kernel command line has no provisioner.server=", status: .badInput)
         }
 
+        /// The manifest to send the new one as a delta from (rows B1-B4): one the node keeps whose
+        /// version the server has. Unreadable or damaged ones are skipped (the whole manifest goes).
+        static func deltaBase(root: String, target: String) -> (base: ImagePublisher.DeltaBase, what: String)? {
+            let prefix = root == "/" ? "/" : root + "/"
+            var kept: [KeptManifest] = []
+            for kind in [KeptManifest.Kind.lastCapture, .applied] {
+                let files = KeptManifest.files(kind)
+                guard let data = FileManager.default.contents(atPath: prefix + files.record),
+                    let (image, version) = KeptManifest.parseRecord(String(decoding: data, as: UTF8.self))
+                else { continue }
+                kept.append(KeptManifest(kind: kind, image: image, version: version))
+            }
+            guard let (chosen, rule) = KeptManifest.choose(for: target, from: kept),
+                let stored = FileManager.default.contents(atPath: prefix + KeptManifest.files(chosen.kind).manifest),
+                let bytes = try? Array(stored).withUnsafeBytes({
+                    try Zstd.decompress($0, expectedSize: nil, subject: "the kept manifest")
+                }),
+                ObjectHash.of(bytes) == chosen.version
+            else { return nil }
+            return (
+                ImagePublisher.DeltaBase(image: chosen.image, version: chosen.version, manifest: bytes),
+                "\(chosen.kind.rawValue), \(chosen.image)@\(chosen.version.hex.prefix(12)) (\(rule))"
+            )
+        }
+
+        /// Keeps the captured version's manifest in the state directory for the next capture's delta
+        /// (B1). Best effort: a root that cannot be written only makes the next capture send more.
+        static func keep(root: String, image: String, version: String, manifest: [UInt8], say: (String) -> Void) {
+            guard let id = ObjectHash(hex: version), ObjectHash.of(manifest) == id else { return }
+            let prefix = root == "/" ? "/" : root + "/"
+            let files = KeptManifest.files(.lastCapture)
+            do {
+                try writeFileIfDifferent(prefix + files.manifest, Zstd.compress(manifest, level: 9), mode: 0o600)
+                try writeFileIfDifferent(
+                    prefix + files.record, Array(KeptManifest.record(image: image, version: id).utf8), mode: 0o600)
+            } catch {
+                say("capture: warning: the manifest was not kept for the next capture's delta: \(error)")
+            }
+        }
+
         /// The node-owned paths: the record of the last boot, else the fixed ones.
         static func nodeOwned(root: String) -> (paths: [String], source: String) {
             let path = (root == "/" ? "" : root) + "/" + NodeOwnedRecord.path
@@ -195,6 +240,7 @@ struct CaptureReport: Encodable {
     var hashSeconds: Double
     var scope: [String]
     var nodeOwnedFrom: String
+    var deltaFrom: String?
     var move: BranchMove?
     var objects: Int?
     var sentObjects: Int?

@@ -211,3 +211,40 @@ import Testing
         }
     }
 }
+
+@Suite struct CaptureDeltaBaseTests {
+    static let a = ObjectHash.of([1])
+    static let b = ObjectHash.of([2])
+
+    struct Row: Sendable, CustomTestStringConvertible {
+        var target: String
+        var kept: [KeptManifest]
+        var want: KeptManifest?
+        var rule: String?
+        var testDescription: String { "\(target) from \(kept.map { "\($0.kind.rawValue) \($0.image)" })" }
+    }
+
+    static let lastOfTarget = KeptManifest(kind: .lastCapture, image: "captured", version: a)
+    static let lastOfOther = KeptManifest(kind: .lastCapture, image: "other", version: a)
+    static let applied = KeptManifest(kind: .applied, image: "debian", version: b)
+
+    static let rows: [Row] = [
+        Row(target: "captured", kept: [applied, lastOfTarget], want: lastOfTarget, rule: "B1"),
+        Row(target: "captured", kept: [lastOfOther, applied], want: applied, rule: "B2"),
+        Row(target: "captured", kept: [lastOfOther], want: lastOfOther, rule: "B3"),
+        Row(target: "captured", kept: [], want: nil, rule: nil),
+    ]
+
+    @Test(arguments: rows) func choice(_ row: Row) {
+        let got = KeptManifest.choose(for: row.target, from: row.kept)
+        #expect(got?.0 == row.want)
+        #expect(got?.rule == row.rule)
+    }
+
+    @Test func theRecordReadsBack() {
+        let text = KeptManifest.record(image: "captured", version: Self.a)
+        #expect(KeptManifest.parseRecord(text)?.image == "captured")
+        #expect(KeptManifest.parseRecord(text)?.version == Self.a)
+        #expect(KeptManifest.parseRecord("image x\nversion nothex\n") == nil)
+    }
+}

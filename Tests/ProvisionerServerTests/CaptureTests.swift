@@ -18,6 +18,7 @@ import Testing
         var requestBytes: UInt64?
         var move: BranchMove?
         var nodeOwnedFrom: String
+        var deltaFrom: String?
     }
 
     static var agent: String { CtlTests.built("provisioner-agent") }
@@ -68,6 +69,8 @@ import Testing
             let one = try JSONDecoder().decode(Report.self, from: Data(first.stdout.utf8))
             #expect(one.nodeOwnedFrom.contains("3 recorded by the last boot"))
             #expect(one.sentObjects == one.objects)
+            #expect(one.deltaFrom == nil)  // the node's `applied` names no version: the whole manifest
+            #expect(one.requestBytes == UInt64(one.manifestBytes) + 4 + UInt64(one.sentObjects ?? 0) * 37 + (one.sentBytes ?? 0) + 1)
             #expect(one.move?.previous == nil)
             #expect(one.move?.branch == "main")
 
@@ -79,20 +82,23 @@ import Testing
             #expect(paths == ["", "etc", "etc/motd", "etc/os-release", "etc/ssh", "etc/ssh/sshd_config", "usr", "usr/lib",
                               "usr/lib/big", "var", "var/log"])
 
-            // A small change: only its object travels (and the manifest).
+            // A small change: only its object travels, and the manifest as a delta from the last capture.
             try dir.write("node/etc/motd", Array("welcome to the captured image\n".utf8))
             let second = try await CtlTests.tool(Self.agent, ["capture", "captured"] + admin, timeout: 120)
             #expect(second.status == 0, "\(second.stderr)")
             let two = try JSONDecoder().decode(Report.self, from: Data(second.stdout.utf8))
             #expect(two.sentObjects == 1)
             #expect((two.sentBytes ?? .max) < 100)
-            #expect(two.requestBytes == UInt64(two.manifestBytes) + 4 + 1 + 32 + 4 + (two.sentBytes ?? 0) + 1)
+            #expect(two.deltaFrom?.hasPrefix("the last capture, captured@") == true, "\(two.deltaFrom ?? "none")")
+            #expect(two.deltaFrom?.hasSuffix("(B1)") == true)
+            let packBytes = UInt64(4 + 1 + 32 + 4 + 1) + (two.sentBytes ?? 0)
+            #expect((two.requestBytes ?? .max) < packBytes + UInt64(two.manifestBytes) / 4, "\(two.requestBytes ?? 0)")
             #expect(two.move?.summary.changed == 1)
             #expect(two.move?.previous == one.move?.version)
             print(
                 "capture measured: first \(one.entries) entries, \(one.sentObjects ?? 0) objects, \(one.sentBytes ?? 0) bytes of objects, "
                     + "\(one.requestBytes ?? 0) bytes of requests; after a one-file change: \(two.sentObjects ?? 0) object, "
-                    + "\(two.sentBytes ?? 0) bytes of objects, \(two.requestBytes ?? 0) bytes of requests (manifest \(two.manifestBytes))")
+                    + "\(two.sentBytes ?? 0) bytes of objects, \(two.requestBytes ?? 0) bytes of requests (manifest \(two.manifestBytes), sent as a delta)")
 
             // The same tree again: nothing to send, the branch already names it.
             let third = try await CtlTests.tool(Self.agent, ["capture", "captured"] + admin, timeout: 120)
