@@ -52,6 +52,8 @@ check() { # check DESCRIPTION COMMAND...
     if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
 }
 has() { grep -Eq -- "$2" "$1"; }
+# A kernel release as a has() pattern: 6.12.117+deb12-cloud-amd64 holds + and . (releases have no other metacharacters)
+re() { printf '%s' "$1" | sed 's/[.+]/\\&/g'; }
 pivot_seconds() { sed -nE 's/.*switching root into .* at ([0-9.]+) s after power-on.*/\1/p' "$1" | tail -n 1; }
 record() { times+=("$1|$(pivot_seconds "$2")|$3"); }
 # The newest session of NODE on the server is in STATE.
@@ -114,9 +116,9 @@ check "the image was installed" has "$log" 'applied [0-9]+ entries'
 check "the fallback boot path was written" has "$log" 'local boot path written'
 check "a UEFI boot entry was added" has "$log" 'UEFI boot entr(y|ies) [0-9A-F]+'
 check "the session succeeded on the server" last_session_is n1 succeeded
-check "(k1) the image's kernel runs the installed system" has "$log" "PROVISIONER-READY: n1 .*kernel: $image_kernel;"
+check "(k1) the image's kernel runs the installed system" has "$log" "PROVISIONER-READY: n1 .*kernel: $(re "$image_kernel");"
 check "(k1) a module that is not in the initramfs loads after the pivot" has "$log" 'PROVISIONER-READY: n1 .*isofs: loaded'
-check "(k1) the ESP holds the image's kernel" has "$log" "local boot path written: .*boots kernel $image_kernel"
+check "(k1) the ESP holds the image's kernel" has "$log" "local boot path written: .*boots kernel $(re "$image_kernel")"
 record "(a) stateful install, blank disks" "$log" "install"
 
 say "(b) second boot: nothing changes"
@@ -173,11 +175,11 @@ boot n1 5 52:54:00:00:00:01 "${n1_capture[@]}" "${n1_disks[@]}" \
 log=$work/n1-5.log
 received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
 echo "  bytes received for the new kernel: ${received:-?} (new content in the version: $new_bytes bytes)"
-check "(k2) the node runs the new kernel" has "$log" "PROVISIONER-READY: n1 .*kernel: $new_kernel;"
+check "(k2) the node runs the new kernel" has "$log" "PROVISIONER-READY: n1 .*kernel: $(re "$new_kernel");"
 check "(k2) its modules load" has "$log" 'PROVISIONER-READY: n1 .*isofs: loaded'
 check "(k2) only the version's new objects moved (at most its new content and 10%)" test "${received:-999999999}" -le $((new_bytes + new_bytes / 10))
 check "(k2) the ESP now holds the new kernel and its modules" \
-    has "$log" "local boot path written: provisioner/vmlinuz, provisioner/modules.img.*boots kernel $new_kernel"
+    has "$log" "local boot path written: provisioner/vmlinuz, provisioner/modules.img.*boots kernel $(re "$new_kernel")"
 check "(k2) the layout was left alone" has "$log" 'the disks already match the layout: nothing written'
 record "(k2) image update: another kernel" "$log" "new kernel"
 
@@ -185,7 +187,8 @@ say "(i) n1 captured itself into image captured during that boot"
 grep 'PROVISIONER-CAPTURE' "$log" | sed 's/^/  /' || true
 first_sent=$(sed -nE 's/.*PROVISIONER-CAPTURE: first: captured\/main@[0-9a-f]+: sent [0-9]+ of [0-9]+ objects \(([0-9]+) bytes; ([0-9]+) bytes of requests.*/\2/p' "$log" | tail -n 1)
 second_objects=$(sed -nE 's/.*PROVISIONER-CAPTURE: second: captured\/main@[0-9a-f]+: sent ([0-9]+) of.*/\1/p' "$log" | tail -n 1)
-echo "  bytes sent by the first capture: ${first_sent:-?} (the image tar is $(stat -c %s "$IMAGES/debian.tar") bytes); objects sent by the second: ${second_objects:-?}"
+second_sent=$(sed -nE 's/.*PROVISIONER-CAPTURE: second: captured\/main@[0-9a-f]+: sent [0-9]+ of [0-9]+ objects \(([0-9]+) bytes; ([0-9]+) bytes of requests.*/\2/p' "$log" | tail -n 1)
+echo "  bytes sent by the first capture: ${first_sent:-?} (the image tar is $(stat -c %s "$IMAGES/debian.tar") bytes); by the second: ${second_sent:-?} (${second_objects:-?} object)"
 check "(i) the agent left a copy of itself for the running system" has "$log" 'a copy of the agent \([0-9]+ bytes\) is at /run/provisioner/provisioner-agent'
 check "(i) the first capture published a version of captured" has "$log" 'PROVISIONER-CAPTURE: first: captured/main@[0-9a-f]{64}: sent'
 check "(i) it left /var's content in (--include-mount /var) and the node-owned paths out" \
@@ -193,6 +196,9 @@ check "(i) it left /var's content in (--include-mount /var) and the node-owned p
 check "(i) it sent only what the server lacked (under 2% of the image)" test "${first_sent:-999999999}" -lt $(($(stat -c %s "$IMAGES/debian.tar") / 50))
 check "(i) a second capture after a one-file change sent one object" test "${second_objects:-x}" = 1
 check "(i) ... and its version differs by that file alone" has "$log" 'PROVISIONER-CAPTURE: second: .* \+1 ~0 -0 entries'
+check "(i) ... its manifest went as a delta from the first capture" \
+    has "$log" 'PROVISIONER-CAPTURE: second: capture: the manifest goes as a delta from the last capture, captured@[0-9a-f]+ \(B1\)'
+check "(i) ... so the second capture sent under 64 KiB in all" test "${second_sent:-999999999}" -lt 65536
 captured_version=$(ctl image show captured --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["branches"][0]["head"])')
 check "(i) the captured image's newest kernel is the one n1 runs" \
     test "$(ctl image show captured --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["kernels"]["kernels"][0]["release"])')" = "$new_kernel"
@@ -239,7 +245,7 @@ check "the image's multi-user.target was reached on n3" has "$log" 'PROVISIONER-
 check "(i) n3 runs the captured version, with the file n1 wrote before its second capture" \
     has "$log" "PROVISIONER-READY: n3 reached multi-user.target; image ${captured_version:0:12};.*capture-note: captured from n1"
 check "(k4) the stateless node runs the image's newest kernel, modules loading" \
-    has "$log" "PROVISIONER-READY: n3 .*kernel: $new_kernel; isofs: loaded"
+    has "$log" "PROVISIONER-READY: n3 .*kernel: $(re "$new_kernel"); isofs: loaded"
 record "(e) stateless into RAM" "$log" "full sync to tmpfs, image captured from n1"
 
 say "(p) a range, a profile, an overlay and NetworkManager"
@@ -293,7 +299,7 @@ check "the firmware started the agent's UEFI boot entry (not the removable-media
     has "$log" 'BdsDxe: starting Boot[0-9A-F]{4} "provisioner \(local disk\)"'
 check "it came up from the local boot path" has "$log" 'provisioner.local-boot|found the saved config of node n1'
 check "the installed system reached multi-user.target" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
-check "(k3) the ESP's kernel, the image's newest, runs it" has "$log" "PROVISIONER-READY: n1 .*kernel: $new_kernel; isofs: loaded"
+check "(k3) the ESP's kernel, the image's newest, runs it" has "$log" "PROVISIONER-READY: n1 .*kernel: $(re "$new_kernel"); isofs: loaded"
 record "(f) server down, UEFI boot from disk" "$log" "fallback after provisioner.server-wait=20"
 
 say "boot-to-pivot times (seconds since power-on, QEMU TCG, 2 cores)"

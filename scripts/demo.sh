@@ -86,7 +86,7 @@ echo
 grep -a -h -o 'PROVISIONER-READY: .*' "$work/console-1.log" | head -n 1 | sed 's/^/  /'
 image_kernel=$(tar -tf "$IMAGES/debian.tar" | sed -n 's|^\./boot/vmlinuz-||p' | head -n 1)
 if grep -a -q "PROVISIONER-READY: n1 .*kernel: $image_kernel;" "$work/console-1.log"; then
-    echo "n1 runs its image's own kernel, $image_kernel (the build machine runs $(uname -r))."
+    echo "n1 runs its image's own kernel, $image_kernel (the server's default kernel, for unknown machines, is $(basename "$KERNEL" | sed 's/^vmlinuz-//'))."
 else
     echo "n1 does not run its image's kernel $image_kernel (see $work/console-1.log)" >&2
     exit 1

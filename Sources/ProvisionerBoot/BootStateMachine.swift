@@ -183,11 +183,12 @@ public struct PivotReport: Hashable, Sendable {
 /// programming error of the executable and stops it.
 public struct BootStateMachine: Sendable {
     /// Paths every node owns and the image sync leaves alone: its identity, and what the running
-    /// system writes (logs, systemd's state and update stamps, temporary directories), so that a
-    /// re-sync neither throws away a node's logs nor rewrites files on every boot.
+    /// system writes (logs, systemd's state and update stamps, temporary directories, the network
+    /// stacks' state: NetworkManager's secret key and timestamps, DHCP leases), so that a re-sync
+    /// neither throws away a node's logs nor rewrites files on every boot.
     public static let nodeOwnedPaths = [
         "etc/machine-id", "etc/.updated", "var/.updated", "var/lib/systemd", "var/log", "var/tmp", "tmp",
-        "lost+found",
+        "lost+found", "var/lib/NetworkManager", "var/lib/dhcp",
     ]
     /// Where a layout may mount the ESP for the fallback boot path (N11).
     public static let espMountPoints = ["/boot/efi", "/efi", "/boot"]

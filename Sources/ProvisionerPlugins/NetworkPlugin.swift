@@ -145,6 +145,15 @@ public enum NetworkPlugin {
 
     static let header = "# Written by the provisioner's network plugin; changes here are replaced on boot."
 
+    /// The provisioning initramfs brought the links up with DHCP before the switch into the image;
+    /// by default NetworkManager keeps such a link as it finds it ("external") and never applies
+    /// the connections written here. `keep-configuration=no` (NetworkManager 1.40 and later; older
+    /// ones ignore it) makes it activate them at its start.
+    static let takeover = "/etc/NetworkManager/conf.d/90-provisioner.conf"
+    static let takeoverText = [
+        header, "[device-provisioner]", "match-device=*", "keep-configuration=no", "",
+    ].joined(separator: "\n")
+
     /// `/etc/NetworkManager/system-connections/provisioner-<file>.nmconnection` (0600, as NM
     /// requires), plus one port connection per bond or bridge member.
     static func keyfiles(_ s: Settings) throws(PluginError) -> [RootEntry] {
@@ -178,7 +187,8 @@ public enum NetworkPlugin {
         var text = main + body + ipSections(s)
         text.append("")
         var entries: [RootEntry] = [
-            .file(path: "\(dir)/provisioner-\(s.file).nmconnection", content: text.joined(separator: "\n"), mode: 0o600)
+            .file(path: "\(dir)/provisioner-\(s.file).nmconnection", content: text.joined(separator: "\n"), mode: 0o600),
+            .file(path: takeover, content: takeoverText, mode: 0o644),
         ]
         // Ports of a bond or bridge, and a VLAN's parent link (no addresses of its own).
         for (i, mac) in s.members.enumerated() {

@@ -57,6 +57,29 @@ public enum AdminPlugins {
         }
     }
 
+    /// The files admin plugins wrote, one root-relative path a line: they are the node's, so the image
+    /// sync leaves them (a plugin that runs only when its inputs change would otherwise see its
+    /// work removed by the next boot's sync, and not put it back).
+    public static let outputsPath = "/var/lib/provisioner/plugin-outputs"
+
+    /// Where a plugin's writes are not looked for: what is not the node's root (not mounted in the
+    /// chroot, or the node's own anyway) and the agent's own bookkeeping.
+    public static let notOutputs = ["proc", "sys", "dev", "run", "tmp", "var/tmp", "var/log", ".provisioner-state",
+        String(stampDirectory.dropFirst()), String(outputsPath.dropFirst())]
+
+    /// `recorded` (the outputs file) with `written` (root-relative paths a run changed) added: sorted,
+    /// once each, none of `notOutputs`, none empty or leaving the root.
+    public static func mergeOutputs(recorded: String?, written: [String]) -> String {
+        var paths = Set((recorded ?? "").split(separator: "\n").map(String.init))
+        for path in written {
+            let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+            guard !path.isEmpty, !path.hasPrefix("/"), !parts.contains(".."), !parts.contains("") else { continue }
+            if notOutputs.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) { continue }
+            paths.insert(path)
+        }
+        return paths.sorted().map { $0 + "\n" }.joined()
+    }
+
     /// `/usr/local/sbin/setup.sh` → `/var/lib/provisioner/plugin-stamps/usr_local_sbin_setup.sh`.
     public static func stampPath(for path: String) -> String {
         stampDirectory + "/" + path.dropFirst().map { $0 == "/" ? "_" : $0 }.map(String.init).joined()

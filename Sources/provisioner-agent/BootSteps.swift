@@ -216,6 +216,10 @@ extension BootRunner {
                 continue
             }
             let start = monotonicSeconds()
+            // What the run writes is found by its time: a marker made just before, outside the root.
+            let marker = "/run/provisioner/plugin-started"
+            try? FileManager.default.createDirectory(atPath: "/run/provisioner", withIntermediateDirectories: true)
+            _ = FileManager.default.createFile(atPath: marker, contents: nil)
             let result: CommandResult
             do {
                 result = try Command.run(AdminPlugins.command(root: root, plugin: plugin, environment: environment))
@@ -230,8 +234,15 @@ extension BootRunner {
                     .plugins, .configuration,
                     "plugin \(plugin.path) (overlay \(plugin.overlay)) \(why): \(result.lastMessage)")
             }
+            let written = filesChanged(since: marker)
             do {
-                _ = try runner.apply([.file(path: plugin.stampPath, content: plugin.digest + "\n", mode: 0o600)])
+                _ = try runner.apply([
+                    .file(
+                        path: AdminPlugins.outputsPath,
+                        content: AdminPlugins.mergeOutputs(recorded: runner.read(AdminPlugins.outputsPath), written: written),
+                        mode: 0o600),
+                    .file(path: plugin.stampPath, content: plugin.digest + "\n", mode: 0o600),
+                ])
             } catch {
                 return failed(.plugins, .transient, "\(error)")
             }
@@ -239,6 +250,22 @@ extension BootRunner {
                 "plugins", "plugin \(plugin.path) (overlay \(plugin.overlay)) ran (\(reason)) in \(took(since: start))")
         }
         return nil
+    }
+}
+
+extension BootRunner {
+    /// Files under the root (relative to it) changed after `marker`, the virtual and node-owned
+    /// trees left out: what an admin plugin wrote.
+    func filesChanged(since marker: String) -> [String] {
+        var argv = ["find", root]
+        for skip in AdminPlugins.notOutputs { argv += ["-path", root + "/" + skip, "-prune", "-o"] }
+        // Files and links only: a directory's time changes with every name added to it, and a
+        // directory kept as the node's would keep the image out of all of it.
+        argv += ["!", "-type", "d", "-newer", marker, "-print"]
+        guard let result = try? Command.run(argv), result.status == 0 else { return [] }
+        return result.stdout.split(separator: "\n").compactMap { line in
+            line.hasPrefix(root + "/") ? String(line.dropFirst(root.count + 1)) : nil
+        }
     }
 }
 
@@ -280,10 +307,14 @@ enum PluginFiles {
             else { continue }
             paths += entries.map { String($0.path.drop(while: { $0 == "/" })) }
         }
-        // Overlay files and the admin plugins' stamps are the node's too.
+        // Overlay files, the admin plugins' stamps and what they wrote are the node's too.
         for file in node.files ?? [] {
             paths.append(String(file.path.drop(while: { $0 == "/" })))
             if file.run != nil { paths.append(String(AdminPlugins.stampPath(for: file.path).dropFirst())) }
+        }
+        paths.append(String(AdminPlugins.outputsPath.dropFirst()))
+        if let recorded = runner.read(AdminPlugins.outputsPath) {
+            paths += recorded.split(separator: "\n").map(String.init)
         }
         return paths
     }

@@ -87,6 +87,16 @@ import Testing
         #expect(!files.keys.contains { $0.hasPrefix("/etc/systemd/network") })
     }
 
+    /// NetworkManager takes over the links the initramfs configured, instead of keeping them as found.
+    @Test func networkManagerTakesOverTheInitramfsLinks() throws {
+        let files = try Self.files(["mac": "52:54:00:ab:cd:ef", "address": "10.0.0.11/24"], image: Self.nmImage)
+        #expect(
+            files["/etc/NetworkManager/conf.d/90-provisioner.conf"]
+                == [Self.h, "[device-provisioner]", "match-device=*", "keep-configuration=no", ""].joined(separator: "\n"))
+        let networkd = try Self.files(["mac": "52:54:00:ab:cd:ef", "address": "10.0.0.11/24"], image: Self.networkdImage)
+        #expect(!networkd.keys.contains { $0.hasPrefix("/etc/NetworkManager") })
+    }
+
     static let units: [([String: String], String, String)] = [
         (
             ["mac": "52:54:00:ab:cd:ef", "address": "10.0.0.11/24", "gateway": "10.0.0.1", "mtu": "9000"],

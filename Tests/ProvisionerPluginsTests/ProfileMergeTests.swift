@@ -178,3 +178,18 @@ import Testing
 extension Array where Element == UInt8 {
     var data: Foundation.Data { Foundation.Data(self) }
 }
+
+/// What admin plugins wrote becomes the node's (kept by the image sync), by these rules.
+@Suite struct AdminPluginOutputsTests {
+    @Test func writesAreRecordedOnceSortedAndNeverTheVirtualTreesOrOutsideTheRoot() {
+        let merged = AdminPlugins.mergeOutputs(
+            recorded: "etc/site-check\n",
+            written: [
+                "etc/site-check", "opt/tool/config", "proc/1/status", "var/log/plugin.log", "run/x", "tmp/y",
+                ".provisioner-state/applied", "var/lib/provisioner/plugin-stamps/usr_local_sbin_a",
+                "var/lib/provisioner/plugin-outputs", "../escape", "/absolute", "", "a//b", "var/lib/app/state",
+            ])
+        #expect(merged == "etc/site-check\nopt/tool/config\nvar/lib/app/state\n")
+        #expect(AdminPlugins.mergeOutputs(recorded: nil, written: []) == "")
+    }
+}
