@@ -32,6 +32,8 @@ public struct ImagePublisher: Sendable {
         public var sentBytes: UInt64
         /// Every byte of every request body: the manifest (each time it was sent), the packs.
         public var requestBytes: UInt64
+        /// The manifest the server took the new one as a delta from; nil: it got the whole manifest.
+        public var deltaFrom: DeltaBase?
     }
 
     /// A version the server has whose manifest the client has too: the new manifest is sent as a
@@ -57,7 +59,7 @@ public struct ImagePublisher: Sendable {
         var requestBytes: UInt64 = 0
         // The delta is used once the server has taken it; a server that no longer has the base
         // (collected, or another server) gets the whole manifest.
-        var delta = base.flatMap { ObjectHash.of($0.manifest) == $0.version ? $0 : nil }.map {
+        var delta: (base: DeltaBase, bytes: [UInt8])? = base.flatMap { ObjectHash.of($0.manifest) == $0.version ? $0 : nil }.map {
             (base: $0, bytes: ManifestDelta.encode(old: $0.manifest, new: manifest))
         }
         func ask() async throws(PublishError) -> UploadStatus {
@@ -105,7 +107,7 @@ public struct ImagePublisher: Sendable {
                     "images/\(image)/uploads/\(status.upload)/commit", bytes: [], contentType: "application/json")
                 return Outcome(
                     move: move, objects: status.objects, sentObjects: sentObjects, sentBytes: sentBytes,
-                    requestBytes: requestBytes)
+                    requestBytes: requestBytes, deltaFrom: delta?.base)
             } catch let error where error.code == "objects-missing" && round == 0 {
                 status = try await ask()
             }

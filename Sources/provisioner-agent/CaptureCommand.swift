@@ -124,7 +124,6 @@ extension Agent {
                 let publisher = ImagePublisher(client: client)
                 let base = Self.deltaBase(root: root, target: name)
                 if let base { say("capture: the manifest goes as a delta from \(base.what)") }
-                report.deltaFrom = base?.what
                 let outcome = try blocking {
                     try await publisher.publish(
                         image: name, branch: branch, manifest: encoded, objects: objects, base: base?.base)
@@ -136,6 +135,10 @@ extension Agent {
                 report.sentObjects = outcome.sentObjects
                 report.sentBytes = outcome.sentBytes
                 report.requestBytes = outcome.requestBytes
+                report.deltaFrom = outcome.deltaFrom == nil ? nil : base?.what
+                if let base, outcome.deltaFrom == nil {
+                    say("capture: the server does not have \(base.what): the whole manifest went")
+                }
                 if output.json { return try printJSON(report) }
                 let move = outcome.move
                 print(

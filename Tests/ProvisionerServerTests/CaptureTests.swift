@@ -106,6 +106,21 @@ import Testing
             #expect(three.sentObjects == 0)
             #expect(three.move?.version == two.move?.version)
 
+            // A kept manifest whose version the server does not have (collected): 404, the whole manifest.
+            let stranger = ManifestCodec.encode(Manifest(entries: [Entry("", .directory)]))
+            try dir.write("node/.provisioner-state/captured-manifest", Zstd.compress(stranger))
+            try dir.write(
+                "node/.provisioner-state/captured",
+                Array(KeptManifest.record(image: "captured", version: ObjectHash.of(stranger)).utf8))
+            try dir.write("node/etc/motd", Array("welcome back\n".utf8))
+            let fourth = try await CtlTests.tool(Self.agent, ["capture", "captured"] + admin, timeout: 120)
+            #expect(fourth.status == 0, "\(fourth.stderr)")
+            let four = try JSONDecoder().decode(Report.self, from: Data(fourth.stdout.utf8))
+            #expect(four.deltaFrom == nil)
+            #expect(fourth.stderr.contains("the whole manifest went"), "\(fourth.stderr)")
+            #expect((four.requestBytes ?? 0) > UInt64(four.manifestBytes))
+            #expect(four.move?.summary.changed == 1)
+
             let audit = try await CtlTests.ctl(["audit", "--server", url, "--tls-dir", tls])
             #expect(audit.stdout.contains("image.publish"), "\(audit.stdout)")
         } catch {
