@@ -67,9 +67,14 @@ let package = Package(
         // libarchive (server side only): provisionerctl imports tarballs, the server writes the cpio of
         // a kernel's modules initramfs.
         .target(name: "CArchive", linkerSettings: [.linkedLibrary("archive")]),
+        .target(
+            name: "ProvisionerPublish",
+            dependencies: ["ProvisionerAPI", "ProvisionerClient", "ProvisionerImage"]
+        ),
         .executableTarget(
             name: "provisioner-agent",
             dependencies: [
+                "ProvisionerPublish",
                 "ProvisionerCore",
                 "ProvisionerSystem",
                 "ProvisionerImage",
@@ -141,6 +146,7 @@ let package = Package(
             name: "provisionerctl",
             dependencies: [
                 "ProvisionerCore", "ProvisionerAPI", "ProvisionerClient", "ProvisionerPKI", "ProvisionerImage", "CArchive",
+                "ProvisionerPublish",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -156,7 +162,7 @@ let package = Package(
         ),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore"]),
         .testTarget(name: "ProvisionerSystemTests", dependencies: ["ProvisionerSystem"]),
-        .testTarget(name: "ProvisionerImageTests", dependencies: ["ProvisionerImage", "CImageSys"]),
+        .testTarget(name: "ProvisionerImageTests", dependencies: ["ProvisionerImage", "CImageSys", "ProvisionerSystem"]),
         // The QEMU harness that device tests and `make demo` boot VMs with.
         .target(name: "VMHarness"),
         .executableTarget(

@@ -8,9 +8,12 @@
 #   (h) the edit rolled back on the server (image rollback) -> the node returns, fetching only the difference
 #   (k2) another kernel installed in the image (image exec) -> the next boot runs it, only its objects
 #       move, and the ESP holds it
+#   (i) that boot of n1 captures itself into image `captured` (provisioner-agent capture, with the admin's
+#       certificate from an extra disk): only what the server lacks is sent; a second capture after a
+#       one-file change sends one object
 #   (d) an unknown machine waits, is assigned with provisionerctl, and proceeds
 #   (g) that machine is killed in the middle of its image sync -> the next boot converges and boots
-#   (e) the same image boots stateless into RAM (k4: with the image's kernel)
+#   (e) the image captured from n1 boots stateless into RAM on n3 (k4: with the image's kernel)
 #   (p) a node of a range, defined by a profile with an overlay (a template and a plugin script),
 #       boots an image that uses NetworkManager with the address the profile gave; its second
 #       boot rewrites nothing
@@ -67,7 +70,7 @@ is_pending() { ctl nodes pending | grep -q "$1"; }
 layout=$REPO/docs/examples/layout-simple-mirror.yaml
 common_args=(--kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff
     --kernel-arg provisioner.server-wait=20 --kernel-arg provisioner.retry-delay=3)
-SHOW='provisioner: |PROVISIONER-READY|Entering emergency|Kernel panic'
+SHOW='provisioner: |PROVISIONER-READY|PROVISIONER-CAPTURE|Entering emergency|Kernel panic'
 FAIL='giving up after|Entering emergency mode|Kernel panic|provisioner: ERROR'
 
 # boot NODE-LABEL N MAC [provisioner-vm boot options...]: one boot; console in $work/LABEL-N.log.
@@ -161,7 +164,14 @@ new_kernel=$(ctl image show debian --json | python3 -c 'import json, sys; print(
 new_bytes=$(ctl image show debian --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["versions"][-1]["summary"]["contentBytes"])')
 check "(k2) the newest kernel of the new version is the one installed" test "$new_kernel" != "$image_kernel"
 ipxe_n1
-boot n1 5 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+# (i) rides on this boot: the kernel command line asks the image's provisioner-capture.service to capture
+# n1 into `captured`; the admin's certificate comes on a small disk holding a tar (the test image reads it).
+tar -C "$TLS" -cf "$work/capture-tls.img" ca.pem admin.pem admin-key.pem
+truncate -s 1M "$work/capture-tls.img"
+n1_capture=(--kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND provisioner-capture=captured"
+    --uefi-vars "$work/n1-vars.fd")
+boot n1 5 52:54:00:00:00:01 "${n1_capture[@]}" "${n1_disks[@]}" \
+    --disk "virtio,size=1048576,serial=CAPTURETLS,file=$work/capture-tls.img" --until 'PROVISIONER-READY' --grace 60
 log=$work/n1-5.log
 received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
 echo "  bytes received for the new kernel: ${received:-?} (new content in the version: $new_bytes bytes)"
@@ -172,6 +182,26 @@ check "(k2) the ESP now holds the new kernel and its modules" \
     has "$log" "local boot path written: provisioner/vmlinuz, provisioner/modules.img.*boots kernel $(re "$new_kernel")"
 check "(k2) the layout was left alone" has "$log" 'the disks already match the layout: nothing written'
 record "(k2) image update: another kernel" "$log" "new kernel"
+
+say "(i) n1 captured itself into image captured during that boot"
+grep 'PROVISIONER-CAPTURE' "$log" | sed 's/^/  /' || true
+first_sent=$(sed -nE 's/.*PROVISIONER-CAPTURE: first: captured\/main@[0-9a-f]+: sent [0-9]+ of [0-9]+ objects \(([0-9]+) bytes; ([0-9]+) bytes of requests.*/\2/p' "$log" | tail -n 1)
+second_objects=$(sed -nE 's/.*PROVISIONER-CAPTURE: second: captured\/main@[0-9a-f]+: sent ([0-9]+) of.*/\1/p' "$log" | tail -n 1)
+second_sent=$(sed -nE 's/.*PROVISIONER-CAPTURE: second: captured\/main@[0-9a-f]+: sent [0-9]+ of [0-9]+ objects \(([0-9]+) bytes; ([0-9]+) bytes of requests.*/\2/p' "$log" | tail -n 1)
+echo "  bytes sent by the first capture: ${first_sent:-?} (the image tar is $(stat -c %s "$IMAGES/debian.tar") bytes); by the second: ${second_sent:-?} (${second_objects:-?} object)"
+check "(i) the agent left a copy of itself for the running system" has "$log" 'a copy of the agent \([0-9]+ bytes\) is at /run/provisioner/provisioner-agent'
+check "(i) the first capture published a version of captured" has "$log" 'PROVISIONER-CAPTURE: first: captured/main@[0-9a-f]{64}: sent'
+check "(i) it left /var's content in (--include-mount /var) and the node-owned paths out" \
+    has "$log" 'PROVISIONER-CAPTURE: first: capture: var: xfs .* captured as asked \(C3\)'
+check "(i) it sent only what the server lacked (under 2% of the image)" test "${first_sent:-999999999}" -lt $(($(stat -c %s "$IMAGES/debian.tar") / 50))
+check "(i) a second capture after a one-file change sent one object" test "${second_objects:-x}" = 1
+check "(i) ... and its version differs by that file alone" has "$log" 'PROVISIONER-CAPTURE: second: .* \+1 ~0 -0 entries'
+check "(i) ... its manifest went as a delta from the first capture" \
+    has "$log" 'PROVISIONER-CAPTURE: second: capture: the manifest goes as a delta from the last capture, captured@[0-9a-f]+ \(B1\)'
+check "(i) ... so the second capture sent under 64 KiB in all" test "${second_sent:-999999999}" -lt 65536
+captured_version=$(ctl image show captured --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["branches"][0]["head"])')
+check "(i) the captured image's newest kernel is the one n1 runs" \
+    test "$(ctl image show captured --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["kernels"]["kernels"][0]["release"])')" = "$new_kernel"
 
 say "(d) an unknown machine waits until it is assigned"
 mac2=52:54:00:00:00:02
@@ -204,16 +234,19 @@ check "the next sync knew it had been interrupted and rehashed" has "$log" 'prev
 check "the node booted the image" has "$log" 'PROVISIONER-READY: n2 reached multi-user.target'
 record "(g) boot after a power cut mid-sync" "$log" "recovery"
 
-say "(e) stateless: the same image in RAM (k4: with the image's kernel)"
+say "(e) stateless: the image captured from n1, in RAM on n3 (k4: with the image's kernel)"
+ctl nodes set n3 --image captured
 ipxe_boot 52:54:00:00:00:03 "$work/boot-files"
 boot n3 1 52:54:00:00:00:03 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
     --memory 2048 --until 'PROVISIONER-READY' --grace 60
 log=$work/n3-1.log
 check "the root is a RAM disk" has "$log" 'stateless: the root is a RAM disk'
 check "the image's multi-user.target was reached on n3" has "$log" 'PROVISIONER-READY: n3 reached multi-user.target'
+check "(i) n3 runs the captured version, with the file n1 wrote before its second capture" \
+    has "$log" "PROVISIONER-READY: n3 reached multi-user.target; image ${captured_version:0:12};.*capture-note: captured from n1"
 check "(k4) the stateless node runs the image's newest kernel, modules loading" \
     has "$log" "PROVISIONER-READY: n3 .*kernel: $(re "$new_kernel"); isofs: loaded"
-record "(e) stateless into RAM" "$log" "full sync to tmpfs"
+record "(e) stateless into RAM" "$log" "full sync to tmpfs, image captured from n1"
 
 say "(p) a range, a profile, an overlay and NetworkManager"
 # The NetworkManager image: the same Debian with network-manager, made on the server.

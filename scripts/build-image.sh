@@ -12,7 +12,15 @@
 # NetworkManager runs, and what overlays wrote (/etc/motd, /etc/site-check)
 # (and powers the node off when the
 # kernel command line has provisioner-ready.poweroff, a few seconds later so
-# the login prompt shows, so a test can boot it again cleanly).
+# the login prompt shows, so a test can boot it again cleanly). And
+# provisioner-capture.service, which runs before it only when the kernel command
+# line says provisioner-capture=NAME (and not on a boot from the local disk): it
+# reads the admin's ca.pem, admin.pem and admin-key.pem from a tar on the disk
+# with serial CAPTURETLS (the test attaches one; a real admin would copy them to
+# the node), captures the running node into image NAME with the agent the boot
+# left in /run (--include-mount /var: the test layout gives /var its own
+# filesystem), writes /etc/provisioner-capture-note, and captures again, so the
+# test sees what the first capture and a one-file change each sent.
 #
 #   scripts/build-image.sh OUTDIR
 #     OUTDIR/debian.tar        version 1
@@ -57,14 +65,55 @@ After=multi-user.target
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do ip -4 -o addr show scope global | grep -q inet && break; sleep 1; done; echo "PROVISIONER-READY: $(cat /etc/hostname) reached multi-user.target; image $(sed -n "s/^version //p" /.provisioner-state/applied | cut -c1-12); hello: $(hello 2>/dev/null || echo absent); kernel: $(uname -r); isofs: $(modprobe isofs 2>/dev/null && echo loaded || echo not-loaded); addr: $(ip -4 -o addr show scope global | tr -s " " | cut -d" " -f4 | xargs); nm: $(systemctl is-active NetworkManager 2>/dev/null); motd: $(head -n 1 /etc/motd 2>/dev/null | cut -c1-60); site: $(cat /etc/site-check 2>/dev/null || echo none)" > /dev/console'
+ExecStart=/bin/sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do ip -4 -o addr show scope global | grep -q inet && break; sleep 1; done; echo "PROVISIONER-READY: $(cat /etc/hostname) reached multi-user.target; image $(sed -n "s/^version //p" /.provisioner-state/applied | cut -c1-12); hello: $(hello 2>/dev/null || echo absent); kernel: $(uname -r); isofs: $(modprobe isofs 2>/dev/null && echo loaded || echo not-loaded); addr: $(ip -4 -o addr show scope global | tr -s " " | cut -d" " -f4 | xargs); nm: $(systemctl is-active NetworkManager 2>/dev/null); motd: $(head -n 1 /etc/motd 2>/dev/null | cut -c1-60); site: $(cat /etc/site-check 2>/dev/null || echo none); capture-note: $(cat /etc/provisioner-capture-note 2>/dev/null || echo none)" > /dev/console'
 ExecStart=/bin/sh -c 'if grep -qw provisioner-ready.poweroff /proc/cmdline; then sleep 8; systemctl --no-block poweroff; fi'
 
 [Install]
 WantedBy=multi-user.target
 EOF
+cat > "$root/etc/systemd/system/provisioner-capture.service" << 'EOF'
+[Unit]
+Description=Capture this node into an image (boot tests: provisioner-capture=NAME)
+Wants=network-online.target
+After=multi-user.target network-online.target
+Before=provisioner-ready.service
+ConditionKernelCommandLine=!provisioner.local-boot
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/provisioner-capture-test
+
+[Install]
+WantedBy=multi-user.target
+EOF
+mkdir -p "$root/usr/local/sbin"
+cat > "$root/usr/local/sbin/provisioner-capture-test" << 'EOF'
+#!/bin/sh
+name=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^provisioner-capture=//p')
+[ -n "$name" ] || exit 0
+disk=/dev/disk/by-id/virtio-CAPTURETLS
+for _ in $(seq 1 30); do [ -e "$disk" ] && ip -4 route | grep -q '^default' && break; sleep 1; done
+mkdir -p /run/capture-tls && tar -xf "$disk" -C /run/capture-tls || {
+    echo "PROVISIONER-CAPTURE: no admin certificate on $disk" > /dev/console
+    exit 1
+}
+capture() {
+    if /run/provisioner/provisioner-agent capture "$name" --tls-dir /run/capture-tls --include-mount /var \
+        > /run/capture.log 2>&1; then
+        sed "s/^/PROVISIONER-CAPTURE: $1: /" /run/capture.log > /dev/console
+    else
+        sed "s/^/PROVISIONER-CAPTURE: $1 FAILED: /" /run/capture.log > /dev/console
+    fi
+}
+capture first
+echo "captured from $(cat /etc/hostname)" > /etc/provisioner-capture-note
+capture second
+rm -rf /run/capture-tls
+EOF
+chmod 0755 "$root/usr/local/sbin/provisioner-capture-test"
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/provisioner-ready.service "$root/etc/systemd/system/multi-user.target.wants/"
+ln -sf /etc/systemd/system/provisioner-capture.service "$root/etc/systemd/system/multi-user.target.wants/"
 # A node's identity is its own: the agent gives each node a machine id on its first install.
 rm -f "$root/etc/machine-id" "$root/var/lib/dbus/machine-id"
 

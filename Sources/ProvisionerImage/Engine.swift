@@ -194,7 +194,7 @@ public final class SyncEngine: @unchecked Sendable {
         }
 
         // From here on the target changes: first say so, durably.
-        try state.write("in-progress", Array("image \(image)\nversion \(id.hex)\n".utf8))
+        try state.write("in-progress", Array(KeptManifest.record(image: image, version: id).utf8))
         try state.remove("applied")
         try state.sync()
 
@@ -209,7 +209,7 @@ public final class SyncEngine: @unchecked Sendable {
             throw SystemError.fromErrno("flushing the filesystem of", target)
         }
         try state.write("manifest", Zstd.compress(bytes, level: 3))
-        try state.write("applied", Array("image \(image)\nversion \(id.hex)\n".utf8))
+        try state.write("applied", Array(KeptManifest.record(image: image, version: id).utf8))
         try state.remove("in-progress")
         try state.sync()
         phase("record")
@@ -260,14 +260,7 @@ struct StateDirectory: ~Copyable {
     /// The image and version last applied completely.
     func applied() -> (String, ObjectHash)? {
         guard let bytes = read("applied") else { return nil }
-        var image: String?
-        var version: ObjectHash?
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-            if line.hasPrefix("image ") { image = String(line.dropFirst(6)) }
-            if line.hasPrefix("version ") { version = ObjectHash(hex: line.dropFirst(8)) }
-        }
-        guard let image, let version else { return nil }
-        return (image, version)
+        return KeptManifest.parseRecord(String(decoding: bytes, as: UTF8.self)).map { ($0.image, $0.version) }
     }
 
     /// The manifest applied last (kept for deltas and for reusing content already on the node).

@@ -80,13 +80,15 @@ enum FileIO {
         let tmp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = retry { open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
         guard fd >= 0 else { throw SystemError.fromErrno("creating", tmp) }
+        var isOpen = true
         do {
             try bytes.withUnsafeBytes { (buf) throws in try writeAll(fd: fd, buf, at: 0, path: tmp) }
             if sync && fsync(fd) != 0 { throw SystemError.fromErrno("flushing", tmp) }
-            close(fd)
+            isOpen = false
+            if close(fd) != 0 { throw SystemError.fromErrno("closing", tmp) }  // NFS and full disks report here
             guard rename(tmp, path) == 0 else { throw SystemError.fromErrno("renaming into place", path) }
         } catch {
-            close(fd)
+            if isOpen { close(fd) }  // never twice: the number may already be another thread's file
             unlink(tmp)
             throw error
         }

@@ -22,13 +22,21 @@ public struct ImportResult: Sendable {
 /// the manifest. Directory trees are read here; tarballs are read by the caller (libarchive)
 /// and fed through `storeContent`.
 public final class ImageImporter: @unchecked Sendable {
-    public let store: ImageStore
+    /// Where objects go; nil: content is only chunked and hashed (a capture, which reads the
+    /// objects the server lacks again from the tree, `LiveTreeObjects`).
+    public let store: ImageStore?
     public let threads: Int
     private let known = Mutex<Set<ObjectHash>>([])
     private let counters = Mutex<(chunks: Int, new: Int, stored: UInt64)>((0, 0, 0))
 
     public init(store: ImageStore, threads: Int = 2) {
         self.store = store
+        self.threads = threads
+    }
+
+    /// An importer that hashes and stores nothing.
+    public init(hashingOnly threads: Int = 2) {
+        self.store = nil
         self.threads = threads
     }
 
@@ -134,7 +142,7 @@ public final class ImageImporter: @unchecked Sendable {
     func put(_ hash: ObjectHash, _ content: UnsafeRawBufferPointer) throws {
         let isNew = known.withLock { $0.insert(hash).inserted }
         counters.withLock { $0.chunks += 1 }
-        guard isNew else { return }
+        guard isNew, let store else { return }
         let (stored, new) = try store.putObject(hash, content: content)
         if new {
             counters.withLock {
@@ -148,6 +156,7 @@ public final class ImageImporter: @unchecked Sendable {
         let encoded = ManifestCodec.encode(manifest)
         // Refuse to publish anything an agent would refuse.
         _ = try ManifestCodec.decode(encoded)
+        guard let store else { throw SystemError("publishing image", image, cause: "this importer has no store") }
         let id = try store.publish(
             image: image, manifest: encoded, entries: manifest.entries.count, bytes: manifest.contentBytes, now: now)
         let c = counters.withLock { $0 }
@@ -159,10 +168,16 @@ public final class ImageImporter: @unchecked Sendable {
 
     /// Imports a directory tree (as root, to read every owner and xattr faithfully).
     public func importDirectory(_ path: String, image: String, now: Int64) throws -> ImportResult {
+        try publish(image: image, manifest: manifest(ofDirectory: path, scanner: TreeScanner(threads: threads)), now: now)
+    }
+
+    /// The manifest of a directory tree, its content chunked (and stored, with a store), read by
+    /// `scanner` (a capture's scanner leaves paths out).
+    public func manifest(ofDirectory path: String, scanner: TreeScanner) throws -> Manifest {
         let rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard rootfd >= 0 else { throw SystemError.fromErrno("opening the directory to import", path) }
         defer { close(rootfd) }
-        let observed = try TreeScanner(threads: threads).scan(rootfd: rootfd)
+        let observed = try scanner.scan(rootfd: rootfd)
         let paths = observed.keys.map(\.bytes).sorted(by: pathLess)
         var entries: [Entry] = []
         entries.reserveCapacity(paths.count)
@@ -237,6 +252,6 @@ public final class ImageImporter: @unchecked Sendable {
             entries[i].size = size
             entries[i].chunks = chunks
         }
-        return try publish(image: image, manifest: Manifest(entries: entries), now: now)
+        return Manifest(entries: entries)
     }
 }

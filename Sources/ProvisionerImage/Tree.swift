@@ -188,6 +188,9 @@ public struct TreeScanner {
     /// would have moved the ctime. The engine passes the time the applied version was recorded,
     /// only when the wanted version is that one.
     public var unchangedBefore: (seconds: Int64, nanoseconds: Int64)?
+    /// Asked for every entry (path, is it a directory) when set: a capture's scope
+    /// (`CaptureScope.scanChoice`) leaves entries out, or keeps a directory without its contents.
+    public var choose: (@Sendable ([UInt8], Bool) -> CaptureChoice)?
 
     public init(preserved: [[UInt8]] = [], threads: Int = 2) {
         self.preserved = preserved
@@ -218,6 +221,7 @@ public struct TreeScanner {
         work.results.withLock { $0.append([(TreePath([]), root)]) }
         let preserved = self.preserved
         let before = unchangedBefore
+        let choose = self.choose
         runWorkers(threads) {
             // Each thread lists a directory from inside it: names are then looked up in one step
             // (through /proc/self/fd they would cost a procfs walk each, most of a scan).
@@ -247,7 +251,7 @@ public struct TreeScanner {
                 do {
                     let children = try Self.scanDirectory(
                         item.path, fd: item.fd, preserved: preserved, relative: relative, unchangedBefore: before,
-                        into: &local)
+                        choose: choose, into: &local)
                     work.queue.withLock { q in
                         q.items.append(contentsOf: children)
                         q.active -= 1
@@ -275,7 +279,8 @@ public struct TreeScanner {
     /// Lists one directory (closing `fd`), returning its subdirectories (opened) to scan.
     static func scanDirectory(
         _ dirPath: [UInt8], fd: Int32, preserved: [[UInt8]], relative: Bool,
-        unchangedBefore: (seconds: Int64, nanoseconds: Int64)?, into out: inout [(TreePath, Observed)]
+        unchangedBefore: (seconds: Int64, nanoseconds: Int64)?,
+        choose: (@Sendable ([UInt8], Bool) -> CaptureChoice)? = nil, into out: inout [(TreePath, Observed)]
     ) throws -> [Work.Item] {
         if relative && fchdir(fd) != 0 {
             close(fd)
@@ -308,6 +313,15 @@ public struct TreeScanner {
                 throw SystemError.fromErrno("reading", displayPath(path))
             }
             guard var o = Observed(stat: st) else { continue }
+            var descend = true
+            if let choose {
+                switch choose(path, o.kind == .directory) {
+                case .include: break
+                case .withoutContents: descend = false
+                case .leaveOut: continue
+                }
+                if !descend && o.kind != .directory { continue }
+            }
             if o.kind == .directory {
                 let sub = withCName(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                 if sub < 0 { throw SystemError.fromErrno("opening directory", displayPath(path)) }
@@ -317,7 +331,7 @@ public struct TreeScanner {
                     close(sub)
                     throw error
                 }
-                children.append(.init(path: path, fd: sub))
+                if descend { children.append(.init(path: path, fd: sub)) } else { close(sub) }
             } else {
                 if let t = unchangedBefore,
                     (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)) < (t.seconds, t.nanoseconds)

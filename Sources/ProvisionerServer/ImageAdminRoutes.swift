@@ -12,6 +12,10 @@ import ProvisionerImage
 /// moves a branch; the move and its audit entry are one transaction.
 extension Services {
     static let manifestType = "application/x-provisioner-manifest"
+    /// A manifest sent as a zstd frame compressed with an earlier version's manifest as prefix
+    /// (`ManifestDelta`), named by `?delta-from=VERSION` (and `&delta-image=NAME` when that version is
+    /// another image's): a capture after a small change sends a few hundred bytes, not the whole list.
+    static let manifestDeltaType = "application/x-provisioner-manifest-delta"
     static let packType = "application/x-provisioner-pack"
 
     func addImageAdminRoutes(to group: RouterGroup<ProvisionerContext>) {
@@ -44,11 +48,23 @@ extension Services {
         group.post("images/:name/uploads") { request, context -> Response in
             let name = try imageName(context)
             let branch = try await self.branchParameter(request, image: name)
-            try requireContentType(request, Self.manifestType)
+            let isDelta = mediaType(request) == Self.manifestDeltaType
+            if !isDelta { try requireContentType(request, Self.manifestType) }
+            let base = isDelta ? try Self.deltaBase(request, image: name) : nil
             let body = try await collectBody(request, limit: 512 << 20, what: "a manifest")
             let (manifest, encoded) = try await NIOThreadPool.singleton.runIfActive {
+                var bytes = body
+                if let base {
+                    guard let old = try store.manifestBytes(image: base.image, version: base.version) else {
+                        throw APIError.notFound(
+                            "unknown-version", "no version \(base.version.hex) of image \(base.image) to take the delta from")
+                    }
+                    do { bytes = try ManifestDelta.decode(old: old, delta: body, limit: 512 << 20) } catch {
+                        throw APIError(.unprocessableContent, "bad-manifest", "the manifest delta: \(error)")
+                    }
+                }
                 do {
-                    return (try ManifestCodec.decode(body), body)
+                    return (try ManifestCodec.decode(bytes), bytes)
                 } catch {
                     throw APIError(.unprocessableContent, "bad-manifest", "\(error)")
                 }
@@ -147,6 +163,21 @@ extension Services {
         return try await store.image(named: image)?.live ?? ImageNames.defaultBranch
     }
 
+    /// The version a manifest delta is taken from: `?delta-from=VERSION[&delta-image=NAME]`.
+    static func deltaBase(_ request: Request, image: String) throws -> (image: String, version: ObjectHash) {
+        guard let text = request.uri.queryParameters["delta-from"].map(String.init) else {
+            throw APIError(.badRequest, "bad-request", "a manifest delta needs ?delta-from=VERSION (the version it is taken from)")
+        }
+        guard ImageNames.isVersionID(text), let version = ObjectHash(hex: text) else {
+            throw APIError(.badRequest, "bad-request", "delta-from: \"\(text.terminalSafe)\" is not a version id (64 lowercase hex digits)")
+        }
+        let baseImage = request.uri.queryParameters["delta-image"].map(String.init) ?? image
+        guard ImageNames.isValid(baseImage) else {
+            throw APIError(.badRequest, "bad-name", "delta-image: \"\(baseImage.terminalSafe)\" is not an image name ([a-z0-9][a-z0-9._-]{0,63})")
+        }
+        return (baseImage, version)
+    }
+
     /// Distinct objects a manifest names (holes excluded), and those the store lacks.
     static func missingObjects(_ manifest: Manifest, _ store: ImageStore) -> (Int, [ObjectHash]) {
         var seen = Set<ObjectHash>()
@@ -227,6 +258,14 @@ func storing<T: Sendable>(_ what: String, _ body: @escaping @Sendable () throws 
 /// A zstd context for one request's objects (used on the thread pool, one batch at a time).
 final class DecompressionContextBox: @unchecked Sendable {
     let value = DecompressionContext()
+}
+
+/// The request's media type, lowercased, without parameters; nil without a `Content-Type`.
+func mediaType(_ request: Request) -> String? {
+    request.headers[.contentType].map {
+        ($0.split(separator: ";", maxSplits: 1).first.map(String.init) ?? "").trimmingCharacters(in: .whitespaces)
+            .lowercased()
+    }
 }
 
 /// Any `Content-Type` but `type` (parameters aside) is a 415 naming what was sent.

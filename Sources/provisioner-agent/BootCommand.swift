@@ -126,12 +126,14 @@ final class BootRunner {
                         + "\(decision.rules.map(\.rawValue).joined(separator: ", "))); the initrd's emergency policy follows")
                 return false
             case .pivot(let report):
+                console.say(leaveAgentCopy())
                 let now = Console.uptime()
                 let summary = report.summary(uptime: now, agentSeconds: now - started)
                 session?.event("pivot", summary, seconds: now)
                 session?.finish(succeeded: true, message: summary)
                 return true
             case .pivotInstalled(let node, let image):
+                console.say(leaveAgentCopy())
                 console.say(
                     "SERVER UNREACHABLE: booting node \(node) from its disks without provisioning (\(image)); "
                         + "it will be provisioned on the next boot that reaches the server; switching root into the "

@@ -126,6 +126,10 @@ extension BootRunner {
                 + report.metadataFixed + report.deleted + report.removed
         do {
             if try ensureMachineID() { changed += 1 }
+            // What this node owns, for a later `provisioner-agent capture` on the running system
+            // (docs/images.md, "Capturing a running node", rows C4-C5): written only when it differs.
+            try writeFileIfDifferent(
+                root + "/" + NodeOwnedRecord.path, Array(NodeOwnedRecord.encode(preserved).utf8))
         } catch {
             return failed(.image, .transient, "\(error)")
         }

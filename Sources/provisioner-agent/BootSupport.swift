@@ -134,3 +134,23 @@ func writeFileIfDifferent(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644
     return true
 }
 
+
+/// Where the booted system finds the agent: the initrd's /run moves into the new root at switch-root,
+/// so a copy there outlives the initramfs (for `provisioner-agent capture` on the running node;
+/// docs/images.md, "Capturing a running node"). It costs the binary's size in /run's tmpfs (~28 MB).
+let agentCopyPath = "/run/provisioner/provisioner-agent"
+
+/// Copies the running executable to `agentCopyPath` in the initrd. Best effort: a full /run must
+/// not stop a boot, so a failure is returned as the line to print, never thrown.
+func leaveAgentCopy() -> String {
+    guard access("/etc/initrd-release", F_OK) == 0 else { return "not in an initrd: no copy of the agent left in /run" }
+    guard let bytes = FileManager.default.contents(atPath: "/proc/self/exe") else {
+        return "warning: could not read /proc/self/exe: no copy of the agent left at \(agentCopyPath) (capture needs one)"
+    }
+    do {
+        try writeFileIfDifferent(agentCopyPath, Array(bytes), mode: 0o755)
+        return "a copy of the agent (\(bytes.count) bytes) is at \(agentCopyPath) for capture"
+    } catch {
+        return "warning: no copy of the agent left at \(agentCopyPath) (capture needs one): \(error)"
+    }
+}

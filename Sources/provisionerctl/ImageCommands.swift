@@ -4,6 +4,7 @@ import Foundation
 import ProvisionerAPI
 import ProvisionerCore
 import ProvisionerImage
+import ProvisionerPublish
 import ProvisionerSystem
 
 extension Ctl {
@@ -12,7 +13,7 @@ extension Ctl {
             abstract: "Images: publish versions, branches, the live branch, rollback, diff (docs/images.md).",
             subcommands: [
                 Import.self, List.self, Show.self, Live.self, Branch.self, Rollback.self, Diff.self, Delete.self, GC.self,
-                Fsck.self, Build.self, Exec.self,
+                Fsck.self, Build.self, Exec.self, Shell.self,
             ]
         )
     }
@@ -173,8 +174,18 @@ func publishTree(_ source: String, isDirectory: Bool, ref: ImageRef, staging: St
     let root = staging ?? NSTemporaryDirectory() + "provisionerctl-staging-" + UUID().uuidString
     defer { if staging == nil { try? FileManager.default.removeItem(atPath: root) } }
     let result = try importTree(source, isDirectory: isDirectory, image: ref.name, into: root)
-    let outcome = try await ImagePublisher(server: try server.client(), staging: ImageStore(root: root))
-        .publish(image: ref.name, branch: ref.branch, version: result.version)
+    let staging = ImageStore(root: root)
+    guard let manifest = try staging.manifestBytes(image: ref.name, version: result.version) else {
+        throw CtlFailure("the staging store \(root) has no version \(result.version.hex) of \(ref.name)")
+    }
+    let admin = try server.client()
+    let outcome: ImagePublisher.Outcome
+    do {
+        outcome = try await ImagePublisher(client: admin.client)
+            .publish(image: ref.name, branch: ref.branch, manifest: manifest, objects: staging)
+    } catch {
+        throw CtlFailure(error.description)
+    }
     if server.json { return try printJSON(outcome.move) }
     let move = outcome.move
     print(

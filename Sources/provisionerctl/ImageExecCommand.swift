@@ -25,37 +25,10 @@ extension Ctl.Image {
 
         func run() async throws {
             try await reporting {
-                let ref = try parseRef(name)
-                guard ref.version == nil else { throw CtlFailure("exec publishes on a branch; name NAME or NAME/BRANCH") }
                 guard !command.isEmpty else { throw CtlFailure("no command given (after --)") }
-                let admin = try server.client()
-                let image = try await admin.get("images/\(ref.name)", as: ImageRecord.self)
-                let branch = ref.branch ?? image.live
-                guard let head = image.resolve(ImageRef(name: ref.name, branch: branch)) else {
-                    throw CtlFailure("image \(ref.name) has no branch \(branch)")
+                try await WorkingCopy.edit(name, verb: "exec", staging: staging, server: server, what: command.joined(separator: " ")) {
+                    try Self.runChrooted($0, command)
                 }
-                let root = staging ?? NSTemporaryDirectory() + "provisionerctl-exec-" + UUID().uuidString
-                defer { if staging == nil { try? FileManager.default.removeItem(atPath: root) } }
-                let store = ImageStore(root: root + "/store")
-                let work = root + "/root"
-                try await ImageFetcher(client: admin.client, store: store).fetch(image: ref.name, version: head)
-                do {
-                    try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-                    _ = try SyncEngine(target: work, source: LocalStoreSource(path: store.root)).run(
-                        image: ref.name, version: head)
-                    // The working copy is not a node: it has no state of its own to publish.
-                    try? FileManager.default.removeItem(atPath: work + "/.provisioner-state")
-                } catch {
-                    throw CtlFailure("making the working copy of \(ref.name)/\(branch)@\(head) in \(work): \(error)")
-                }
-                print("exec: \(ref.name)/\(branch)@\(head.prefix(12)) in \(work): \(command.joined(separator: " "))")
-                let status = try Self.runChrooted(work, command)
-                guard status == 0 else {
-                    throw CtlFailure("the command exited \(status); nothing was published")
-                }
-                try await publishTree(
-                    work, isDirectory: true, ref: ImageRef(name: ref.name, branch: branch), staging: store.root,
-                    server: server)
             }
         }
 
@@ -86,6 +59,41 @@ extension Ctl.Image {
             process.waitUntilExit()
             return process.terminationStatus
         }
+    }
+}
+
+/// The edit flow `image exec` and `image shell` share: fetch a branch head into a working copy,
+/// run something in it, publish the copy on the same branch only when that exits 0.
+enum WorkingCopy {
+    static func edit(
+        _ name: String, verb: String, staging: String?, server: ServerOptions, what: String, run: (String) throws -> Int32
+    ) async throws {
+        let ref = try parseRef(name)
+        guard ref.version == nil else { throw CtlFailure("an edit publishes on a branch; name NAME or NAME/BRANCH") }
+        let admin = try server.client()
+        let image = try await admin.get("images/\(ref.name)", as: ImageRecord.self)
+        let branch = ref.branch ?? image.live
+        guard let head = image.resolve(ImageRef(name: ref.name, branch: branch)) else {
+            throw CtlFailure("image \(ref.name) has no branch \(branch)")
+        }
+        let root = staging ?? NSTemporaryDirectory() + "provisionerctl-\(verb)-" + UUID().uuidString
+        defer { if staging == nil { try? FileManager.default.removeItem(atPath: root) } }
+        let store = ImageStore(root: root + "/store")
+        let work = root + "/root"
+        try await ImageFetcher(client: admin.client, store: store).fetch(image: ref.name, version: head)
+        do {
+            try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+            _ = try SyncEngine(target: work, source: LocalStoreSource(path: store.root)).run(image: ref.name, version: head)
+            // The working copy is not a node: it has no state of its own to publish.
+            try? FileManager.default.removeItem(atPath: work + "/.provisioner-state")
+        } catch {
+            throw CtlFailure("making the working copy of \(ref.name)/\(branch)@\(head) in \(work): \(error)")
+        }
+        print("\(verb): \(ref.name)/\(branch)@\(head.prefix(12)) in \(work): \(what)")
+        let status = try run(work)
+        guard status == 0 else { throw CtlFailure("\(what) exited \(status); nothing was published") }
+        try await publishTree(
+            work, isDirectory: true, ref: ImageRef(name: ref.name, branch: branch), staging: store.root, server: server)
     }
 }
 

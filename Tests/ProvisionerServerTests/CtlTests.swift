@@ -24,6 +24,16 @@ import Testing
     /// Waits by sleeping the task, never blocking a thread of the cooperative pool: the server
     /// under test answers provisionerctl from that same pool (2 threads on 2 cores).
     static func ctl(_ arguments: [String], timeout: Double = 60) async throws -> Run {
+        try await tool(ctlPath, arguments, timeout: timeout)
+    }
+
+    /// Another executable of this package built next to the test bundle (provisioner-agent).
+    static func built(_ name: String) -> String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    /// Runs an executable as `ctl` does.
+    static func tool(_ path: String, _ arguments: [String], timeout: Double = 60, stdin: String? = nil) async throws -> Run {
         // Output goes to files (no pipe can fill up and block the child).
         let base = NSTemporaryDirectory() + "ctl-" + UUID().uuidString
         FileManager.default.createFile(atPath: base + ".out", contents: nil)
@@ -31,10 +41,15 @@ import Testing
         defer {
             try? FileManager.default.removeItem(atPath: base + ".out")
             try? FileManager.default.removeItem(atPath: base + ".err")
+            try? FileManager.default.removeItem(atPath: base + ".in")
         }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: ctlPath)
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        if let stdin {
+            FileManager.default.createFile(atPath: base + ".in", contents: Data(stdin.utf8))
+            process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: base + ".in"))
+        }
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".out"))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".err"))
         try process.run()
@@ -212,6 +227,11 @@ import Testing
         await server.stop()
     }
 
+    /// What `image show --json` prints: the record and the kernels of the version shown.
+    struct Shown: Decodable {
+        var image: ImageRecord
+    }
+
     /// `image build`: a Debian root from mmdebstrap (the machine's apt mirror), published through
     /// the server; a refused distribution publishes nothing.
     @Test func imageBuildFromDebianPublishesAndExecEditsIt() async throws {
@@ -263,6 +283,34 @@ import Testing
             #expect(diff.stdout.contains("+ etc/exec-test"), "\(diff.stdout)")
             #expect(diff.stdout.contains("- usr/bin/hello"))
             #expect(!diff.stdout.contains("provisioner-state"))
+
+            // image shell, driven by a script on its input: exit 0 publishes exactly the edit, any
+            // other status nothing. Chrooted, then in systemd-nspawn when it is installed.
+            func shell(_ with: String, _ script: String) async throws -> Run {
+                try await Self.tool(
+                    Self.ctlPath, ["image", "shell", "built/test", "--with", with] + common, timeout: 600, stdin: script)
+            }
+            let thrownAway = try await shell("chroot", "echo never > /etc/shell-never\nexit 4\n")
+            #expect(thrownAway.status == 1)
+            #expect(thrownAway.stderr.contains("exited 4; nothing was published"), "\(thrownAway.stderr)")
+            let chrooted = try await shell("chroot", "test -r /proc/self/status && echo chroot > /etc/shell-test\n")
+            #expect(chrooted.status == 0, "\(chrooted.stderr)")
+            #expect(chrooted.stdout.contains("+1 ~0 -0 entries"), "\(chrooted.stdout)")
+            if FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-nspawn") {
+                let spawned = try await shell("nspawn", "echo nspawn >> /etc/shell-test\nexit 0\n")
+                #expect(spawned.status == 0, "\(spawned.stderr)")
+                // Nothing but the edit: nspawn registered nothing and left resolv.conf, the time zone
+                // and the journal of the image alone.
+                #expect(spawned.stdout.contains("+0 ~1 -0 entries"), "\(spawned.stdout)")
+            } else {
+                Issue.record("systemd-nspawn is not installed (make test installs systemd-container)")
+            }
+            let shells = try JSONDecoder().decode(
+                Shown.self, from: Data(try await Self.ctl(["image", "show", "built", "--json"] + common).stdout.utf8)).image
+            let last = try #require(shells.versions.last?.id)
+            let edits = try await Self.ctl(["image", "diff", "built", after.versions[1].id, last] + common)
+            #expect(edits.stdout.contains("+ etc/shell-test"), "\(edits.stdout)")
+            #expect(!edits.stdout.contains("shell-never"))
         } catch {
             await server.stop()
             throw error

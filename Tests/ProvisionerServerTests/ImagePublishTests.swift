@@ -350,3 +350,49 @@ extension ImagePublishTests {
         }
     }
 }
+
+extension ImagePublishTests {
+    static let deltaHeaders: HTTPFields = [.contentType: "application/x-provisioner-manifest-delta"]
+
+    /// A manifest sent as a delta from a version the server has: the upload is the whole manifest
+    /// (its id is the full manifest's hash); bad parameters, an unknown base or a delta that does not
+    /// decode are refused, each naming the problem.
+    @Test func aManifestDeltaFromAKnownVersion() async throws {
+        try await withServices { services, _ in
+            try await app(services).test(.router) { client in
+                let v1 = try await Self.publish(client, "one\n")
+                let old = Self.tree("one\n").manifest
+                let (new, objects) = Self.tree("two\n")
+                let delta = ManifestDelta.encode(old: old, new: new)
+                #expect(delta.count < new.count)
+                func upload(_ query: String, _ body: [UInt8]) async throws -> TestResponse {
+                    try await client.execute(
+                        uri: "/api/v1/admin/images/copy/uploads?\(query)", method: .post, headers: Self.deltaHeaders,
+                        body: ByteBuffer(bytes: body))
+                }
+                expectJSONError(try await upload("", delta), 400, code: "bad-request")
+                expectJSONError(try await upload("delta-from=12ab", delta), 400, code: "bad-request")
+                expectJSONError(try await upload("delta-from=\(v1)&delta-image=A/B", delta), 400, code: "bad-name")
+                expectJSONError(try await upload("delta-from=\(v1)", delta), 404, code: "unknown-version")  // not copy's
+                expectJSONError(
+                    try await upload("delta-from=\(v1)&delta-image=debian", Array(delta.dropLast(4))), 422, code: "bad-manifest")
+                expectJSONError(
+                    try await upload("delta-from=\(v1)&delta-image=debian", ManifestDelta.encode(old: old, new: [1, 2, 3])),
+                    422, code: "bad-manifest")
+                #expect(try await services.store.image(named: "copy") == nil)
+
+                let started = try await upload("delta-from=\(v1)&delta-image=debian", delta)
+                #expect(started.status == .created, "\(String(buffer: started.body))")
+                let status = try decode(UploadStatus.self, started)
+                #expect(status.upload == ObjectHash.of(new).hex)
+                #expect(status.missing == [objects[0].0.hex])  // motd is already there
+                _ = try await client.execute(
+                    uri: "/api/v1/admin/objects", method: .post, headers: Self.packHeaders, body: Self.pack([objects[0]]))
+                let move = try decode(
+                    BranchMove.self,
+                    try await client.execute(uri: "/api/v1/admin/images/copy/uploads/\(status.upload)/commit", method: .post))
+                #expect(move.version == status.upload)
+            }
+        }
+    }
+}
