@@ -93,6 +93,8 @@ public struct SyncTask: Hashable, Sendable {
     public var mirrors: [String]
     /// Paths relative to the root the node owns (N8): never rewritten or deleted by the sync.
     public var preserved: [String]
+    /// Paths the image seeds and the node then owns (N8): created when missing, then left alone.
+    public var seeded: [String] = BootStateMachine.nodeSeededPaths
     /// The layout's other filesystems, relative to the root (`var`, `boot/efi`).
     public var mountPoints: [String]
     /// The plugins that run after the sync: the files they write are the node's too.
@@ -190,6 +192,10 @@ public struct BootStateMachine: Sendable {
         "etc/machine-id", "etc/.updated", "var/.updated", "var/lib/systemd", "var/log", "var/tmp", "tmp",
         "lost+found", "var/lib/NetworkManager", "var/lib/dhcp",
     ]
+    /// Paths the image seeds and the node then owns: the running system's network stack rewrites
+    /// `/etc/resolv.conf` (NetworkManager, dhclient), so a re-sync must not put the image's back on
+    /// every boot; a node that has none gets the image's.
+    public static let nodeSeededPaths = ["etc/resolv.conf"]
     /// Where a layout may mount the ESP for the fallback boot path (N11).
     public static let espMountPoints = ["/boot/efi", "/efi", "/boot"]
     /// The first back-off after an unanswered registration, and the longest (R4).

@@ -59,6 +59,12 @@ public enum Differ {
         return e.mode == o.mode && e.uid == o.uid && e.gid == o.gid && (!o.xattrsRead || e.xattrs == o.xattrs)
     }
 
+    /// The seeded paths that are preserved in this sync: those the node has (`exists`). The others
+    /// are created from the image like any entry, and are the node's from then on.
+    public static func seededNow(_ seeded: [[UInt8]], exists: ([UInt8]) -> Bool) -> [[UInt8]] {
+        seeded.filter { PathRules.problem($0) == nil && exists($0) }
+    }
+
     public static func plan(
         manifest: Manifest, observed: ObservedTree, preserved: [[UInt8]] = [], verify: VerifyLevel = .metadata
     ) -> SyncPlan {

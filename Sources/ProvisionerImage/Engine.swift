@@ -12,6 +12,10 @@ public struct SyncOptions: Sendable {
     public var verify: VerifyLevel = .metadata
     /// Relative paths the node owns: never created, changed or deleted.
     public var preserved: [[UInt8]] = []
+    /// Relative paths the image seeds and the node then owns: created from the image when the node
+    /// does not have them, and left alone once it does (`/etc/resolv.conf`, which the running
+    /// system's network stack rewrites).
+    public var seeded: [[UInt8]] = []
     public var threads = 2
     /// Tests: stop with `SyncInterrupted` after this many changes to the target.
     public var interruptAfter: Int?
@@ -157,6 +161,10 @@ public final class SyncEngine: @unchecked Sendable {
             report.recovered = true
         }
         var preserved = options.preserved
+        preserved += Differ.seededNow(options.seeded) { path in
+            var st = stat()
+            return String(decoding: path, as: UTF8.self).withCString { fstatat(rootfd, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+        }
         for mount in options.mountPoints where !mount.isEmpty {
             let imageHasIt = manifest.entries.contains { PathRules.isWithin($0.path, mount) }
             if !imageHasIt && !preserved.contains(mount) { preserved.append(mount) }

@@ -85,6 +85,7 @@ extension BootRunner {
         options.threads = 2
         let preserved = task.preserved + PluginFiles.paths(task.plugins, node: currentNode, root: root, activation: activation)
         options.preserved = preserved.map { Array($0.utf8) }
+        options.seeded = task.seeded.map { Array($0.utf8) }
         options.mountPoints = task.mountPoints.map { Array($0.utf8) }
         let progress = SyncProgress()
         options.progress = progress

@@ -209,3 +209,13 @@ func debianRoot(kernels: [String], modulesOnly: [String] = [], kernelsOnly: [Str
                 available: available) == ["bnx2/bnx2-mips-09-6.2.1b.fw", "i915/tgl_dmc.bin.xz"])
     }
 }
+
+/// Seeded paths (`/etc/resolv.conf`): the image's when the node has none, the node's once it has one.
+@Suite struct SeededPathTests {
+    @Test func aSeededPathIsPreservedOnlyWhereTheNodeHasIt() {
+        let seeded = [Array("etc/resolv.conf".utf8), Array("etc/other".utf8), Array("../escape".utf8)]
+        let has: Set<[UInt8]> = [Array("etc/resolv.conf".utf8), Array("../escape".utf8)]
+        #expect(Differ.seededNow(seeded) { has.contains($0) } == [Array("etc/resolv.conf".utf8)])
+        #expect(Differ.seededNow(seeded) { _ in false }.isEmpty)
+    }
+}
