@@ -74,7 +74,6 @@ EOF
 cat > "$root/etc/systemd/system/provisioner-capture.service" << 'EOF'
 [Unit]
 Description=Capture this node into an image (boot tests: provisioner-capture=NAME)
-Wants=network-online.target
 After=multi-user.target network-online.target
 Before=provisioner-ready.service
 ConditionKernelCommandLine=!provisioner.local-boot
