@@ -23,6 +23,10 @@ log() {
 
 power_off() {
     sync
+    # virtio-serial has no acknowledgement: what was written to the port may still sit in the
+    # virtqueue when the machine powers off, and QEMU never writes it out (seen on a loaded host:
+    # the results cut after their first 4 KiB buffer). Give QEMU a moment to drain the queue.
+    sleep 2
     log "powering off"
     # -ff: reboot(RB_POWER_OFF) right away, no unit shutdown.
     systemctl --force --force poweroff
