@@ -68,6 +68,9 @@ public struct NodeFields: Codable, Hashable, Sendable {
 /// How one field goes from a stack of layers (profiles in order, then the node) to one value, and
 /// which layer it came from.
 public struct FieldRule: Sendable {
+    /// Every field a node or profile has, by name.
+    public static var names: [String] { NodeFields.rules.map(\.name) }
+
     public let name: String
     /// Merges `layer` (called `source`) into `into`, recording where each part came from.
     let merge: @Sendable (_ into: inout NodeFields, _ layer: NodeFields, _ source: String, _ sources: inout [String: String]) -> Void
@@ -148,6 +151,7 @@ public struct NodeDefinition: Codable, Hashable, Sendable {
     enum CodingKeys: String, CodingKey { case name, macs, profiles }
 
     public init(from decoder: any Decoder) throws {
+        try StrictKeys.check(decoder, known: ["name", "macs", "profiles"] + FieldRule.names, what: "a node")
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
         macs = try c.decodeIfPresent([String].self, forKey: .macs) ?? []
@@ -188,6 +192,7 @@ public struct Profile: Codable, Hashable, Sendable {
     enum CodingKeys: String, CodingKey { case name, profiles }
 
     public init(from decoder: any Decoder) throws {
+        try StrictKeys.check(decoder, known: ["name", "profiles"] + FieldRule.names, what: "a profile")
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
         profiles = try c.decodeIfPresent([String].self, forKey: .profiles) ?? []
@@ -333,5 +338,27 @@ public enum ProfileMerge {
         let prefix = "{\"\(field)\":"
         guard object.hasPrefix(prefix), object.hasSuffix("}") else { return "null" }
         return String(object.dropFirst(prefix.count).dropLast())
+    }
+}
+
+/// What the admin sends is read strictly: a field the server does not know (a typo such as
+/// `kernelArg`, or one from a newer client) is refused by name, not ignored. Only for what admins
+/// write; what agents read stays lenient, so an older agent can boot from a newer server.
+enum StrictKeys {
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    static func check(_ decoder: any Decoder, known: [String], what: String) throws {
+        let container = try decoder.container(keyedBy: AnyKey.self)
+        for key in container.allKeys.map(\.stringValue).sorted() where !known.contains(key) {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath + [AnyKey(stringValue: key)],
+                    debugDescription: "\(what) has no field \"\(key)\" (its fields: \(known.joined(separator: ", ")))"))
+        }
     }
 }

@@ -17,6 +17,27 @@ import Testing
         try await client.execute(uri: "/api/v1/admin/" + uri, method: method, headers: jsonHeaders, body: try jsonBody(body))
     }
 
+    @Test func unknownFieldsOfNodesAndProfilesAreRefusedByName() async throws {
+        try await withServices { services, _ in
+            try await app(services).test(.router) { client in
+                for (uri, body) in [
+                    ("nodes", #"{"name":"n1","kernelArg":["quiet"]}"#),
+                    ("profiles", #"{"name":"p1","imgae":{"name":"debian"}}"#),
+                    ("nodes/import", #"{"nodes":[{"name":"n2","mcas":["52:54:00:00:00:01"]}]}"#),
+                ] {
+                    let response = try await client.execute(
+                        uri: "/api/v1/admin/" + uri, method: .post, headers: jsonHeaders, body: ByteBuffer(string: body))
+                    expectJSONError(response, 400, code: "bad-json")
+                    let message = String(buffer: response.body)
+                    #expect(message.contains("has no field"), "\(message)")
+                    #expect(message.contains("kernelArg") || message.contains("imgae") || message.contains("mcas"))
+                }
+                let nodes = try await client.execute(uri: "/api/v1/admin/nodes", method: .get)
+                #expect(String(buffer: nodes.body) == "[]")
+            }
+        }
+    }
+
     @Test func nodesTakeTheirProfilesFieldsAndOwnFieldsWin() async throws {
         try await withServices { services, _ in
             try await app(services).test(.router) { client in
