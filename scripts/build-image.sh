@@ -8,7 +8,8 @@
 # own initrd.img is removed, nodes never boot it. Plus provisioner-ready.service,
 # which says on the console when the node reached multi-user.target, with the
 # image version it runs, the kernel it runs, whether a module that is not in
-# the provisioning initramfs (isofs) loads, its IPv4 addresses, whether
+# the provisioning initramfs (isofs) loads, its IPv4 addresses (once
+# NetworkManager, where the image has it, finished starting), whether
 # NetworkManager runs, and what overlays wrote (/etc/motd, /etc/site-check)
 # (and powers the node off when the
 # kernel command line has provisioner-ready.poweroff, a few seconds later so
@@ -65,7 +66,7 @@ After=multi-user.target
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do ip -4 -o addr show scope global | grep -q inet && break; sleep 1; done; echo "PROVISIONER-READY: $(cat /etc/hostname) reached multi-user.target; image $(sed -n "s/^version //p" /.provisioner-state/applied | cut -c1-12); hello: $(hello 2>/dev/null || echo absent); kernel: $(uname -r); isofs: $(modprobe isofs 2>/dev/null && echo loaded || echo not-loaded); addr: $(ip -4 -o addr show scope global | tr -s " " | cut -d" " -f4 | xargs); nm: $(systemctl is-active NetworkManager 2>/dev/null); motd: $(head -n 1 /etc/motd 2>/dev/null | cut -c1-60); site: $(cat /etc/site-check 2>/dev/null || echo none); capture-note: $(cat /etc/provisioner-capture-note 2>/dev/null || echo none)" > /dev/console'
+ExecStart=/bin/sh -c 'if command -v nm-online > /dev/null; then nm-online -s -q -t 30; fi; for i in 1 2 3 4 5 6 7 8 9 10; do ip -4 -o addr show scope global | grep -q inet && break; sleep 1; done; echo "PROVISIONER-READY: $(cat /etc/hostname) reached multi-user.target; image $(sed -n "s/^version //p" /.provisioner-state/applied | cut -c1-12); hello: $(hello 2>/dev/null || echo absent); kernel: $(uname -r); isofs: $(modprobe isofs 2>/dev/null && echo loaded || echo not-loaded); addr: $(ip -4 -o addr show scope global | tr -s " " | cut -d" " -f4 | xargs); nm: $(systemctl is-active NetworkManager 2>/dev/null); motd: $(head -n 1 /etc/motd 2>/dev/null | cut -c1-60); site: $(cat /etc/site-check 2>/dev/null || echo none); capture-note: $(cat /etc/provisioner-capture-note 2>/dev/null || echo none)" > /dev/console'
 ExecStart=/bin/sh -c 'if grep -qw provisioner-ready.poweroff /proc/cmdline; then sleep 8; systemctl --no-block poweroff; fi'
 
 [Install]
