@@ -121,18 +121,7 @@ import Testing
     /// Open, poll, one event per phase with its duration plus the pivot, finish: 4 requests.
     static func boot(agent i: Int, over transport: some LoadTests.Transport) async -> LoadTests.AgentRun {
         var run = LoadTests.AgentRun()
-        let clock = ContinuousClock()
-        func timed<T>(_ what: String, _ body: () async throws -> T) async -> T? {
-            let start = clock.now
-            do {
-                let value = try await body()
-                run.latencies.append(clock.now - start)
-                return value
-            } catch {
-                run.errors.append("agent \(i) \(what): \(error)")
-                return nil
-            }
-        }
+        func timed<T>(_ what: String, _ body: () async throws -> T) async -> T? { await run.timed(i, what, body) }
         guard
             let session: SessionResponse = await timed(
                 "open", { try await transport.json(.POST, "/api/v1/sessions", body: SessionOpenRequest(macs: [LoadTests.mac(i)])) })

@@ -93,6 +93,20 @@ import Testing
     struct AgentRun: Sendable {
         var latencies: [Duration] = []
         var errors: [String] = []
+
+        /// Runs one request of agent `agent`: its latency kept, or its error named.
+        mutating func timed<T>(_ agent: Int, _ what: String, _ body: () async throws -> T) async -> T? {
+            let clock = ContinuousClock()
+            let start = clock.now
+            do {
+                let value = try await body()
+                latencies.append(clock.now - start)
+                return value
+            } catch {
+                errors.append("agent \(agent) \(what): \(error)")
+                return nil
+            }
+        }
     }
 
     /// What an agent's boot needs from the client, over fresh or shared connections.
@@ -139,18 +153,7 @@ import Testing
 
     static func boot(agent i: Int, over transport: some Transport, kernel: [UInt8]) async -> AgentRun {
         var run = AgentRun()
-        let clock = ContinuousClock()
-        func timed<T>(_ what: String, _ body: () async throws -> T) async -> T? {
-            let start = clock.now
-            do {
-                let value = try await body()
-                run.latencies.append(clock.now - start)
-                return value
-            } catch {
-                run.errors.append("agent \(i) \(what): \(error)")
-                return nil
-            }
-        }
+        func timed<T>(_ what: String, _ body: () async throws -> T) async -> T? { await run.timed(i, what, body) }
         guard
             let session: SessionResponse = await timed(
                 "open",
