@@ -88,7 +88,17 @@ extension Services {
             }
             let mac = query.mac
             let base = self.bootBase(request)
-            if let node = try await self.resolved(try await store.node(forMAC: mac)) {
+            if let defined = try await store.node(forMAC: mac) {
+                // iPXE runs scripts, not JSON: a node whose image cannot be resolved (it follows a
+                // branch that was deleted) is told why on its console and asks again.
+                let node: NodeConfig
+                do {
+                    node = try await self.resolved(defined) ?? defined
+                } catch let error as APIError {
+                    return self.script(
+                        IPXEScript.cannotBoot(
+                            node: defined.name, problem: error.message, seconds: config.pollAfterSeconds, bootBase: base))
+                }
                 switch await self.bootFiles(for: node).result {
                 case .success(let files):
                     return self.script(
