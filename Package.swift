@@ -75,6 +75,7 @@ let package = Package(
             name: "provisioner-agent",
             dependencies: [
                 "ProvisionerPublish",
+                "ProvisionerPKI",
                 "ProvisionerCore",
                 "ProvisionerSystem",
                 "ProvisionerImage",

@@ -103,6 +103,8 @@ drivers=(
     ext4 xfs vfat nls_cp437 nls_ascii nls_iso8859_1 efivarfs
     # QEMU firmware config (read by the VM tests)
     qemu_fw_cfg
+    # TPM 2.0: where a stateless node keeps its key (built in on Debian's kernels; modules elsewhere)
+    tpm tpm_tis tpm_crb
 )
 
 # zstd -9: dracut's own zstd default is -15, which costs ~20 s more on two

@@ -4,7 +4,10 @@
 #   (a) stateful install on blank disks reaches the image's multi-user.target
 #       (k1) ... booted by the image's own kernel, and a module not in the initramfs loads
 #   (b) second boot: no partitioning, no object downloaded, nothing rewritten
+#   every node enrolls: its first boot makes a key and gets its own certificate; later boots renew it
+#   (a, b: the key on n1's disk; e, e2: in n3's TPM); SSH host keys and secrets come from the server
 #   (c) image edited on the server (image exec installs one package) -> only the changed objects are fetched
+#       (r) n1 revoked first: that boot waits for `nodes approve`, then enrolls a new key
 #   (h) the edit rolled back on the server (image rollback) -> the node returns, fetching only the difference
 #   (k2) another kernel installed in the image (image exec) -> the next boot runs it, only its objects
 #       move, and the ESP holds it
@@ -14,6 +17,7 @@
 #   (d) an unknown machine waits, is assigned with provisionerctl, and proceeds
 #   (g) that machine is killed in the middle of its image sync -> the next boot converges and boots
 #   (e) the image captured from n1 boots stateless into RAM on n3 (k4: with the image's kernel)
+#       (e2) ... and again: its key from its TPM (swtpm), the same SSH host keys; its secret in place
 #   (p) a node of a range, defined by a profile with an overlay (a template and a plugin script),
 #       boots an image that uses NetworkManager with the address the profile gave; its second
 #       boot rewrites nothing
@@ -40,6 +44,7 @@ cleanup() {
     set +e
     # A VM booted in the background: provisioner-vm stops its QEMU when it is stopped.
     if [[ -n $VM_PID ]]; then pkill -TERM -P "$VM_PID"; kill "$VM_PID"; wait "$VM_PID"; fi 2> /dev/null
+    if [[ -f $work/n3-tpm.pid ]]; then kill "$(cat "$work/n3-tpm.pid")"; fi 2> /dev/null
     server_stop
 }
 trap cleanup EXIT
@@ -119,6 +124,11 @@ check "the session succeeded on the server" last_session_is n1 succeeded
 check "(k1) the image's kernel runs the installed system" has "$log" "PROVISIONER-READY: n1 .*kernel: $(re "$image_kernel");"
 check "(k1) a module that is not in the initramfs loads after the pivot" has "$log" 'PROVISIONER-READY: n1 .*isofs: loaded'
 check "(k1) the ESP holds the image's kernel" has "$log" "local boot path written: .*boots kernel $(re "$image_kernel")"
+check "n1 enrolled with a key it made and keeps on its own disk" \
+    has "$log" 'node n1 enrolled \(first\) with the key made in /var/lib/provisioner/identity'
+check "the key is root-only (0600) in the installed system" has "$log" 'PROVISIONER-READY: n1 .*identity: 600;'
+check "the server made n1's SSH host keys and the agent wrote them" has "$log" 'secrets: wrote .*/etc/ssh/ssh_host_ed25519_key'
+n1_hostkey=$(sed -nE 's/.*PROVISIONER-READY: n1 .*hostkey: ([0-9a-f]{16});.*/\1/p' "$log" | tail -n 1)
 record "(a) stateful install, blank disks" "$log" "install"
 
 say "(b) second boot: nothing changes"
@@ -129,14 +139,34 @@ check "no partitioning: the disks already match" has "$log" 'the disks already m
 check "no object downloaded: the image is up to date" has "$log" 'image: debian@[0-9a-f]+: up to date \(verify metadata'
 check "nothing was rewritten" has "$log" 'n1 ready: nothing was rewritten'
 check "multi-user.target reached again" has "$log" 'PROVISIONER-READY: n1'
+check "n1 proved its identity with the key kept on its disk, without the admin" \
+    has "$log" 'node n1 proved its identity with the key kept in /var/lib/provisioner/identity'
+check "the same SSH host keys" has "$log" "PROVISIONER-READY: n1 .*hostkey: ${n1_hostkey:-missing};"
 record "(b) second boot, nothing changed" "$log" "verify metadata"
 
-say "(c) image edited on the server: one package installed with image exec"
+say "(c) image edited on the server: one package installed with image exec (r: n1's identity revoked first)"
 ctl image exec debian -- sh -c \
     'apt-get update -qq && apt-get install -y -qq hello > /dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*_*'
+# (r): the admin revokes n1; its next boot presents the revoked key and waits until the admin approves.
+ctl nodes revoke n1
 ipxe_n1
-boot n1 3 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+boot n1 3 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60 &
+VM_PID=$!
+for _ in $(seq 1 600); do
+    grep -q 'waiting for the admin' "$work/n1-3.log" 2> /dev/null && break
+    kill -0 "$VM_PID" 2> /dev/null || break
+    sleep 1
+done
 log=$work/n1-3.log
+check "(r) the revoked key is refused: n1 waits for the admin" has "$log" 'waiting for the admin: .*revoked'
+ctl audit --subject node/n1 > "$work/audit-n1.txt"
+check "(r) the refusal is in the audit log" has "$work/audit-n1.txt" 'node.enroll.refused'
+ctl nodes approve n1
+wait "$VM_PID" || true
+VM_PID=
+check "(r) approved: n1 enrolled a new key, kept on its disk, and went on" \
+    has "$log" 'node n1 enrolled \(approved\) with the key made in /var/lib/provisioner/identity'
+check "(r) the boot succeeded on the server" last_session_is n1 succeeded
 received=$(sed -nE 's/.*received ([0-9]+) bytes, wrote.*/\1/p' "$log" | tail -n 1)
 echo "  bytes received for the update: ${received:-?} (the image tar is $(stat -c %s "$IMAGES/debian.tar") bytes)"
 check "only the changed objects were fetched (under 2% of the image)" test "${received:-999999999}" -lt $(($(stat -c %s "$IMAGES/debian.tar") / 50))
@@ -234,12 +264,30 @@ check "the next sync knew it had been interrupted and rehashed" has "$log" 'prev
 check "the node booted the image" has "$log" 'PROVISIONER-READY: n2 reached multi-user.target'
 record "(g) boot after a power cut mid-sync" "$log" "recovery"
 
-say "(e) stateless: the image captured from n1, in RAM on n3 (k4: with the image's kernel)"
+say "(e) stateless: the image captured from n1, in RAM on n3 (k4: with the image's kernel; its key in a TPM)"
 ctl nodes set n3 --image captured
+printf 'site token for n3\n' > "$work/n3-token"
+ctl secrets set n3 site.token --from "$work/n3-token" --path /etc/site/token --mode 0400
+# n3's TPM: swtpm (Debian's), its state in $work/n3-tpm across power cycles, stopped by its pid.
+# swtpm ends when QEMU closes it, so each boot starts it again.
+swtpm_start() {
+    if [[ -f $work/n3-tpm.pid ]] && kill -0 "$(cat "$work/n3-tpm.pid")" 2> /dev/null; then return 0; fi
+    mkdir -p "$work/n3-tpm"
+    rm -f "$work/n3-tpm.sock"
+    swtpm socket --tpm2 --tpmstate dir="$work/n3-tpm" --ctrl type=unixio,path="$work/n3-tpm.sock" \
+        --flags startup-clear --daemon --pid file="$work/n3-tpm.pid" --log file="$work/n3-tpm.log"
+    for _ in $(seq 1 50); do [[ -S $work/n3-tpm.sock ]] && break; sleep 0.1; done
+}
+swtpm_start
 ipxe_boot 52:54:00:00:00:03 "$work/boot-files"
 boot n3 1 52:54:00:00:00:03 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
-    --memory 2048 --until 'PROVISIONER-READY' --grace 60
+    --tpm-socket "$work/n3-tpm.sock" --memory 2048 --until 'PROVISIONER-READY' --grace 60
 log=$work/n3-1.log
+check "(e) n3 enrolled with a new key and keeps it in its TPM" \
+    has "$log" 'node n3 enrolled \(first\) with the key made in TPM NV index 0x1500170'
+check "(e) its secret is in place with the admin's mode, and its SSH host keys" \
+    has "$log" 'PROVISIONER-READY: n3 .*hostkey: [0-9a-f]{16}; token: 400 18'
+n3_hostkey=$(sed -nE 's/.*PROVISIONER-READY: n3 .*hostkey: ([0-9a-f]{16});.*/\1/p' "$log" | tail -n 1)
 check "the root is a RAM disk" has "$log" 'stateless: the root is a RAM disk'
 check "the image's multi-user.target was reached on n3" has "$log" 'PROVISIONER-READY: n3 reached multi-user.target'
 check "(i) n3 runs the captured version, with the file n1 wrote before its second capture" \
@@ -247,6 +295,17 @@ check "(i) n3 runs the captured version, with the file n1 wrote before its secon
 check "(k4) the stateless node runs the image's newest kernel, modules loading" \
     has "$log" "PROVISIONER-READY: n3 .*kernel: $(re "$new_kernel"); isofs: loaded"
 record "(e) stateless into RAM" "$log" "full sync to tmpfs, image captured from n1"
+# The second stateless boot: a fresh RAM root, the key from the TPM, the same host keys.
+swtpm_start
+ipxe_boot 52:54:00:00:00:03 "$work/boot-files"
+boot n3 2 52:54:00:00:00:03 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
+    --tpm-socket "$work/n3-tpm.sock" --memory 2048 --until 'PROVISIONER-READY' --grace 60
+log=$work/n3-2.log
+check "(e2) the second stateless boot proved n3's identity with the key from its TPM" \
+    has "$log" 'node n3 proved its identity with the key kept in TPM NV index 0x1500170'
+check "(e2) the same SSH host keys on a fresh RAM root" has "$log" "PROVISIONER-READY: n3 .*hostkey: ${n3_hostkey:-missing};"
+record "(e2) stateless again, key from the TPM" "$log" "full sync to tmpfs"
+if [[ -f $work/n3-tpm.pid ]]; then kill "$(cat "$work/n3-tpm.pid")" 2> /dev/null || true; fi
 
 say "(p) a range, a profile, an overlay and NetworkManager"
 # The NetworkManager image: the same Debian with network-manager, made on the server.

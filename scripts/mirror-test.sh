@@ -42,6 +42,11 @@ say "setup: the server and an image of 600 files (about 60 MB)"
 mkdir -p "$STATE/tls" "$STATE/images"
 cp "$TLS"/{ca.pem,server.pem,server-key.pem} "$STATE/tls/"
 server_start
+# The mirror's own certificate (role mirror: objects and files, read only), and a node's for the
+# agents (images are for nodes that proved who they are, not for the bootstrap certificate).
+certs=$work/certs
+ctl ca issue mirror mirror1 --dir "$TLS" --out "$certs" > /dev/null
+ctl ca issue node agent1 --dir "$TLS" --out "$certs" > /dev/null
 tree=$work/tree
 mkdir -p "$tree/etc" "$tree/usr/lib/data" "$tree/var/lib"
 for i in $(seq 1 600); do
@@ -62,8 +67,8 @@ sed -e "s|/var/cache/nginx/provisioner|$work/nginx/cache|" \
     -e "s|server_name mirror1.example.net;|server_name localhost;|" \
     -e "s|/etc/nginx/provisioner/mirror1.pem|$TLS/server.pem|" \
     -e "s|/etc/nginx/provisioner/mirror1-key.pem|$TLS/server-key.pem|" \
-    -e "s|/etc/nginx/provisioner/mirror1-client.pem|$TLS/client.pem|" \
-    -e "s|/etc/nginx/provisioner/mirror1-client-key.pem|$TLS/client-key.pem|" \
+    -e "s|/etc/nginx/provisioner/mirror1-client.pem|$certs/mirror1.pem|" \
+    -e "s|/etc/nginx/provisioner/mirror1-client-key.pem|$certs/mirror1-key.pem|" \
     -e "s|/etc/nginx/provisioner/ca.pem|$TLS/ca.pem|" \
     -e "s|proxy_ssl_name                prov.example.net;|proxy_ssl_name localhost;|" \
     -e "s|https://prov.example.net:8443|https://127.0.0.1:$API_PORT|" \
@@ -95,7 +100,7 @@ echo "nginx: pid $NGINX_PID, https://127.0.0.1:$MIRROR_PORT"
 
 sync_through_mirror() { # sync_through_mirror NAME: one agent installs the image into $work/NAME
     "$AGENT" sync --source "https://127.0.0.1:$MIRROR_PORT" --image "mirrored@$version" --to "$work/$1" \
-        --ca "$TLS/ca.pem" --cert "$TLS/client.pem" --key "$TLS/client-key.pem" > "$work/$1.log" 2>&1
+        --ca "$TLS/ca.pem" --cert "$certs/agent1.pem" --key "$certs/agent1-key.pem" > "$work/$1.log" 2>&1
 }
 
 say "two agents at once through the mirror, then a third"
@@ -107,6 +112,9 @@ p2=$!
 check "agent 1 installed the image through the mirror" wait $p1
 check "agent 2 installed the image through the mirror" wait $p2
 check "agent 3, after them, too" sync_through_mirror node3
+check "the bootstrap certificate of the initramfs gets nothing from the mirror (403)" test "$(curl -ks -o /dev/null \
+    -w '%{http_code}' --cert "$TLS/client.pem" --key "$TLS/client-key.pem" \
+    "https://127.0.0.1:$MIRROR_PORT/v1/images/mirrored/versions/$version")" = 403
 served=$(metric 'provisioner_http_response_bytes_total{listener="api",route="/v1/objects/{hash}"}')
 served=$(python3 -c "print(int(float('$served') - float('$before')))")
 requests=$(metric 'provisioner_http_requests_total{listener="api",route="/v1/objects/{hash}",method="GET",code="200"}')

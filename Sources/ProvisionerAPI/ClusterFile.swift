@@ -129,6 +129,13 @@ public enum ClusterFile {
         fields.kernel = try m.optional("kernel")?.string()
         fields.initramfs = try m.optional("initramfs")?.string()
         fields.kernelRelease = try m.optional("kernelRelease")?.string()
+        if let enrollment = m.optional("enrollment") {
+            let text = try enrollment.string()
+            guard let value = EnrollmentPolicy(rawValue: text) else {
+                throw enrollment.error("must be approve or auto, not \"\(text)\"")
+            }
+            fields.enrollment = value
+        }
         if let overlays = m.optional("overlays") {
             fields.overlays = try overlays.list().map { n throws(ConfigError) in try n.string() }
         }
@@ -186,6 +193,7 @@ public enum ClusterFile {
         if let kernel = f.kernel { out += "    kernel: \(quote(kernel))\n" }
         if let initramfs = f.initramfs { out += "    initramfs: \(quote(initramfs))\n" }
         if let release = f.kernelRelease { out += "    kernelRelease: \(quote(release))\n" }
+        if let enrollment = f.enrollment { out += "    enrollment: \(enrollment.rawValue)\n" }
         if let args = f.kernelArgs {
             out += "    kernelArgs: [\(args.map(quote).joined(separator: ", "))]\n"
         }

@@ -11,6 +11,18 @@ public enum NodeMode: String, Codable, Hashable, Sendable, CaseIterable {
     case stateful, stateless
 }
 
+/// What the server does when a node asks for a certificate with a key other than the one it
+/// enrolled with (docs/certificates.md, "Enrollment"). The first enrollment of a node is always
+/// automatic; a node that presents its enrolled key is always renewed.
+public enum EnrollmentPolicy: String, Codable, Hashable, Sendable, CaseIterable {
+    /// A new key needs `provisionerctl nodes approve NAME` first (stateful nodes keep their key on
+    /// their disk; stateless nodes with a TPM keep it there).
+    case approve
+    /// Any new key is accepted for a known MAC: stateless nodes without a TPM, which lose their key
+    /// on every power cycle. Whoever holds the initramfs and can claim the MAC becomes the node.
+    case auto
+}
+
 /// How hard the agent checks an installed image before it trusts it (docs/node-config.md).
 public enum SyncVerify: String, Codable, Hashable, Sendable, CaseIterable {
     /// Trust the version stamp the agent wrote after the last complete sync.
@@ -70,6 +82,8 @@ public struct NodeConfig: Codable, Hashable, Sendable {
     /// Pins the kernel release the node boots from its image (`uname -r`, for example
     /// `6.1.0-57-cloud-amd64`); absent: the newest kernel of the image version (docs/boot.md).
     public var kernelRelease: String?
+    /// A new key: approval needed (default) or accepted (`auto`).
+    public var enrollment: EnrollmentPolicy
     /// The profiles the node lists, in order (its fields above are already merged from them).
     public var profiles: [String]
     /// Overlays written into the root, in order (docs/node-config.md, "Overlays").
@@ -84,9 +98,10 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         name: String, macs: [String] = [], image: ImageRef? = nil, layout: String? = nil,
         mode: NodeMode = .stateful, plugins: [PluginConfig] = [], kernelArgs: [String] = [],
         syncVerify: SyncVerify = .metadata, kernel: String? = nil, initramfs: String? = nil,
-        kernelRelease: String? = nil,
+        kernelRelease: String? = nil, enrollment: EnrollmentPolicy = .approve,
         profiles: [String] = [], overlays: [String] = [], vars: [String: String] = [:]
     ) {
+        self.enrollment = enrollment
         self.profiles = profiles
         self.overlays = overlays
         self.vars = vars
@@ -108,13 +123,15 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         self.init(
             name: name, macs: macs, image: f.image, layout: f.layout, mode: f.mode ?? .stateful,
             plugins: f.plugins ?? [], kernelArgs: f.kernelArgs ?? [], syncVerify: f.syncVerify ?? .metadata,
-            kernel: f.kernel, initramfs: f.initramfs, kernelRelease: f.kernelRelease, profiles: profiles,
+            kernel: f.kernel, initramfs: f.initramfs, kernelRelease: f.kernelRelease,
+            enrollment: f.enrollment ?? .approve, profiles: profiles,
             overlays: f.overlays ?? [],
             vars: f.vars ?? [:])
     }
 
     enum CodingKeys: String, CodingKey {
         case name, macs, image, layout, mode, plugins, kernelArgs, syncVerify, kernel, initramfs, kernelRelease
+        case enrollment
         case profiles, overlays, vars, files
     }
 
@@ -131,6 +148,7 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         try c.encodeIfPresent(kernel, forKey: .kernel)
         try c.encodeIfPresent(initramfs, forKey: .initramfs)
         try c.encodeIfPresent(kernelRelease, forKey: .kernelRelease)
+        if enrollment != .approve { try c.encode(enrollment, forKey: .enrollment) }
         if !profiles.isEmpty { try c.encode(profiles, forKey: .profiles) }
         if !overlays.isEmpty { try c.encode(overlays, forKey: .overlays) }
         if !vars.isEmpty { try c.encode(vars, forKey: .vars) }
@@ -151,6 +169,7 @@ public struct NodeConfig: Codable, Hashable, Sendable {
         kernel = try c.decodeIfPresent(String.self, forKey: .kernel)
         initramfs = try c.decodeIfPresent(String.self, forKey: .initramfs)
         kernelRelease = try c.decodeIfPresent(String.self, forKey: .kernelRelease)
+        enrollment = try c.decodeIfPresent(EnrollmentPolicy.self, forKey: .enrollment) ?? .approve
         profiles = try c.decodeIfPresent([String].self, forKey: .profiles) ?? []
         overlays = try c.decodeIfPresent([String].self, forKey: .overlays) ?? []
         vars = try c.decodeIfPresent([String: String].self, forKey: .vars) ?? [:]

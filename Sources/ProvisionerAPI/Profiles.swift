@@ -22,6 +22,8 @@ public struct NodeFields: Codable, Hashable, Sendable {
     public var initramfs: String?
     /// The kernel release the node boots from its image (docs/boot.md).
     public var kernelRelease: String?
+    /// What a new key needs (docs/certificates.md, "Enrollment").
+    public var enrollment: EnrollmentPolicy?
     /// Overlays add up: every layer's, in order, each once.
     public var overlays: [String]?
     /// Values for overlay templates; merged key by key, the later layer winning.
@@ -31,8 +33,9 @@ public struct NodeFields: Codable, Hashable, Sendable {
         image: ImageRef? = nil, layout: String? = nil, mode: NodeMode? = nil, plugins: [PluginConfig]? = nil,
         kernelArgs: [String]? = nil, syncVerify: SyncVerify? = nil, kernel: String? = nil,
         initramfs: String? = nil, kernelRelease: String? = nil, overlays: [String]? = nil,
-        vars: [String: String]? = nil
+        vars: [String: String]? = nil, enrollment: EnrollmentPolicy? = nil
     ) {
+        self.enrollment = enrollment
         self.kernelRelease = kernelRelease
         self.image = image
         self.layout = layout
@@ -57,6 +60,7 @@ public struct NodeFields: Codable, Hashable, Sendable {
         .replace("kernel", \.kernel),
         .replace("initramfs", \.initramfs),
         .replace("kernelRelease", \.kernelRelease),
+        .replace("enrollment", \.enrollment),
         .append("overlays", \.overlays),
         .perKey("vars", \.vars),
     ]
@@ -145,7 +149,8 @@ public struct NodeDefinition: Codable, Hashable, Sendable {
                 image: config.image, layout: config.layout, mode: config.mode, plugins: config.plugins,
                 kernelArgs: config.kernelArgs, syncVerify: config.syncVerify, kernel: config.kernel,
                 initramfs: config.initramfs, kernelRelease: config.kernelRelease, overlays: config.overlays.isEmpty ? nil : config.overlays,
-                vars: config.vars.isEmpty ? nil : config.vars))
+                vars: config.vars.isEmpty ? nil : config.vars,
+                enrollment: config.enrollment == .approve ? nil : config.enrollment))
     }
 
     enum CodingKeys: String, CodingKey { case name, macs, profiles }

@@ -95,11 +95,19 @@ public struct SessionResponse: Codable, Hashable, Sendable {
     public var boot: BootFiles?
     /// Why there is no `boot`: the node pins a kernel its image version does not carry.
     public var bootProblem: String?
+    /// Set while the caller has not proved it is the node (it used the shared bootstrap
+    /// certificate): `node` is then only `NodeConfig.bootstrapView`, and the agent enrolls.
+    public var enrollment: EnrollmentOffer?
+    /// The node's secrets (its own and its profiles'), only to the node's own certificate.
+    public var secrets: [DeliveredSecret]?
 
     public init(
         sessionID: String, status: AssignmentStatus, node: NodeConfig? = nil, pollAfterSeconds: Int? = nil,
-        mirrors: [String] = [], boot: BootFiles? = nil, bootProblem: String? = nil
+        mirrors: [String] = [], boot: BootFiles? = nil, bootProblem: String? = nil,
+        enrollment: EnrollmentOffer? = nil, secrets: [DeliveredSecret]? = nil
     ) {
+        self.enrollment = enrollment
+        self.secrets = secrets
         self.sessionID = sessionID
         self.status = status
         self.node = node
@@ -208,11 +216,15 @@ public struct SessionSummary: Codable, Hashable, Sendable {
     public var lastPhase: String?
     public var lastMessage: String?
     public var eventCount: Int
+    /// The node proved its identity in this session (its own certificate); false: only the
+    /// shared bootstrap certificate opened it, so what it reported is unverified.
+    public var verified: Bool
 
     public init(
         id: String, node: String?, macs: [String], state: SessionState, openedAt: String, updatedAt: String,
-        remoteAddress: String?, lastPhase: String?, lastMessage: String?, eventCount: Int
+        remoteAddress: String?, lastPhase: String?, lastMessage: String?, eventCount: Int, verified: Bool = false
     ) {
+        self.verified = verified
         self.id = id
         self.node = node
         self.macs = macs

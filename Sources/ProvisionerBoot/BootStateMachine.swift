@@ -8,6 +8,8 @@ public enum BootRule: String, Hashable, Sendable, CaseIterable, CustomStringConv
     case R1, R2, R3, R4, R5, R6, R7, R8
     // The node's steps.
     case N1, N2, N3, N4, N5, N6, N7, N8, N9, N10, N11, N12, N13, N14
+    // The node's identity: enroll after the disks, wait for approval, then the whole config.
+    case I1, I2, I3
     // Failures: retried or not.
     case E1, E2, E3
     // The fallback: the server stayed away, the installed system boots as it is.
@@ -32,6 +34,11 @@ public enum BootAction: Hashable, Sendable {
     case runDisks(DiskTask)
     /// Carry out the accepted plan and bring the layout up under the root.
     case applyDisks(LayoutPlan)
+    /// Prove the node's identity: its kept key (or a new one) signs a certificate request with
+    /// the session's challenge; with the certificate, ask for the node's whole config.
+    case enroll(EnrollTask)
+    /// The server wants the admin's approval for a new key: wait, then ask again.
+    case awaitApproval(afterSeconds: Int, message: String)
     /// Make the root identical to the node's image version.
     case runSync(SyncTask)
     /// Write the plugins' files into the root.
@@ -81,6 +88,30 @@ public struct DiskTask: Hashable, Sendable {
     public init(ramRootSize: String?, layout: DiskLayout?) {
         self.ramRootSize = ramRootSize
         self.layout = layout
+    }
+}
+
+/// Where the node keeps its key (docs/certificates.md, "Where the key lives").
+public enum KeyStore: Hashable, Sendable {
+    /// A directory in the root, relative to it (stateful nodes: their own disk, root-only, a
+    /// node-owned path the image sync never touches, not on the ESP).
+    case rootDirectory(String)
+    /// A TPM 2.0 NV index (stateless nodes with a TPM).
+    case tpm(nvIndex: UInt32)
+    /// Nowhere: a new key every boot (stateless nodes without a TPM; their policy decides).
+    case none
+}
+
+/// The enrollment step.
+public struct EnrollTask: Hashable, Sendable {
+    public var node: String
+    public var challenge: String
+    public var keyStore: KeyStore
+
+    public init(node: String, challenge: String, keyStore: KeyStore) {
+        self.node = node
+        self.challenge = challenge
+        self.keyStore = keyStore
     }
 }
 
@@ -190,8 +221,14 @@ public struct BootStateMachine: Sendable {
     /// neither throws away a node's logs nor rewrites files on every boot.
     public static let nodeOwnedPaths = [
         "etc/machine-id", "etc/.updated", "var/.updated", "var/lib/systemd", "var/log", "var/tmp", "tmp",
-        "lost+found", "var/lib/NetworkManager", "var/lib/dhcp",
+        "lost+found", "var/lib/NetworkManager", "var/lib/dhcp", BootStateMachine.identityDirectory,
     ]
+    /// Where a stateful node keeps its key, relative to its root (I1).
+    public static let identityDirectory = "var/lib/provisioner/identity"
+    /// The TPM NV index a stateless node keeps its key in (owner hierarchy, I1).
+    public static let tpmKeyIndex: UInt32 = 0x0150_0170
+    /// How often a node whose new key waits for approval asks again (I2).
+    public static let approvalPollSeconds = 10
     /// Paths the image seeds and the node then owns: the running system's network stack rewrites
     /// `/etc/resolv.conf` (NetworkManager, dhclient), so a re-sync must not put the image's back on
     /// every boot; a node that has none gets the image's.
@@ -211,6 +248,7 @@ public struct BootStateMachine: Sendable {
         case unassigned
         case planningDisks
         case applyingDisks
+        case enrolling
         case syncing
         case runningPlugins
         case installingLocalBoot
@@ -229,6 +267,9 @@ public struct BootStateMachine: Sendable {
         /// What the node boots (N11 installs it on the ESP), and why the server could not say.
         var boot: BootFiles
         var bootProblem: String?
+        /// Set until the node proved its identity in this session (I1).
+        var enrollment: EnrollmentOffer?
+        var secrets: [DeliveredSecret] = []
 
         init(node: NodeConfig, mirrors: [String], report: PivotReport, boot: BootFiles, bootProblem: String?) {
             self.node = node
@@ -240,6 +281,8 @@ public struct BootStateMachine: Sendable {
     }
 
     public let settings: BootSettings
+    /// The machine has a TPM 2.0 (`/dev/tpmrm0`): where a stateless node keeps its key.
+    public let hasTPM: Bool
     private(set) var state = State.idle
     /// The attempt of the whole flow, from 1 (E1 starts the next).
     public private(set) var attempt = 0
@@ -249,8 +292,9 @@ public struct BootStateMachine: Sendable {
     /// The node config the fallback found on the ESP.
     private var savedNode: NodeConfig?
 
-    public init(settings: BootSettings) {
+    public init(settings: BootSettings, hasTPM: Bool = false) {
         self.settings = settings
+        self.hasTPM = hasTPM
     }
 
     public var isFinished: Bool { state == .finished }
@@ -258,6 +302,8 @@ public struct BootStateMachine: Sendable {
     public var node: NodeConfig? { run?.node }
     /// What the disks step mounted under the root (nil before it, and for a bare RAM root).
     public var activation: Activation? { run?.activation }
+    /// The node's secrets, as the server delivered them to its own certificate.
+    public var secrets: [DeliveredSecret] { run?.secrets ?? [] }
 
     // MARK: Events
 
@@ -286,6 +332,8 @@ public struct BootStateMachine: Sendable {
             run = Run(
                 node: node, mirrors: mirrors, report: PivotReport(node: node.name, image: "", version: ""),
                 boot: response.boot ?? Self.namedBootFiles(node), bootProblem: response.bootProblem)
+            run!.enrollment = response.enrollment
+            run!.secrets = response.secrets ?? []
             return startNode(node)
         }
     }
@@ -354,6 +402,10 @@ public struct BootStateMachine: Sendable {
             expect([.planningDisks, .applyingDisks], "ready disks")
             run!.activation = activation
             run!.report.layoutChanges = changes
+            if let offer = run!.enrollment {
+                state = .enrolling
+                return BootDecision(.enroll(EnrollTask(node: offer.node, challenge: offer.challenge, keyStore: keyStore)), [.I1])
+            }
             return startSync()
         case .imageSynced(let image, let version, let changed):
             expect([.syncing], "a finished sync")
@@ -384,10 +436,57 @@ public struct BootStateMachine: Sendable {
         }
     }
 
+    /// The node enrolled: `response` is the session as its own certificate sees it, with the whole
+    /// config (I3).
+    public mutating func enrolled(_ response: SessionResponse) -> BootDecision {
+        expect([.enrolling], "an enrolled node")
+        guard response.status == .assigned, let node = response.node, response.enrollment == nil,
+            node.name == run!.node.name
+        else {
+            return fail(
+                BootFailure(.register, .transient, "after enrolling, the server did not give node \(run!.node.name)'s config"),
+                [.I3])
+        }
+        // The layout was applied as the bootstrap view said; the whole config must agree.
+        guard node.layout == run!.node.layout, node.mode == run!.node.mode else {
+            return fail(
+                BootFailure(.register, .transient, "node \(node.name)'s layout or mode changed while it enrolled"), [.I3])
+        }
+        run!.node = node
+        run!.enrollment = nil
+        run!.secrets = response.secrets ?? []
+        if !response.mirrors.isEmpty { run!.mirrors = response.mirrors }
+        run!.boot = response.boot ?? Self.namedBootFiles(node)
+        run!.bootProblem = response.bootProblem
+        return startSync(rules: [.I3])
+    }
+
+    /// The server wants the admin's approval for this key (I2): wait and ask again, in the same session.
+    public mutating func enrollmentNeedsApproval(_ message: String) -> BootDecision {
+        expect([.enrolling], "an enrollment waiting for approval")
+        return BootDecision(.awaitApproval(afterSeconds: Self.approvalPollSeconds, message: message), [.I2])
+    }
+
+    /// After waiting for approval: enroll again.
+    public mutating func approvalWaited() -> BootDecision {
+        expect([.enrolling], "the end of a wait for approval")
+        let offer = run!.enrollment!
+        return BootDecision(.enroll(EnrollTask(node: offer.node, challenge: offer.challenge, keyStore: keyStore)), [.I2])
+    }
+
+    /// I1: where the key lives.
+    var keyStore: KeyStore {
+        switch run!.node.mode {
+        case .stateful: .rootDirectory(Self.identityDirectory)
+        case .stateless: hasTPM ? .tpm(nvIndex: Self.tpmKeyIndex) : .none
+        }
+    }
+
     /// A step failed (E1–E3 decide whether the flow runs again).
     public mutating func stepFailed(_ failure: BootFailure) -> BootDecision {
         expect(
-            [.registering, .unassigned, .planningDisks, .applyingDisks, .syncing, .runningPlugins, .installingLocalBoot,
+            [.registering, .unassigned, .planningDisks, .applyingDisks, .enrolling, .syncing, .runningPlugins,
+             .installingLocalBoot,
              .fallingBack, .planningInstalled, .activatingInstalled],
             "a failure")
         return fail(failure, [])
@@ -466,7 +565,7 @@ public struct BootStateMachine: Sendable {
     }
 
     /// N8–N9: the image sync, and what it leaves to the node.
-    mutating func startSync() -> BootDecision {
+    mutating func startSync(rules: [BootRule] = []) -> BootDecision {
         let run = self.run!
         guard let ref = run.node.image else {
             return fail(BootFailure(.image, .configuration, "node \(run.node.name) has no image"), [.N9])
@@ -477,14 +576,16 @@ public struct BootStateMachine: Sendable {
         }
         let mountPoints = (run.activation?.mounts ?? []).map { String($0.mountPoint.drop(while: { $0 == "/" })) }
             .filter { !$0.isEmpty }
-        // Each filesystem's own lost+found (mke2fs makes one; fsck needs it).
-        let preserved = Self.nodeOwnedPaths + settings.preserve + mountPoints.map { $0 + "/lost+found" }
+        // Each filesystem's own lost+found (mke2fs makes one; fsck needs it); the node's secrets.
+        let preserved =
+            Self.nodeOwnedPaths + settings.preserve + mountPoints.map { $0 + "/lost+found" }
+            + run.secrets.map { String($0.path.drop(while: { $0 == "/" })) }
         let task = SyncTask(
             image: ref.name, version: ref.version ?? "latest", verify: settings.verify ?? run.node.syncVerify,
             mirrors: run.mirrors, preserved: preserved, mountPoints: mountPoints,
             plugins: Self.plugins(node: run.node, activation: run.activation))
         state = .syncing
-        return BootDecision(.runSync(task), [.N8], warnings: warnings)
+        return BootDecision(.runSync(task), rules + [.N8], warnings: warnings)
     }
 
     /// N10: the node's plugins, plus `fstab` for a layout that mounts anything.

@@ -26,6 +26,8 @@ public enum InitrdModules {
         "crc64_rocksoft_generic", "libcrc32c",
         // QEMU's firmware configuration (read by the VM tests' runner)
         "qemu_fw_cfg",
+        // TPM 2.0 (a stateless node keeps its key there): TIS, CRB, and their core
+        "tpm", "tpm_tis", "tpm_tis_core", "tpm_crb",
     ]
 
     /// The module name of a file: `kernel/drivers/md/raid1.ko.xz` → `raid1`; `-` becomes `_`.

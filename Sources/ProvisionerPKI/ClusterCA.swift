@@ -7,8 +7,13 @@ import X509
 public enum CertificateRole: String, Sendable, CaseIterable {
     /// The provisioning server (TLS server auth; names and addresses in its SANs).
     case server
-    /// The cluster client certificate embedded in the initramfs: agents (TLS client auth).
+    /// One node's own identity: CN is the node's name. Issued by the server when the node enrolls
+    /// (docs/certificates.md, "Enrollment"), short-lived, renewed on every boot.
     case node
+    /// The shared credential embedded in every initramfs: it may only register, wait and enroll.
+    case bootstrap
+    /// A caching mirror (nginx) fetching image objects and boot files for the nodes behind it.
+    case mirror
     /// An administrator: provisionerctl, the admin API (TLS client auth). CN is the admin's name.
     case admin
 }
@@ -17,6 +22,11 @@ public enum CertificateRole: String, Sendable, CaseIterable {
 public struct IssuedCredential: Sendable {
     public var certificatePEM: String
     public var privateKeyPEM: String
+
+    public init(certificatePEM: String, privateKeyPEM: String) {
+        self.certificatePEM = certificatePEM
+        self.privateKeyPEM = privateKeyPEM
+    }
 }
 
 public struct PKIError: Error, CustomStringConvertible {
@@ -85,8 +95,31 @@ public struct ClusterCA: Sendable {
         role: CertificateRole, commonName: String, dnsNames: [String] = [], ipAddresses: [String] = [],
         validityDays: Int = 825
     ) throws -> IssuedCredential {
+        let now = Date()
+        return try issue(
+            role: role, commonName: commonName, dnsNames: dnsNames, ipAddresses: ipAddresses,
+            notBefore: now.addingTimeInterval(-3600), notAfter: now.addingTimeInterval(Double(validityDays) * 86400))
+    }
+
+    /// Issues a leaf certificate valid from `notBefore` to `notAfter` (tests make expired ones).
+    public func issue(
+        role: CertificateRole, commonName: String, dnsNames: [String] = [], ipAddresses: [String] = [],
+        notBefore: Date, notAfter: Date
+    ) throws -> IssuedCredential {
         let leafKey = P256.Signing.PrivateKey()
-        let leafCertKey = Certificate.PrivateKey(leafKey)
+        let certificate = try sign(
+            publicKey: Certificate.PublicKey(leafKey.publicKey), role: role, commonName: commonName,
+            dnsNames: dnsNames, ipAddresses: ipAddresses, notBefore: notBefore, notAfter: notAfter)
+        return IssuedCredential(
+            certificatePEM: try certificate.serializeAsPEM().pemString, privateKeyPEM: leafKey.pemRepresentation)
+    }
+
+    /// Signs a certificate for a key someone else holds (a node's, from its CSR).
+    public func sign(
+        publicKey: Certificate.PublicKey, role: CertificateRole, commonName: String, dnsNames: [String] = [],
+        ipAddresses: [String] = [], notBefore: Date, notAfter: Date
+    ) throws -> Certificate {
+        let leafPublicKey = publicKey
         let subject = try DistinguishedName {
             OrganizationName("provisioner")
             OrganizationalUnitName(role.rawValue)
@@ -103,23 +136,19 @@ public struct ClusterCA: Sendable {
             throw PKIError("a server certificate needs at least one DNS name or IP address")
         }
         let caKeyID = try certificate.extensions.subjectKeyIdentifier?.keyIdentifier
-        let now = Date()
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)
             Critical(KeyUsage(digitalSignature: true, keyEncipherment: false))
             try ExtendedKeyUsage(role == .server ? [.serverAuth] : [.clientAuth])
-            SubjectKeyIdentifier(hash: leafCertKey.publicKey)
+            SubjectKeyIdentifier(hash: leafPublicKey)
             if let caKeyID { AuthorityKeyIdentifier(keyIdentifier: caKeyID) }
             if !names.isEmpty { SubjectAlternativeNames(names) }
         }
-        let leaf = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: leafCertKey.publicKey,
-            notValidBefore: now.addingTimeInterval(-3600),
-            notValidAfter: now.addingTimeInterval(Double(validityDays) * 86400),
+        return try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: leafPublicKey,
+            notValidBefore: notBefore, notValidAfter: notAfter,
             issuer: certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(key))
-        return IssuedCredential(
-            certificatePEM: try leaf.serializeAsPEM().pemString, privateKeyPEM: leafKey.pemRepresentation)
     }
 
     static func ipAddressBytes(_ text: String) -> [UInt8]? {
@@ -135,14 +164,18 @@ public struct ClusterCA: Sendable {
     }
 }
 
-/// Who a peer certificate says it is: role (from the OU) and name (the CN).
+/// Who a peer certificate says it is: role (from the OU) and name (the CN), and which certificate
+/// (its serial, for revocation).
 public struct PeerIdentity: Sendable, Hashable {
     public var role: CertificateRole?
     public var name: String
+    /// The serial number in lowercase hex ("" for identities made up by tests).
+    public var serial: String
 
-    public init(role: CertificateRole?, name: String) {
+    public init(role: CertificateRole?, name: String, serial: String = "") {
         self.role = role
         self.name = name
+        self.serial = serial
     }
 
     public init(certificate: Certificate) {
@@ -157,10 +190,17 @@ public struct PeerIdentity: Sendable, Hashable {
                 }
             }
         }
-        self.init(role: role, name: name)
+        self.init(role: role, name: name, serial: certificate.serialHex)
     }
 
     public init(derEncoded bytes: [UInt8]) throws {
         self.init(certificate: try Certificate(derEncoded: bytes))
+    }
+}
+
+extension Certificate {
+    /// The serial number as lowercase hex without separators: how the revocation list names it.
+    public var serialHex: String {
+        serialNumber.bytes.map { String(format: "%02x", $0) }.joined()
     }
 }

@@ -31,7 +31,7 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
     static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "bad-request", message) }
     static func notFound(_ code: String, _ message: String) -> APIError { APIError(.notFound, code, message) }
     static func conflict(_ message: String) -> APIError { APIError(.conflict, "conflict", message) }
-    static func forbidden(_ message: String) -> APIError { APIError(.forbidden, "forbidden", message) }
+    static func forbidden(_ message: String, code: String = "forbidden") -> APIError { APIError(.forbidden, code, message) }
 
     static func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
         let encoder = JSONEncoder()

@@ -55,6 +55,7 @@ extension Services {
         group.delete("nodes/:name") { _, context -> Response in
             let name = try context.parameters.require("name")
             try await store.deleteNode(named: name, by: actor(context))
+            try await self.forgetNode(name, by: actor(context))
             return json(["deleted": name])
         }
         group.post("nodes/import") { request, context -> Response in

@@ -17,21 +17,26 @@ public func buildRouter(_ services: Services, authentication: PeerAuthentication
     let router = Router(context: ProvisionerContext.self)
     router.add(middleware: RequestMetricsMiddleware(metrics: services.metrics, listener: "api"))
     router.add(middleware: ErrorMiddleware())
-    router.add(middleware: IdentityMiddleware(authentication: authentication))
+    router.add(
+        middleware: IdentityMiddleware(
+            authentication: authentication, certificates: services.certificates, store: services.store))
     router.get("health") { _, _ -> Response in json(["status": "ok"]) }
     router.group().add(middleware: RoleMiddleware(roles: [.admin])).get("metrics") { _, _ -> Response in
         try await services.metricsResponse()
     }
     let api = router.group("api/v1")
-    services.addAgentRoutes(to: api.group().add(middleware: RoleMiddleware(roles: [.node, .admin])))
+    services.addAgentRoutes(to: api.group().add(middleware: RoleMiddleware(roles: [.node, .bootstrap, .admin])))
     let admin = api.group("admin").add(middleware: RoleMiddleware(roles: [.admin]))
     services.addAdminRoutes(to: admin)
     services.addImageAdminRoutes(to: admin)
     services.addImageBranchRoutes(to: admin)
     services.addKernelAdminRoutes(to: admin)
     services.addImageMaintenanceRoutes(to: admin)
-    services.addFileRoutes(to: router, roles: [.node, .admin])
-    services.addImageRoutes(to: router, roles: [.node, .admin])
+    services.addIdentityAdminRoutes(to: admin)
+    // Image objects and boot files: nodes that proved who they are, mirrors, admins; not the
+    // bootstrap certificate every initramfs holds.
+    services.addFileRoutes(to: router, roles: [.node, .mirror, .admin])
+    services.addImageRoutes(to: router, roles: [.node, .mirror, .admin])
     return router
 }
 

@@ -33,7 +33,8 @@ public enum IPXEScript {
         args += ["root=provisioner", "provisioner.server=\(serverURL)", "provisioner.mac=\(mac)"]
         if !mirrors.isEmpty { args.append("provisioner.mirrors=\(mirrors.joined(separator: ","))") }
         args += node?.kernelArgs ?? []
-        let what = node.map { "node \($0.name)" } ?? "unknown machine, discovery boot"
+        // Never the node's name: this script is served without a certificate to whoever asks.
+        let what = node == nil ? "unknown machine, discovery boot" : "assigned machine"
         let initrds = zip(names, files.initrds).map { "initrd --name \($0) \(bootBase)\($1.bootPath)\n" }.joined()
         return """
             #!ipxe
@@ -44,13 +45,14 @@ public enum IPXEScript {
             """
     }
 
-    /// A node that cannot boot as told (its pinned kernel is not in its image): say why, ask again.
-    public static func cannotBoot(node: String, problem: String, seconds: Int, bootBase: String) -> String {
-        let safe = problem.filter { $0 != "\n" && $0 != "\r" && $0 != "$" && $0 != "\\" }
-        return """
+    /// A node that cannot boot as told (its pinned kernel is not in its image): ask again. Why is
+    /// for the admin (`provisionerctl nodes show`, the server's log), not for whoever asks for the
+    /// script without a certificate.
+    public static func cannotBoot(seconds: Int, bootBase: String) -> String {
+        """
             #!ipxe
-            # provisioner: node \(node) cannot boot: \(safe)
-            echo provisioner: node \(node) cannot boot: \(safe)
+            # provisioner: this machine cannot boot as assigned (provisionerctl nodes show NODE says why)
+            echo provisioner: this machine cannot boot as assigned; the admin sees why (provisionerctl nodes show)
             echo provisioner: asking again in \(seconds) s
             sleep \(seconds)
             chain \(bootBase)/boot/start.ipxe
@@ -95,9 +97,8 @@ extension Services {
                 do {
                     node = try await self.resolved(defined) ?? defined
                 } catch let error as APIError {
-                    return self.script(
-                        IPXEScript.cannotBoot(
-                            node: defined.name, problem: error.message, seconds: config.pollAfterSeconds, bootBase: base))
+                    context.logger.warning("iPXE: node \(defined.name) (\(mac)) cannot boot: \(error.message)")
+                    return self.script(IPXEScript.cannotBoot(seconds: config.pollAfterSeconds, bootBase: base))
                 }
                 switch await self.bootFiles(for: node).result {
                 case .success(let files):
@@ -106,9 +107,8 @@ extension Services {
                             node: node, files: files, mac: mac, bootBase: base, serverURL: self.serverURL(for: request),
                             mirrors: self.config.mirrors))
                 case .failure(let error):
-                    return self.script(
-                        IPXEScript.cannotBoot(
-                            node: node.name, problem: error.description, seconds: config.pollAfterSeconds, bootBase: base))
+                    context.logger.warning("iPXE: node \(node.name) (\(mac)) cannot boot: \(error.description)")
+                    return self.script(IPXEScript.cannotBoot(seconds: config.pollAfterSeconds, bootBase: base))
                 }
             }
             let facts = HardwareFacts(dmi: query.dmi)
@@ -116,7 +116,7 @@ extension Services {
                 address: context.remoteAddress, macs: [mac], what: "an iPXE request", logger: context.logger)
             _ = try await store.openSession(
                 macs: [mac], facts: facts, remoteAddress: context.remoteAddress, source: "ipxe",
-                limits: config.registration)
+                limits: config.registration, caller: nil)
             self.metrics.sessionOpened(source: "ipxe")
             switch config.unknownMachines {
             case .wait:

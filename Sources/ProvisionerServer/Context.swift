@@ -31,10 +31,13 @@ public enum PeerAuthentication: Sendable {
     case fixed(PeerIdentity?)
 }
 
-/// Reads the peer certificate's role and name into the context.
+/// Reads the peer certificate's role and name into the context, and refuses a revoked
+/// certificate (401 `certificate-revoked`, in the audit log once per certificate and process).
 struct IdentityMiddleware: RouterMiddleware {
     typealias Context = ProvisionerContext
     let authentication: PeerAuthentication
+    let certificates: CertificateRegistry
+    let store: Store
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
@@ -49,6 +52,17 @@ struct IdentityMiddleware: RouterMiddleware {
             {
                 context.peer = try? PeerIdentity(derEncoded: try certificate.toDERBytes())
             }
+        }
+        if let peer = context.peer, try await certificates.check(peer, store: store) {
+            if await certificates.firstRefusal(peer.serial) {
+                await store.auditRefusal(
+                    Actor(name: "\(peer.role?.rawValue ?? "none"):\(peer.name)", remoteAddress: context.remoteAddress),
+                    "certificate.refused", "certificate/\(peer.serial)", "revoked")
+            }
+            context.logger.notice("refused revoked certificate \(peer.serial) (\(peer.name)) from \(context.remoteAddress ?? "?")")
+            throw APIError(
+                .unauthorized, "certificate-revoked",
+                "certificate \(peer.serial) (\(peer.name)) is revoked; a node enrolls again, an admin needs a new certificate")
         }
         return try await next(request, context)
     }

@@ -13,6 +13,10 @@ import ProvisionerCore
 ///   ca: /var/lib/provisioner/tls/ca.pem
 ///   certificate: /var/lib/provisioner/tls/server.pem
 ///   key: /var/lib/provisioner/tls/server-key.pem
+///   caKey: /var/lib/provisioner/tls/ca-key.pem   # signs node certificates at enrollment (absent: no enrollment)
+/// nodeCertificateHours: 168     # validity of a node's certificate; renewed on every boot
+/// secretsKey: /var/lib/provisioner/secrets.key  # AES-256 key sealing secrets at rest (made 0600 when missing)
+/// sshHostKeys: true             # make and deliver per-node SSH host keys
 /// mirrors: [https://mirror1.example:443]   # more servers of files and image objects
 /// pollAfterSeconds: 30          # how often unassigned machines ask again
 /// unknownMachines: wait         # iPXE for an unknown MAC: wait (retry script) or discover (boot the agent)
@@ -38,6 +42,10 @@ public struct ServerConfig: Sendable, Equatable {
     public var caFile: String?
     public var certificateFile: String?
     public var keyFile: String?
+    public var caKeyFile: String?
+    public var nodeCertificateHours = 168
+    public var secretsKeyFile: String?
+    public var sshHostKeys = true
     public var mirrors: [String] = []
     public var pollAfterSeconds = 30
     public var unknownMachines: UnknownMachinePolicy = .wait
@@ -59,6 +67,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var caPath: String { caFile ?? tlsDirectory + "/ca.pem" }
     public var certificatePath: String { certificateFile ?? tlsDirectory + "/server.pem" }
     public var keyPath: String { keyFile ?? tlsDirectory + "/server-key.pem" }
+    public var caKeyPath: String { caKeyFile ?? tlsDirectory + "/ca-key.pem" }
+    public var secretsKeyPath: String { secretsKeyFile ?? stateDir + "/secrets.key" }
     public var databasePath: String { stateDir + "/provisioner.db" }
     public var filesDirectory: String { stateDir + "/files" }
     public var imagesDirectory: String { stateDir + "/images" }
@@ -93,6 +103,7 @@ public struct ServerConfig: Sendable, Equatable {
             config.caFile = try m.optional("ca")?.string()
             config.certificateFile = try m.optional("certificate")?.string()
             config.keyFile = try m.optional("key")?.string()
+            config.caKeyFile = try m.optional("caKey")?.string()
             try m.finish()
         }
         if let mirrors = root.optional("mirrors") {
@@ -103,6 +114,17 @@ public struct ServerConfig: Sendable, Equatable {
                 }
                 config.mirrors.append(text)
             }
+        }
+        if let hours = root.optional("nodeCertificateHours") {
+            config.nodeCertificateHours = try hours.int()
+            guard (1...8760).contains(config.nodeCertificateHours) else { throw hours.error("must be 1 to 8760 hours") }
+        }
+        if let key = root.optional("secretsKey") {
+            config.secretsKeyFile = try key.string()
+            guard config.secretsKeyFile!.hasPrefix("/") else { throw key.error("must be an absolute path") }
+        }
+        if let keys = root.optional("sshHostKeys") {
+            config.sshHostKeys = try keys.bool()
         }
         if let poll = root.optional("pollAfterSeconds") {
             config.pollAfterSeconds = try poll.int()

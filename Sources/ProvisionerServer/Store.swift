@@ -59,6 +59,7 @@ public final class Store: Sendable {
         if version < 1 { try await createSchemaVersion1() }
         if version < 2 { try await createSchemaVersion2() }
         if version < 3 { try await createSchemaVersion3() }
+        if version < 4 { try await createSchemaVersion4() }
     }
 
     /// Nodes, sessions, events, audit.

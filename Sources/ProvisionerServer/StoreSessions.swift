@@ -11,14 +11,25 @@ extension Store {
     /// one waiting session, so a machine that retries every 30 s is listed once. A new pending
     /// machine beyond `limits.maxPending` is refused with 429 (entries not refreshed within
     /// `limits.pendingExpirySeconds` are abandoned first and no longer count).
+    /// Opens a session for the machine with `macs`. `caller` nil: iPXE (the plain-HTTP listener).
+    /// A session the shared bootstrap certificate opens for a node is unverified: it gets an
+    /// enrollment challenge and ends none of the node's other sessions until the node proves its
+    /// identity (docs/certificates.md); one a node's own certificate opens must be that node's.
     public func openSession(
         macs: [String], facts: HardwareFacts, remoteAddress: String?, source: String,
-        limits: RegistrationLimits = RegistrationLimits()
+        limits: RegistrationLimits = RegistrationLimits(), caller: SessionCaller? = .admin("server")
     ) async throws -> (SessionSummary, NodeConfig?) {
         let normal = try Self.normalize(macs)
         return try await transaction {
             let node = try await nodeOwning(macs: normal)
             let now = Clock.nowMillis()
+            if case .node(let name)? = caller, node?.name != name {
+                throw APIError.forbidden(
+                    "the certificate of node \(name) may not open a session for "
+                        + (node.map { "node \($0.name)'s MACs" } ?? "MACs no node has"),
+                    code: "not-your-node")
+            }
+            let verified = caller.map(\.provesNode) ?? false
             if source == "ipxe", node == nil,
                 let existing = try await sessionsSharing(macs: normal, states: [.waiting]).first
             {
@@ -30,7 +41,8 @@ extension Store {
                     ])
                 return (try await summary(existing)!, nil)
             }
-            if source != "ipxe" {
+            // An unverified claim on a node's MACs ends nothing: the real machine's boot goes on.
+            if source != "ipxe" && (verified || node == nil) {
                 for old in try await sessionsSharing(macs: normal, states: [.waiting, .running]) {
                     _ = try await query(
                         "UPDATE sessions SET state = 'abandoned', updated_at = ? WHERE id = ?",
@@ -40,15 +52,17 @@ extension Store {
             if node == nil { try await admitPending(now: now, limits: limits) }
             let id = UUID().uuidString.lowercased()
             let state: SessionState = node == nil ? .waiting : .running
+            let challenge = verified ? nil : Self.newChallenge()
             _ = try await query(
                 """
-                INSERT INTO sessions (id, node, macs, facts, state, opened_at, updated_at, remote, source)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO sessions (id, node, macs, facts, state, opened_at, updated_at, remote, source, verified, challenge)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 [
                     .text(id), node.map { .text($0.name) } ?? .null, .text(StoredJSON.encode(normal)),
                     .text(StoredJSON.encode(facts)), .text(state.rawValue), .integer(now), .integer(now),
-                    remoteAddress.map { .text($0) } ?? .null, .text(source),
+                    remoteAddress.map { .text($0) } ?? .null, .text(source), .integer(verified ? 1 : 0),
+                    challenge.map { .text($0) } ?? .null,
                 ])
             for mac in normal {
                 _ = try await query(
@@ -59,9 +73,12 @@ extension Store {
     }
 
     /// The agent's poll: the node, once one owns the session's MACs (then the session runs).
-    public func pollSession(_ id: String) async throws -> (SessionSummary, NodeConfig?) {
+    public func pollSession(_ id: String, caller: SessionCaller = .admin("server")) async throws -> (
+        SessionSummary, NodeConfig?
+    ) {
         try await transaction {
             guard let session = try await summary(id) else { throw Self.unknownSession(id) }
+            try Self.authorize(caller, session, .poll)
             let node = try await nodeOwning(macs: session.macs)
             let now = Clock.nowMillis()
             if session.state == .waiting, let node {
@@ -75,9 +92,12 @@ extension Store {
         }
     }
 
-    public func addEvents(_ id: String, _ events: [AgentEvent]) async throws -> EventsAccepted {
+    public func addEvents(_ id: String, _ events: [AgentEvent], caller: SessionCaller = .admin("server")) async throws
+        -> EventsAccepted
+    {
         try await transaction {
             guard let session = try await summary(id) else { throw Self.unknownSession(id) }
+            try Self.authorize(caller, session, .events)
             guard !session.state.isFinished else {
                 throw APIError(.conflict, "session-finished", "session \(id) is \(session.state.rawValue)")
             }
@@ -103,9 +123,12 @@ extension Store {
         }
     }
 
-    public func finishSession(_ id: String, _ finish: SessionFinish) async throws -> SessionSummary {
+    public func finishSession(_ id: String, _ finish: SessionFinish, caller: SessionCaller = .admin("server"))
+        async throws -> SessionSummary
+    {
         try await transaction {
             guard let session = try await summary(id) else { throw Self.unknownSession(id) }
+            try Self.authorize(caller, session, .finish(succeeded: finish.succeeded))
             guard !session.state.isFinished else {
                 throw APIError(.conflict, "session-finished", "session \(id) is already \(session.state.rawValue)")
             }
@@ -289,7 +312,26 @@ extension Store {
             openedAt: Clock.iso(row.column("opened_at")?.integer ?? 0),
             updatedAt: Clock.iso(row.column("updated_at")?.integer ?? 0),
             remoteAddress: row.column("remote")?.string, lastPhase: row.column("last_phase")?.string,
-            lastMessage: row.column("last_message")?.string, eventCount: row.column("event_count")?.integer ?? 0)
+            lastMessage: row.column("last_message")?.string, eventCount: row.column("event_count")?.integer ?? 0,
+            verified: (row.column("verified")?.integer ?? 0) != 0)
+    }
+
+    /// The session's enrollment challenge (nil once used, or for a verified session).
+    public func challenge(of id: String) async throws -> String? {
+        try await read {
+            try await query("SELECT challenge FROM sessions WHERE id = ?", [.text(id)]).first?.column("challenge")?.string
+        }
+    }
+
+    /// 128 random bits, hex.
+    static func newChallenge() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
+    /// `SessionAccess`'s refusal as the error the route answers.
+    static func authorize(_ caller: SessionCaller, _ session: SessionSummary, _ use: SessionUse) throws {
+        if let (_, error) = SessionAccess.refusal(caller: caller, session: session, use: use) { throw error }
     }
 
     static func normalize(_ macs: [String]) throws -> [String] {

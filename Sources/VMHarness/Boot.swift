@@ -17,6 +17,8 @@ public struct NodeBoot: Sendable {
     public var uefiCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     public var mac = "52:54:00:12:34:56"
     public var console: String
+    /// A TPM 2.0 (tpm-tis) backed by the swtpm listening on this control socket.
+    public var tpmSocket: String?
 
     public init(machine: VirtualMachine, console: String) {
         self.machine = machine
@@ -35,6 +37,12 @@ public struct NodeBoot: Sendable {
             args += [
                 "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(uefiCode)",
                 "-drive", "if=pflash,format=raw,unit=1,file=\(uefiVars)",
+            ]
+        }
+        if let tpmSocket {
+            args += [
+                "-chardev", "socket,id=chrtpm,path=\(tpmSocket)", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+                "-device", "tpm-tis,tpmdev=tpm0",
             ]
         }
         if let kernel {

@@ -64,7 +64,8 @@ extension Agent {
 /// decides what comes next.
 final class BootRunner {
     let settings: BootSettings
-    let credentials: ImageCredentials
+    /// The bootstrap certificate until the node enrolls, then its own (in /run/provisioner/identity).
+    var credentials: ImageCredentials
     let console: Console
     var machine: BootStateMachine
     private(set) var session: BootSession?
@@ -79,7 +80,7 @@ final class BootRunner {
         self.settings = settings
         self.credentials = credentials
         self.console = console
-        machine = BootStateMachine(settings: settings)
+        machine = BootStateMachine(settings: settings, hasTPM: TPMStore.isPresent)
     }
 
     /// Runs the flow to its end: true when the root is ready for the switch.
@@ -106,6 +107,8 @@ final class BootRunner {
                 decision = poll()
             case .runDisks(let task): decision = runDisks(task)
             case .applyDisks(let plan): decision = applyDisks(plan)
+            case .enroll(let task): decision = enroll(task)
+            case .awaitApproval(let seconds, let message): decision = awaitApproval(seconds: seconds, message: message)
             case .runSync(let task): decision = runSync(task)
             case .runPlugins(let configs): decision = runPlugins(configs)
             case .installLocalBoot(let task): decision = installLocalBoot(task)
@@ -146,7 +149,7 @@ final class BootRunner {
     /// The phase a decision's warnings belong to.
     static func phase(of action: BootAction) -> BootPhase {
         switch action {
-        case .register, .backOff, .poll, .fallBack: .register
+        case .register, .backOff, .poll, .fallBack, .enroll, .awaitApproval: .register
         case .runDisks, .applyDisks: .disks
         case .runSync: .image
         case .runPlugins: .plugins

@@ -21,8 +21,10 @@ import ProvisionerSystem
 /// answering in the middle of a boot must not fail the boot, so undelivered events wait in a
 /// queue and go with the next batch.
 final class BootSession: @unchecked Sendable {
-    let client: ProvisionerClient
+    /// The bootstrap certificate's client until the node enrolls, then the node's own.
+    private(set) var client: ProvisionerClient
     let console: Console
+    let endpoints: [Endpoint]
     private(set) var id: String?
     private var pending: [AgentEvent] = []
 
@@ -34,16 +36,35 @@ final class BootSession: @unchecked Sendable {
                 throw BootFailure(.register, .configuration, "server \(url): \(error)")
             }
         }
+        self.endpoints = endpoints
         do {
             let tls = try ClientTLS(
                 caFile: credentials.ca, certificateFile: credentials.certificate, keyFile: credentials.key)
-            client = try ProvisionerClient(
-                ClientConfiguration(
-                    servers: endpoints, tls: tls, connectTimeout: .seconds(5), readTimeout: .seconds(60),
-                    userAgent: "provisioner-agent"))
+            client = try Self.client(endpoints, tls)
         } catch {
             throw BootFailure(.register, .configuration, "the TLS credentials in /etc/provisioner: \(error)")
         }
+    }
+
+    static func client(_ endpoints: [Endpoint], _ tls: ClientTLS) throws -> ProvisionerClient {
+        try ProvisionerClient(
+            ClientConfiguration(
+                servers: endpoints, tls: tls, connectTimeout: .seconds(5), readTimeout: .seconds(60),
+                userAgent: "provisioner-agent"))
+    }
+
+    /// `POST sessions/{id}/enroll` with the bootstrap certificate.
+    func enroll(csr: String) throws -> EnrollResult {
+        guard let id else { throw BootFailure(.register, .transient, "no session") }
+        let client = self.client
+        return try blocking {
+            try await client.json(.POST, "\(APIVersion.prefix)/sessions/\(id)/enroll", body: EnrollRequest(csr: csr))
+        }
+    }
+
+    /// From now on, every request goes with the node's own certificate.
+    func adopt(tls: ClientTLS) throws {
+        client = try Self.client(endpoints, tls)
     }
 
     func open(_ request: SessionOpenRequest) throws -> SessionResponse {

@@ -168,8 +168,11 @@ extension BootRunner {
             }
         }
         let files = currentNode.files ?? []
+        // The node's secrets: written like overlay files, reported by path only.
+        let secrets = machine.secrets.map(\.asFile)
         do {
             entries += try OverlayFiles.entries(files)
+            entries += try OverlayFiles.entries(secrets)
         } catch {
             return failed(.plugins, .configuration, "\(error)")
         }
@@ -184,6 +187,14 @@ extension BootRunner {
                 "plugins",
                 "overlays \(currentNode.overlays.joined(separator: ", ")): "
                     + (changed.isEmpty ? "nothing to change (\(files.count) file(s) already right)" : "wrote \(changed.joined(separator: ", "))"))
+        }
+        if !secrets.isEmpty {
+            let secretPaths = Set(secrets.map(\.path))
+            let changed = report.changed.filter { secretPaths.contains($0) }
+            session?.event(
+                "plugins",
+                "secrets: " + (changed.isEmpty
+                    ? "\(secrets.count) already in place" : "wrote \(changed.joined(separator: ", "))"))
         }
         if let failure = runAdminPlugins(files, runner: runner) { return failure }
         let names = configs.map(\.name).joined(separator: ", ")

@@ -109,6 +109,8 @@ struct BootNode: ParsableCommand {
     @Option(name: .customLong("disk"), help: "A disk to attach (repeatable), as for run.") var disks: [String] = []
     @Option(help: "Memory in MiB.") var memory = 1536
     @Option(help: "MAC address of the NIC.") var mac = "52:54:00:12:34:56"
+    @Option(help: "A TPM 2.0: the control socket of a running swtpm (swtpm socket --ctrl type=unixio,path=...).")
+    var tpmSocket: String?
     @Option(help: "Where the serial console is written.") var console: String
     @Option(help: "Stop when a console line matches this regular expression.") var until: String?
     @Option(help: "Fail when a console line matches this regular expression.") var failWhen: String?
@@ -135,6 +137,7 @@ struct BootNode: ParsableCommand {
         boot.initrd = initrd
         boot.append = append
         boot.mac = mac
+        boot.tpmSocket = tpmSocket
         if let uefiVars {
             if !FileManager.default.fileExists(atPath: uefiVars) {
                 try FileManager.default.copyItem(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd", toPath: uefiVars)

@@ -58,7 +58,7 @@ extension Ctl.CA {
                     let server = try ca.issue(
                         role: .server, commonName: names.first ?? "provisioner-server", dnsNames: names,
                         ipAddresses: ips)
-                    let node = try ca.issue(role: .node, commonName: "provisioner-node")
+                    let node = try ca.issue(role: .bootstrap, commonName: "provisioner-bootstrap")
                     let adminCert = try ca.issue(role: .admin, commonName: adminName)
                     try fm.createDirectory(
                         atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -120,7 +120,8 @@ extension Ctl.CA {
         func run() async throws {
             try await reporting {
                 guard let certificateRole = CertificateRole(rawValue: role) else {
-                    throw CtlFailure("role must be admin, node or server, not \"\(role)\"")
+                    throw CtlFailure(
+                        "role must be one of \(CertificateRole.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(role)\"")
                 }
                 let ca: ClusterCA
                 do {

@@ -9,6 +9,9 @@ struct Ctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "provisionerctl",
         abstract: "Administers a provisioner cluster: certificates, nodes, boot sessions and images.",
-        subcommands: [CA.self, Nodes.self, Profiles.self, Overlays.self, Sessions.self, Audit.self, Image.self]
+        subcommands: [
+            CA.self, Nodes.self, Profiles.self, Overlays.self, Secrets.self, Sessions.self, Audit.self, Image.self,
+            Certs.self, Admins.self,
+        ]
     )
 }

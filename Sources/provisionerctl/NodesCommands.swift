@@ -11,7 +11,7 @@ extension Ctl {
             commandName: "nodes", abstract: "Defines nodes, imports and exports the cluster, assigns new machines.",
             subcommands: [
                 List.self, Show.self, Add.self, Set.self, Delete.self, Import.self, Export.self, Pending.self,
-                Assign.self,
+                Assign.self, Identity.self, Revoke.self, Approve.self,
             ])
     }
 }
@@ -50,6 +50,11 @@ struct NodeFieldOptions: ParsableArguments {
         help: "Pin the kernel release the node boots from its image (uname -r; \"newest\" to unpin). Default: the newest.")
     var kernelRelease: String?
 
+    @Option(
+        name: .long,
+        help: "What a new key of the node needs: approve (provisionerctl nodes approve) or auto (stateless nodes without a TPM).")
+    var enrollment: EnrollmentPolicy?
+
     @Option(name: .long, help: "An overlay (repeatable; on set, replaces the list).")
     var overlay: [String] = []
 
@@ -67,6 +72,7 @@ struct NodeFieldOptions: ParsableArguments {
         if let kernel { fields.kernel = kernel }
         if let initramfs { fields.initramfs = initramfs }
         if let kernelRelease { fields.kernelRelease = kernelRelease == "newest" ? nil : kernelRelease }
+        if let enrollment { fields.enrollment = enrollment }
         if !overlay.isEmpty { fields.overlays = overlay }
         for pair in vars {
             guard let eq = pair.firstIndex(of: "=") else { throw CtlFailure("--var \"\(pair)\" is not KEY=VALUE") }
@@ -105,6 +111,7 @@ struct NodeFieldOptions: ParsableArguments {
 
 extension NodeMode: ExpressibleByArgument {}
 extension SyncVerify: ExpressibleByArgument {}
+extension EnrollmentPolicy: ExpressibleByArgument {}
 
 func imageText(_ image: ImageRef?) -> String { image?.spelled ?? "-" }
 
@@ -420,6 +427,7 @@ func unsetField(_ name: String, in fields: inout NodeFields) throws {
     case "kernel": fields.kernel = nil
     case "initramfs": fields.initramfs = nil
     case "kernelRelease": fields.kernelRelease = nil
+    case "enrollment": fields.enrollment = nil
     case "overlays": fields.overlays = nil
     case "vars": fields.vars = nil
     default:

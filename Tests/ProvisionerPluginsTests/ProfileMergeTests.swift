@@ -85,7 +85,7 @@ import Testing
         // key NodeFields encodes, and each encoded key must have a rule.
         let full = NodeFields(
             image: ImageRef(name: "x"), layout: "l", mode: .stateful, plugins: [], kernelArgs: [], syncVerify: .stamp,
-            kernel: "k", initramfs: "i", kernelRelease: "6.1.0-1-amd64", overlays: [], vars: [:])
+            kernel: "k", initramfs: "i", kernelRelease: "6.1.0-1-amd64", overlays: [], vars: [:], enrollment: .auto)
         #expect(Set(full.setFields) == Set(NodeFields.rules.map(\.name)))
         #expect(full.setFields.count == NodeFields.rules.count)
     }

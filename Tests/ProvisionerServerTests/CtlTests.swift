@@ -1,6 +1,7 @@
 import Foundation
 import ProvisionerAPI
 import ProvisionerClient
+import ProvisionerPKI
 import Testing
 
 @testable import ProvisionerServer
@@ -137,19 +138,38 @@ import Testing
 
             let assign = try await Self.ctl(["nodes", "assign", session.sessionID, "web2"] + common)
             #expect(assign.status == 0, "\(assign.stderr)")
-            let polled: SessionResponse = try await agent.json(.GET, "/api/v1/sessions/\(session.sessionID)")
+            // The shared certificate learns only what the disks need, and an enrollment offer.
+            let offered: SessionResponse = try await agent.json(.GET, "/api/v1/sessions/\(session.sessionID)")
+            #expect(offered.node?.name == "web2")
+            #expect(offered.node?.kernelArgs == [])
+            let offer = try #require(offered.enrollment)
+            // The node makes its key, enrolls, and from then on speaks with its own certificate.
+            let key = NodeKey()
+            let enrolled: EnrollResult = try await agent.json(
+                .POST, "/api/v1/sessions/\(session.sessionID)/enroll",
+                body: EnrollRequest(csr: try key.certificateRequest(node: offer.node, challenge: offer.challenge)))
+            try enrolled.certificate.write(toFile: tls + "/web2.pem", atomically: true, encoding: .utf8)
+            try key.pemRepresentation.write(toFile: tls + "/web2-key.pem", atomically: true, encoding: .utf8)
+            let node = try ProvisionerClient(
+                ClientConfiguration(
+                    servers: [Endpoint(host: "127.0.0.1", port: server.apiPort)],
+                    tls: try ClientTLS(
+                        caFile: tls + "/ca.pem", certificateFile: tls + "/web2.pem", keyFile: tls + "/web2-key.pem")
+                ))
+            let polled: SessionResponse = try await node.json(.GET, "/api/v1/sessions/\(session.sessionID)")
             #expect(polled.node?.name == "web2")
             #expect(polled.node?.kernelArgs == ["console=ttyS0"])
+            #expect(polled.enrollment == nil)
 
             // The boot, then watch shows it and ends with the session.
-            let _: EventsAccepted = try await agent.json(
+            let _: EventsAccepted = try await node.json(
                 .POST, "/api/v1/sessions/\(session.sessionID)/events",
                 body: EventBatch(events: [
                     AgentEvent(phase: "disks", step: "apply", message: "2 partitions", progress: 0.5),
                     AgentEvent(phase: "pivot", message: "switching root"),
                     AgentEvent(phase: "plugins", message: "done\u{1B}[1A\rforged line"),
                 ]))
-            let _: SessionSummary = try await agent.json(
+            let _: SessionSummary = try await node.json(
                 .POST, "/api/v1/sessions/\(session.sessionID)/finish", body: SessionFinish(succeeded: true))
             let watch = try await Self.ctl(["sessions", "watch", "web2"] + common)
             #expect(watch.status == 0, "\(watch.stderr)")
@@ -168,8 +188,10 @@ import Testing
 
             let audit = try await Self.ctl(["audit", "--json"] + common)
             let entries = try JSONDecoder().decode([AuditEntry].self, from: Data(audit.stdout.utf8))
-            #expect(entries.map(\.action) == ["node.create", "node.create", "node.assign"])
-            #expect(entries.allSatisfy { $0.actor == "carol" && $0.remoteAddress == "127.0.0.1" })
+            let admins = entries.filter { $0.actor == "carol" }
+            #expect(admins.map(\.action) == ["node.create", "node.create", "node.assign"])
+            #expect(admins.allSatisfy { $0.remoteAddress == "127.0.0.1" })
+            #expect(entries.contains { $0.action == "node.enroll" && $0.subject == "node/web2" }, "\(entries.map(\.action))")
         } catch {
             await server.stop()
             throw error

@@ -103,7 +103,7 @@ import Testing
             $0.registration.maxPending = 2
             $0.registration.pendingExpirySeconds = 10
         }) { services, _ in
-            try await app(services, as: nodePeer).test(.router) { client in
+            try await app(services, as: bootstrapPeer).test(.router) { client in
                 func open(_ mac: String) async throws -> TestResponse {
                     try await client.execute(
                         uri: "/api/v1/sessions", method: .post, headers: jsonHeaders,
@@ -130,7 +130,7 @@ import Testing
             _ = try await services.store.transaction {
                 try await services.store.query("UPDATE sessions SET updated_at = updated_at - 60000")
             }
-            try await app(services, as: nodePeer).test(.router) { client in
+            try await app(services, as: bootstrapPeer).test(.router) { client in
                 let r = try await client.execute(
                     uri: "/api/v1/sessions", method: .post, headers: jsonHeaders,
                     body: try jsonBody(SessionOpenRequest(macs: ["52:54:00:00:01:05"])))

@@ -240,7 +240,7 @@ import Testing
                 let node = NodeConfig(name: "n2", macs: ["52:54:00:00:00:22"], image: ImageRef(name: "debian"))
                 _ = try await client.execute(uri: "/api/v1/admin/nodes", method: .post, headers: jsonHeaders, body: try jsonBody(node))
             }
-            let sessionID = try await app(services, as: nodePeer).test(.router) { client in
+            let sessionID = try await app(services, as: peer(node: "n2")).test(.router) { client in
                 let response = try decode(
                     SessionResponse.self,
                     try await client.execute(

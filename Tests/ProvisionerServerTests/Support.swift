@@ -34,13 +34,22 @@ struct TempDir {
 struct TestPKI {
     let ca: ClusterCA
     let caPEM: String
-    let node: IssuedCredential
+    /// The shared certificate of every initramfs (role bootstrap).
+    let bootstrap: IssuedCredential
     let admin: IssuedCredential
+    /// What the agent presents before it enrolls.
+    var node: IssuedCredential { bootstrap }
 
-    init(writingTo tlsDir: String? = nil, adminName: String = "alice") throws {
+    /// A node's own certificate, as enrollment issues it (role node, the node's name as CN).
+    func enrolled(_ name: String = "n1") throws -> IssuedCredential {
+        try ca.issue(role: .node, commonName: name)
+    }
+
+    /// `withCAKey`: the CA's key goes next to its certificate, so the server enrolls nodes.
+    init(writingTo tlsDir: String? = nil, adminName: String = "alice", withCAKey: Bool = false) throws {
         ca = try ClusterCA.create()
         caPEM = try ca.certificatePEM
-        node = try ca.issue(role: .node, commonName: "provisioner-node")
+        bootstrap = try ca.issue(role: .bootstrap, commonName: "provisioner-bootstrap")
         admin = try ca.issue(role: .admin, commonName: adminName)
         if let tlsDir {
             let server = try ca.issue(
@@ -51,6 +60,7 @@ struct TestPKI {
             ] {
                 try text.write(toFile: tlsDir + "/" + name, atomically: true, encoding: .utf8)
             }
+            if withCAKey { try ca.privateKeyPEM.write(toFile: tlsDir + "/ca-key.pem", atomically: true, encoding: .utf8) }
         }
     }
 
@@ -88,7 +98,12 @@ func withServices<T>(
 }
 
 let adminPeer = PeerIdentity(role: .admin, name: "alice")
-let nodePeer = PeerIdentity(role: .node, name: "provisioner-node")
+/// The shared bootstrap certificate, as routes see it.
+let bootstrapPeer = PeerIdentity(role: .bootstrap, name: "provisioner-bootstrap")
+/// Node n1's own certificate (issued at enrollment), as routes see it.
+let nodePeer = PeerIdentity(role: .node, name: "n1")
+/// Another node's own certificate.
+func peer(node name: String) -> PeerIdentity { PeerIdentity(role: .node, name: name) }
 
 func app(_ services: Services, as peer: PeerIdentity? = adminPeer) -> some ApplicationProtocol {
     Application(router: buildRouter(services, authentication: .fixed(peer)))

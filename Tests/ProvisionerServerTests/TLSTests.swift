@@ -86,6 +86,7 @@ import Testing
         try dir.write("files/kernels/default", content)
         let server = try await LiveServer.start(stateDir: dir.path)
         do {
+            let n1 = try pki.enrolled()
             // The first server in the list is a closed port: the client moves on to the live one.
             let closedPort = try await Self.closedPort()
             let client = try ProvisionerClient(
@@ -95,7 +96,7 @@ import Testing
                         Endpoint(host: "127.0.0.1", port: server.apiPort),
                     ],
                     tls: try ClientTLS(
-                        caPEM: pki.caPEM, certificatePEM: pki.node.certificatePEM, keyPEM: pki.node.privateKeyPEM)))
+                        caPEM: pki.caPEM, certificatePEM: n1.certificatePEM, keyPEM: n1.privateKeyPEM)))
             for _ in 0..<4 {  // random order: every attempt must end on the live server
                 var received: [UInt8] = []
                 let etag = try await client.stream(.get("/files/kernels/default", from: 1_000_000)) { head, body in

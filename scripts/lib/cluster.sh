@@ -28,7 +28,8 @@ ctl() {
 cluster_prepare() {
     local kernel=$1 initrd=$2 base=${3:-}
     mkdir -p "$STATE/tls" "$STATE/files/kernels" "$STATE/files/initramfs" "$STATE/images"
-    cp "$TLS"/{ca.pem,server.pem,server-key.pem} "$STATE/tls/"
+    # The CA key too: the server signs each node's own certificate when it enrolls (docs/certificates.md).
+    cp "$TLS"/{ca.pem,ca-key.pem,server.pem,server-key.pem} "$STATE/tls/"
     cp "$kernel" "$STATE/files/kernels/default"
     cp "$initrd" "$STATE/files/initramfs/default"
     if [[ -n $base ]]; then cp "$base" "$STATE/files/initramfs/base"; fi

@@ -50,6 +50,12 @@ install() {
         mount umount switch_root udevadm partprobe blockdev efibootmgr \
         blkid lsblk partx dmsetup sync chroot timeout
     inst_multiple -o /etc/mke2fs.conf
+    # tpm2-tools for a stateless node's key in its TPM (docs/certificates.md), and the TCTI
+    # library they load at run time for /dev/tpmrm0.
+    inst_multiple -o tpm2 tpm2_nvreadpublic tpm2_nvread tpm2_nvdefine tpm2_nvwrite tpm2_nvundefine
+    for lib in /usr/lib/*/libtss2-tcti-device.so*; do
+        [[ -e $lib ]] && inst_library "$lib"
+    done
     # systemd-boot, which the agent copies to a stateful node's ESP as its
     # fallback boot path (package systemd-boot-efi).
     if [[ -f /usr/lib/systemd/boot/efi/systemd-bootx64.efi ]]; then
