@@ -107,11 +107,14 @@ public struct EnrollTask: Hashable, Sendable {
     public var node: String
     public var challenge: String
     public var keyStore: KeyStore
+    /// The kept key was revoked: make a new one (kept once the server accepts it) (I2).
+    public var newKey: Bool
 
-    public init(node: String, challenge: String, keyStore: KeyStore) {
+    public init(node: String, challenge: String, keyStore: KeyStore, newKey: Bool = false) {
         self.node = node
         self.challenge = challenge
         self.keyStore = keyStore
+        self.newKey = newKey
     }
 }
 
@@ -269,6 +272,8 @@ public struct BootStateMachine: Sendable {
         var bootProblem: String?
         /// Set until the node proved its identity in this session (I1).
         var enrollment: EnrollmentOffer?
+        /// The server refused the kept key as revoked: enroll with a new one.
+        var newKey = false
         var secrets: [DeliveredSecret] = []
 
         init(node: NodeConfig, mirrors: [String], report: PivotReport, boot: BootFiles, bootProblem: String?) {
@@ -461,9 +466,11 @@ public struct BootStateMachine: Sendable {
         return startSync(rules: [.I3])
     }
 
-    /// The server wants the admin's approval for this key (I2): wait and ask again, in the same session.
-    public mutating func enrollmentNeedsApproval(_ message: String) -> BootDecision {
+    /// The server wants the admin's approval for this key, or refuses it for good because it was
+    /// revoked (I2): wait and ask again, in the same session; after a revoked key, with a new one.
+    public mutating func enrollmentNeedsApproval(_ message: String, keyRevoked: Bool = false) -> BootDecision {
         expect([.enrolling], "an enrollment waiting for approval")
+        if keyRevoked { run!.newKey = true }
         return BootDecision(.awaitApproval(afterSeconds: Self.approvalPollSeconds, message: message), [.I2])
     }
 
@@ -471,7 +478,9 @@ public struct BootStateMachine: Sendable {
     public mutating func approvalWaited() -> BootDecision {
         expect([.enrolling], "the end of a wait for approval")
         let offer = run!.enrollment!
-        return BootDecision(.enroll(EnrollTask(node: offer.node, challenge: offer.challenge, keyStore: keyStore)), [.I2])
+        return BootDecision(
+            .enroll(EnrollTask(node: offer.node, challenge: offer.challenge, keyStore: keyStore, newKey: run!.newKey)),
+            [.I2])
     }
 
     /// I1: where the key lives.

@@ -179,10 +179,12 @@ public enum EnrollmentRules {
                     ? "the certificate request carries no challengePassword (the session's enrollment challenge)"
                     : "the certificate request's challenge is not this session's (a request made for another session)")
         }
-        if f.revokedKeys.contains(f.requestKey) && f.approvedBy == nil {
+        // A revoked key is never accepted again, approved or not: whoever holds it may not be the node.
+        if f.revokedKeys.contains(f.requestKey) {
             return .refuse(
                 .C7, status: 403, code: "key-revoked",
-                message: "the key \(f.requestKey) of node \(node) was revoked; approve a new enrollment with provisionerctl nodes approve \(node)")
+                message: "the key \(f.requestKey) of node \(node) was revoked and is never accepted again; the node makes "
+                    + "a new key, which needs provisionerctl nodes approve \(node) (or the node's enrollment policy auto)")
         }
         switch f.identity {
         case .none:

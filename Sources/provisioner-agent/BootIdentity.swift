@@ -28,7 +28,7 @@ extension BootRunner {
         let key: NodeKey
         let kept: Bool
         do {
-            (key, kept) = try loadKey(task.keyStore)
+            (key, kept) = task.newKey ? (NodeKey(), false) : try loadKey(task.keyStore)
         } catch {
             return failed(.register, .transient, "reading node \(task.node)'s key from \(describe(task.keyStore)): \(error)")
         }
@@ -41,7 +41,7 @@ extension BootRunner {
             if case .status(let status, let body, _) = error, status == 403,
                 let code = body?.error.code, ["enrollment-needs-approval", "key-revoked"].contains(code)
             {
-                return machine.enrollmentNeedsApproval(body?.error.message ?? "\(error)")
+                return machine.enrollmentNeedsApproval(body?.error.message ?? "\(error)", keyRevoked: code == "key-revoked")
             }
             if isUnreachable(error) || error.httpStatus == 503 {
                 return failed(.register, .transient, "enrolling node \(task.node): \(error)")

@@ -58,6 +58,17 @@ import Testing
         if case .enroll(let task) = again.action { #expect(task.challenge == "c0ffee") } else { Issue.record("\(again)") }
     }
 
+    @Test func I2_aRevokedKeyIsReplacedByANewOne() {
+        var (machine, _) = Self.enrollingMachine(T.node())
+        _ = machine.enrollmentNeedsApproval("the key was revoked", keyRevoked: true)
+        guard case .enroll(let task) = machine.approvalWaited().action else { Issue.record("expected an enrollment"); return }
+        #expect(task.newKey)
+        // Still waiting for the admin with the new key: it stays new until the server accepts one.
+        _ = machine.enrollmentNeedsApproval("needs approval")
+        guard case .enroll(let again) = machine.approvalWaited().action else { Issue.record("expected an enrollment"); return }
+        #expect(again.newKey)
+    }
+
     @Test func I3_theWholeConfigThenTheSyncWithTheSecretsPreserved() {
         let node = T.node()
         var (machine, _) = Self.enrollingMachine(node)

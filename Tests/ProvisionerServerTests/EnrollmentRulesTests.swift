@@ -24,6 +24,7 @@ import Testing
         ("C6 no challenge", facts { $0.requestChallenge = nil }, .C6, "challenge-mismatch"),
         ("C6 another session's", facts { $0.requestChallenge = "d" }, .C6, "challenge-mismatch"),
         ("C7 revoked key", facts { $0.revokedKeys = ["sha256:new"]; $0.policy = .auto }, .C7, "key-revoked"),
+        ("C7 revoked key, even approved", facts { $0.identity = .revoked; $0.revokedKeys = ["sha256:new"]; $0.approvedBy = "alice" }, .C7, "key-revoked"),
         ("I5 new key, approve", facts { $0.identity = .active; $0.enrolledKey = "sha256:old" }, .I5, "enrollment-needs-approval"),
         ("I6 revoked identity", facts { $0.identity = .revoked }, .I6, "enrollment-needs-approval"),
     ])
@@ -39,7 +40,7 @@ import Testing
         ("I2 same key", facts { $0.identity = .active; $0.enrolledKey = "sha256:new" }, .renewed, .I2),
         ("I2 the node's own certificate", facts { $0.identity = .active; $0.enrolledKey = "sha256:new"; $0.caller = .node("n1") }, .renewed, .I2),
         ("I3 approved", facts { $0.identity = .active; $0.enrolledKey = "sha256:old"; $0.approvedBy = "alice" }, .approved, .I3),
-        ("I3 approved after revoke, old key", facts { $0.identity = .revoked; $0.revokedKeys = ["sha256:new"]; $0.approvedBy = "alice" }, .approved, .I3),
+        ("I3 approved after revoke, a new key", facts { $0.identity = .revoked; $0.revokedKeys = ["sha256:old"]; $0.approvedBy = "alice" }, .approved, .I3),
         ("I4 auto", facts { $0.identity = .active; $0.enrolledKey = "sha256:old"; $0.policy = .auto }, .reenrolled, .I4),
         ("I4 auto after revoke", facts { $0.identity = .revoked; $0.policy = .auto }, .reenrolled, .I4),
     ])
