@@ -100,7 +100,7 @@ struct BootNode: ParsableCommand {
             """
     )
 
-    @Option(help: "Kernel for a direct boot (what iPXE would load); omit to boot from disk (needs --uefi-vars).")
+    @Option(help: "Kernel for a direct boot (what iPXE would load); omit to boot from disk or the network (--uefi-vars).")
     var kernel: String?
     @Option(help: "Initramfs for a direct boot.") var initrd: String?
     @Option(help: "Kernel command line for a direct boot.") var append = ""
@@ -111,6 +111,9 @@ struct BootNode: ParsableCommand {
     @Option(help: "MAC address of the NIC.") var mac = "52:54:00:12:34:56"
     @Option(help: "A TPM 2.0: the control socket of a running swtpm (swtpm socket --ctrl type=unixio,path=...).")
     var tpmSocket: String?
+    @Option(help: "Plug the NIC into this existing tap device (instead of QEMU's user networking).") var tap: String?
+    @Flag(help: "Boot from the network first (PXE through OVMF's virtio-net driver; needs --uefi-vars, no --kernel).")
+    var networkBoot = false
     @Option(help: "Where the serial console is written.") var console: String
     @Option(help: "Stop when a console line matches this regular expression.") var until: String?
     @Option(help: "Fail when a console line matches this regular expression.") var failWhen: String?
@@ -121,7 +124,12 @@ struct BootNode: ParsableCommand {
     @Option(help: "Directory for disk images given without file=.") var workDir = "build/vm-artifacts"
 
     func validate() throws {
-        if kernel == nil && uefiVars == nil { throw ValidationError("give --kernel, or --uefi-vars to boot from disk") }
+        if kernel == nil && uefiVars == nil {
+            throw ValidationError("give --kernel, or --uefi-vars to boot from disk or (--network-boot) the network")
+        }
+        if networkBoot && (kernel != nil || uefiVars == nil) {
+            throw ValidationError("--network-boot: the firmware loads what it boots; give --uefi-vars and no --kernel")
+        }
     }
 
     func run() throws {
@@ -138,6 +146,8 @@ struct BootNode: ParsableCommand {
         boot.append = append
         boot.mac = mac
         boot.tpmSocket = tpmSocket
+        if let tap { boot.network = .tap(tap) }
+        boot.networkBoot = networkBoot
         if let uefiVars {
             if !FileManager.default.fileExists(atPath: uefiVars) {
                 try FileManager.default.copyItem(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd", toPath: uefiVars)
