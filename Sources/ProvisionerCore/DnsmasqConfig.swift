@@ -31,7 +31,7 @@ public struct DnsmasqConfig: Sendable, Equatable {
     public var mode: Mode
     /// Full mode only: the addresses dnsmasq leases.
     public var range: ClosedRange<IPv4Address>?
-    /// Full mode only: the router option handed out (none when nil).
+    /// Full mode only: the router option handed out (none when nil: the provisioning network is one link).
     public var router: IPv4Address?
     /// The server's plain-HTTP boot listener, e.g. `http://10.0.0.1:8080` (no path).
     public var bootURL: String
@@ -186,7 +186,8 @@ public struct DnsmasqConfig: Sendable, Equatable {
         switch mode {
         case .full:
             lines.append("dhcp-range=\(range!.lowerBound),\(range!.upperBound),\(subnet.netmask),\(leaseTime)")
-            if let router { lines.append("dhcp-option=option:router,\(router)") }
+            // Without a value dnsmasq sends no router at all (by default it names itself).
+            lines.append("dhcp-option=option:router" + (router.map { ",\($0)" } ?? ""))
         case .proxy:
             lines.append("dhcp-range=\(subnet.network),proxy,\(subnet.netmask)")
         }

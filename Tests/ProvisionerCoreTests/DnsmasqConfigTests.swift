@@ -49,7 +49,8 @@ import Testing
     }
 
     @Test func noRouterOptionUnlessGiven() throws {
-        #expect(!(try Self.full().render().contains("option:router")))
+        // An empty option: dnsmasq would otherwise hand out its own address as the router.
+        #expect(try Self.full().render().contains("\ndhcp-option=option:router\n"))
     }
 
     // (option, rule) for each refusal: the option named is the one the admin has to change.
