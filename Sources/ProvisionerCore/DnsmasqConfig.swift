@@ -66,7 +66,8 @@ public struct DnsmasqConfig: Sendable, Equatable {
         // Linux interface names: at most 15 bytes (IFNAMSIZ - 1); dnsmasq reads the line up to a comma or space.
         let nameOK = interface.utf8.allSatisfy { b in
             (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z"))
-                || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "-") || b == UInt8(ascii: "_")
+                || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "-")
+                || b == UInt8(ascii: "_")
                 || b == UInt8(ascii: ".")
         }
         guard !interface.isEmpty, interface.utf8.count <= 15, nameOK, interface != ".", interface != ".." else {
@@ -105,7 +106,8 @@ public struct DnsmasqConfig: Sendable, Equatable {
             if start == net.network || end == net.broadcast {
                 throw fail(
                     "--range", .rangeHoldsNetworkOrBroadcast,
-                    "\(start)-\(end) holds the subnet's network (\(net.network)) or broadcast (\(net.broadcast)) address")
+                    "\(start)-\(end) holds the subnet's network (\(net.network)) or broadcast (\(net.broadcast)) address"
+                )
             }
             if start...end ~= server {
                 throw fail("--range", .rangeHoldsServer, "\(start)-\(end) holds the server's own address \(server)")
@@ -174,10 +176,15 @@ public struct DnsmasqConfig: Sendable, Equatable {
 
     /// The configuration file's text.
     public func render() -> String {
+        let what =
+            switch mode {
+            case .full: "Full DHCP: leases \(range!.lowerBound)-\(range!.upperBound)"
+            case .proxy: "Proxy DHCP: the network's own DHCP server leases the addresses"
+            }
         var lines = [
             "# The provisioning network: written by `provisionerctl configure dhcp` (docs/pxe-boot.md).",
             "# Edit by running the command again; it shows what it writes before writing.",
-            "# \(mode == .full ? "Full DHCP: leases \(range!.lowerBound)-\(range!.upperBound)" : "Proxy DHCP: the network's own DHCP server leases the addresses") on \(interface) (\(subnet)).",
+            "# \(what) on \(interface) (\(subnet)).",
             "interface=\(interface)",
             "bind-interfaces",
             "# DHCP and TFTP only: no DNS server.",

@@ -93,7 +93,8 @@ public struct NodeBoot: Sendable {
     ) throws -> Result {
         let fm = FileManager.default
         for disk in machine.disks where !fm.fileExists(atPath: disk.file) {
-            guard fm.createFile(atPath: disk.file, contents: nil), truncate(disk.file, off_t(disk.sizeBytes)) == 0 else {
+            guard fm.createFile(atPath: disk.file, contents: nil), truncate(disk.file, off_t(disk.sizeBytes)) == 0
+            else {
                 throw VMError.qemuFailed("cannot create disk image \(disk.file)")
             }
         }

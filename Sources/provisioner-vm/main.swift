@@ -100,7 +100,8 @@ struct BootNode: ParsableCommand {
             """
     )
 
-    @Option(help: "Kernel for a direct boot (what iPXE would load); omit to boot from disk or the network (--uefi-vars).")
+    @Option(
+        help: "Kernel for a direct boot (what iPXE would load); omit to boot from disk or the network (--uefi-vars).")
     var kernel: String?
     @Option(help: "Initramfs for a direct boot.") var initrd: String?
     @Option(help: "Kernel command line for a direct boot.") var append = ""
@@ -138,7 +139,8 @@ struct BootNode: ParsableCommand {
         for (index, spec) in disks.enumerated() {
             attached.append(try parseDisk(spec, index: index, workDir: workDir))
         }
-        var machine = VirtualMachine(kernel: kernel ?? "", initrd: initrd ?? "", disks: attached, artifactsDirectory: workDir)
+        var machine = VirtualMachine(
+            kernel: kernel ?? "", initrd: initrd ?? "", disks: attached, artifactsDirectory: workDir)
         machine.memoryMiB = memory
         var boot = NodeBoot(machine: machine, console: console)
         boot.kernel = kernel

@@ -20,7 +20,8 @@ extension Ctl.Configure {
     struct DHCP: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "dhcp",
-            abstract: "Writes a dnsmasq configuration for network boot and copies Debian's iPXE binaries to its TFTP root.",
+            abstract:
+                "Writes a dnsmasq configuration for network boot and copies Debian's iPXE binaries to its TFTP root.",
             discussion: """
                 dnsmasq answers the machines' PXE requests on --interface: BIOS firmware gets undionly.kpxe, \
                 UEFI firmware the --uefi-binary, both over TFTP from --tftp-root; iPXE then gets the server's \
@@ -48,7 +49,8 @@ extension Ctl.Configure {
         var tftpRoot = "/srv/tftp"
         @Option(help: "Where Debian's ipxe package put its binaries.")
         var ipxeDir = "/usr/lib/ipxe"
-        @Option(help: "The iPXE binary for UEFI machines: ipxe.efi (its own NIC drivers) or snponly.efi (the firmware's).")
+        @Option(
+            help: "The iPXE binary for UEFI machines: ipxe.efi (its own NIC drivers) or snponly.efi (the firmware's).")
         var uefiBinary: DnsmasqConfig.UEFIBinary = .ipxe
         @Option(help: "The dnsmasq configuration file to write.")
         var output = "/etc/dnsmasq.d/provisioner.conf"
@@ -145,7 +147,9 @@ struct DHCPPlan: Encodable {
             print("  \(line)")
         }
         for copy in copies {
-            print("copy \(copy.source) -> \(copy.destination) (\(copy.bytes) bytes)\(copy.unchanged ? " (unchanged)" : "")")
+            print(
+                "copy \(copy.source) -> \(copy.destination) (\(copy.bytes) bytes)\(copy.unchanged ? " (unchanged)" : "")"
+            )
         }
     }
 

@@ -44,7 +44,8 @@ import Testing
         #expect(!text.contains("dhcp-boot="))
         #expect(text.contains("\npxe-service=tag:!ipxe,x86PC,\"iPXE (BIOS)\",undionly.kpxe\n"))
         #expect(text.contains("\npxe-service=tag:!ipxe,BC_EFI,\"iPXE (UEFI)\",snponly.efi\n"))
-        #expect(text.contains("\npxe-service=tag:ipxe,BC_EFI,\"provisioner\",http://boot.example:8080/boot/start.ipxe\n"))
+        #expect(
+            text.contains("\npxe-service=tag:ipxe,BC_EFI,\"provisioner\",http://boot.example:8080/boot/start.ipxe\n"))
         #expect(config.tftpFiles == ["undionly.kpxe", "snponly.efi"])
     }
 
@@ -71,7 +72,10 @@ import Testing
         ("range of one address", .full, ["range": "10.0.0.100"], "--range", .badAddress),
         ("range reversed", .full, ["range": "10.0.0.200,10.0.0.100"], "--range", .rangeReversed),
         ("range outside", .full, ["range": "10.0.0.100,10.0.1.5"], "--range", .rangeOutsideSubnet),
-        ("range from the network address", .full, ["range": "10.0.0.0,10.0.0.50"], "--range", .rangeHoldsNetworkOrBroadcast),
+        (
+            "range from the network address", .full, ["range": "10.0.0.0,10.0.0.50"], "--range",
+            .rangeHoldsNetworkOrBroadcast
+        ),
         ("range to the broadcast", .full, ["range": "10.0.0.100,10.0.0.255"], "--range", .rangeHoldsNetworkOrBroadcast),
         ("range holds the server", .full, ["range": "10.0.0.1,10.0.0.50"], "--range", .rangeHoldsServer),
         ("router outside", .full, ["router": "192.168.1.1"], "--router", .routerOutsideSubnet),
