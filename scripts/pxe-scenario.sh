@@ -10,7 +10,8 @@
 #       iPXE's DHCP gets the server's script URL, the script for its unknown MAC waits in a loop,
 #       the machine is listed as pending; assigned, iPXE goes on, boots kernel and initramfs over
 #       HTTP, and the agent enrolls, installs and pivots into the image's systemd;
-#   (x2) proxy DHCP: another dnsmasq (the network's own DHCP server, in a second namespace on the
+#   (x2) BIOS: SeaBIOS with QEMU's option ROM (iPXE) gets the script from the same dnsmasq and waits;
+#   (x3) proxy DHCP: another dnsmasq (the network's own DHCP server, in a second namespace on the
 #       same bridge) leases the address; ours, configured with --mode proxy, only adds the boot
 #       answers; a second unknown machine gets as far as the iPXE wait loop.
 #
@@ -161,10 +162,34 @@ check "(x1) the image's multi-user.target was reached" has "$log" 'PROVISIONER-R
 check "(x1) the session succeeded on the server" last_session_is pxe1 succeeded
 # The script iPXE ran for pxe1, as the server gives it (docs/pxe-boot.md shows it).
 in_server_netns curl -fsS "http://$SERVER_HOST:$BOOT_PORT/boot/ipxe?mac=$mac" > "$work/pxe1.ipxe"
+
+say "(x2) BIOS: SeaBIOS with QEMU's iPXE option ROM, the same dnsmasq"
+# QEMU's PXE ROMs are all iPXE, so this client asks as iPXE at once: it checks the BIOS side of the
+# tags (client arch 0), not undionly.kpxe over TFTP (docs/pxe-boot.md). SeaBIOS and the ROM's iPXE
+# write to the screen, not the serial console: dnsmasq's log and the server's pending list tell.
+mac3=52:54:00:00:0a:03
+ip netns exec "$NS" "$BIN/provisioner-vm" boot --network-boot --tap "$TAP" --mac "$mac3" --console "$work/pxe3.log" \
+    --work-dir "$work" --timeout 150 > /dev/null &
+VM_PID=$!
+for _ in $(seq 1 120); do
+    is_pending "$mac3" && break
+    kill -0 "$VM_PID" 2> /dev/null || break
+    sleep 1
+done
+check "(x2) the BIOS machine is listed as pending: its iPXE fetched the script for its MAC" is_pending "$mac3"
+kill "$VM_PID" 2> /dev/null && wait "$VM_PID" 2> /dev/null || true
+VM_PID=
+# The DHCP exchange of that machine (dnsmasq numbers each one) shows what it said and got.
+xid=$(sed -nE "s/.* ([0-9]+) DHCPACK\(pxebr0\) [0-9.]+ $mac3.*/\1/p" "$work/dnsmasq-full.log" | tail -n 1)
+grep -E " ${xid:-none} " "$work/dnsmasq-full.log" > "$work/pxe3-dhcp.log" || true
+check "(x2) it asked dnsmasq as a BIOS client (arch 0) running iPXE" \
+    bash -c "grep -q 'vendor class: PXEClient:Arch:00000' '$work/pxe3-dhcp.log' && grep -q 'user class: iPXE' '$work/pxe3-dhcp.log'"
+check "(x2) dnsmasq answered it with the server's script URL" \
+    has "$work/pxe3-dhcp.log" "bootfile-name +http://$SERVER_HOST:$BOOT_PORT/boot/start\.ipxe"
 kill "$DNSMASQ_PID" && wait "$DNSMASQ_PID" 2> /dev/null || true
 DNSMASQ_PID=
 
-say "(x2) proxy DHCP: the network's DHCP server leases, ours adds only the boot answers"
+say "(x3) proxy DHCP: the network's DHCP server leases, ours adds only the boot answers"
 # The network's own DHCP server: a plain dnsmasq in another namespace, on the bridge through a veth pair.
 ip netns add "$NS_DHCP"
 ip -n "$NS" link add pxedhcp0 type veth peer name eth0 netns "$NS_DHCP"
@@ -188,12 +213,12 @@ ip netns exec "$NS" "$BIN/provisioner-vm" boot --network-boot --tap "$TAP" --mac
 VM_PID=$!
 wait "$VM_PID" || true
 VM_PID=
-check "(x2) the network's DHCP server leased the address" has "$work/network-dhcp.log" "DHCPACK\(eth0\) 10\.0\.2\.1[5-9][0-9] $mac2"
-check "(x2) our proxy answered the firmware with iPXE" has "$work/dnsmasq-proxy.log" 'sent .*/ipxe\.efi to 10\.0\.2\.1[5-9][0-9]'
-check "(x2) our proxy answered iPXE with the server's script URL" \
+check "(x3) the network's DHCP server leased the address" has "$work/network-dhcp.log" "DHCPACK\(eth0\) 10\.0\.2\.1[5-9][0-9] $mac2"
+check "(x3) our proxy answered the firmware with iPXE" has "$work/dnsmasq-proxy.log" 'sent .*/ipxe\.efi to 10\.0\.2\.1[5-9][0-9]'
+check "(x3) our proxy answered iPXE with the server's script URL" \
     has "$work/dnsmasq-proxy.log" "bootfile[ -]name:? +http://$SERVER_HOST:$BOOT_PORT/boot/start\.ipxe"
-check "(x2) iPXE got the server's script and waits in its loop" has "$log" 'is not assigned yet'
-check "(x2) the server lists it as pending" is_pending "$mac2"
+check "(x3) iPXE got the server's script and waits in its loop" has "$log" 'is not assigned yet'
+check "(x3) the server lists it as pending" is_pending "$mac2"
 in_server_netns curl -fsS "http://$SERVER_HOST:$BOOT_PORT/boot/ipxe?mac=$mac2" > "$work/pxe2.ipxe"
 
 say "PXE-to-pivot (QEMU TCG, 2 cores)"

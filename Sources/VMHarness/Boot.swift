@@ -28,7 +28,8 @@ public struct NodeBoot: Sendable {
     /// A TPM 2.0 (tpm-tis) backed by the swtpm listening on this control socket.
     public var tpmSocket: String?
     public var network: Network = .user
-    /// The firmware boots from the NIC first (PXE; OVMF's own virtio-net driver, so no option ROM).
+    /// The firmware boots from the NIC first: OVMF with its own virtio-net driver (PXE, then TFTP), or
+    /// SeaBIOS through QEMU's iPXE option ROM.
     public var networkBoot = false
 
     public init(machine: VirtualMachine, console: String) {
@@ -47,8 +48,10 @@ public struct NodeBoot: Sendable {
         case .tap(let name): args += ["-netdev", "tap,id=n0,ifname=\(name),script=no,downscript=no"]
         }
         // No option ROM: SeaBIOS never tries PXE, and OVMF has its own virtio-net driver, which a network
-        // boot uses (first in the boot order).
-        args += ["-device", "virtio-net-pci,netdev=n0,mac=\(mac),romfile=" + (networkBoot ? ",bootindex=0" : "")]
+        // boot uses (first in the boot order). SeaBIOS has no network driver: its network boot runs QEMU's
+        // default ROM for virtio-net, which is iPXE (Debian's ipxe-qemu).
+        let rom = networkBoot && uefiVars == nil ? "" : ",romfile="
+        args += ["-device", "virtio-net-pci,netdev=n0,mac=\(mac)" + rom + (networkBoot ? ",bootindex=0" : "")]
         if let uefiVars {
             args += [
                 "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(uefiCode)",

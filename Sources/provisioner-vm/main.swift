@@ -113,7 +113,11 @@ struct BootNode: ParsableCommand {
     @Option(help: "A TPM 2.0: the control socket of a running swtpm (swtpm socket --ctrl type=unixio,path=...).")
     var tpmSocket: String?
     @Option(help: "Plug the NIC into this existing tap device (instead of QEMU's user networking).") var tap: String?
-    @Flag(help: "Boot from the network first (PXE through OVMF's virtio-net driver; needs --uefi-vars, no --kernel).")
+    @Flag(
+        help: """
+            Boot from the network first, no --kernel: with --uefi-vars OVMF's PXE (its own virtio-net driver), \
+            else SeaBIOS with QEMU's iPXE option ROM.
+            """)
     var networkBoot = false
     @Option(help: "Where the serial console is written.") var console: String
     @Option(help: "Stop when a console line matches this regular expression.") var until: String?
@@ -125,11 +129,11 @@ struct BootNode: ParsableCommand {
     @Option(help: "Directory for disk images given without file=.") var workDir = "build/vm-artifacts"
 
     func validate() throws {
-        if kernel == nil && uefiVars == nil {
-            throw ValidationError("give --kernel, or --uefi-vars to boot from disk or (--network-boot) the network")
+        if kernel == nil && uefiVars == nil && !networkBoot {
+            throw ValidationError("give --kernel, --uefi-vars to boot from disk, or --network-boot")
         }
-        if networkBoot && (kernel != nil || uefiVars == nil) {
-            throw ValidationError("--network-boot: the firmware loads what it boots; give --uefi-vars and no --kernel")
+        if networkBoot && kernel != nil {
+            throw ValidationError("--network-boot: the firmware loads what it boots; give no --kernel")
         }
     }
 
