@@ -137,7 +137,8 @@ ip netns exec "$NS" "$BIN/provisioner-vm" boot --network-boot --tap "$TAP" --mac
     --uefi-vars "$work/pxe1-vars.fd" --console "$log" --work-dir "$work" \
     --disk "nvme,size=4000000000,serial=PXE1-A,file=$work/pxe1-a.img" \
     --disk "nvme,size=4000000000,serial=PXE1-B,file=$work/pxe1-b.img" \
-    --show "$SHOW" --fail-when "$FAIL" --until 'PROVISIONER-READY' --grace 60 --timeout 420 &
+    --show "$SHOW" --fail-when "$FAIL" --until 'PROVISIONER-READY' --timeout 420 &
+# (Stopped at the ready line: its disks are not booted again, so no clean power-off is waited for.)
 VM_PID=$!
 if wait_for "$log" 'is not assigned yet' 180; then t_wait=$SEEN_AT; else t_wait=; fi
 check "(x1) the firmware fetched iPXE over TFTP from dnsmasq" has "$work/dnsmasq-full.log" 'sent .*/ipxe\.efi to 10\.0\.2\.'
