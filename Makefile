@@ -31,7 +31,8 @@ PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 	qemu-system-x86 qemu-utils linux-image-amd64 dracut-core dracut-network systemd udev kmod \
 	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio \
 	systemd-boot-efi ovmf mmdebstrap curl python3 nginx systemd-container \
-	openssh-client tpm2-tools swtpm swtpm-tools
+	openssh-client tpm2-tools swtpm swtpm-tools \
+	dnsmasq-base ipxe iproute2
 # Only for make bench-sync.
 BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc e2fsprogs mount
 

@@ -52,6 +52,9 @@ step mirror-test env $BOOT_ENV AGENT="$AGENT" "$REPO/scripts/mirror-test.sh"
 step vm-tests env $VM_ENV swift test --skip-build --filter VMTests --no-parallel
 # The boot flow end to end: server, image, QEMU nodes (scenarios of docs/boot.md).
 step boot-scenarios env $BOOT_ENV "$REPO/scripts/boot-scenarios.sh"
+# Network boot with nothing but firmware: dnsmasq (as `provisionerctl configure dhcp` wrote it), Debian's
+# iPXE over TFTP, OVMF on a tap in a network namespace of its own; full and proxy DHCP (docs/pxe-boot.md).
+step pxe-scenario env $BOOT_ENV "$REPO/scripts/pxe-scenario.sh"
 # The guest side of the harness protocol on its own (byte-exact output, statuses).
 step initramfs-harness make -C "$REPO/initramfs" test KVER="$KVER" AGENT="$AGENT"
 

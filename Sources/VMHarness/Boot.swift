@@ -5,8 +5,16 @@ import Foundation
 ///
 /// The firmware is SeaBIOS with a direct kernel boot (`-kernel`/`-initrd`/`-append`, what iPXE
 /// would fetch), or OVMF (UEFI) with a per-node variable store; OVMF without a kernel boots
-/// from the disks, as a node whose network boot failed.
+/// from the disks, as a node whose network boot failed, or from the network (PXE) when `networkBoot`.
 public struct NodeBoot: Sendable {
+    /// Where the NIC is plugged in.
+    public enum Network: Sendable, Equatable {
+        /// QEMU's user networking: the host's loopback is 10.0.2.2, nothing leaves QEMU.
+        case user
+        /// A tap device that already exists (in the network namespace QEMU runs in).
+        case tap(String)
+    }
+
     public var machine: VirtualMachine
     /// nil: boot from disk (only with `uefiVars`).
     public var kernel: String?
@@ -19,6 +27,10 @@ public struct NodeBoot: Sendable {
     public var console: String
     /// A TPM 2.0 (tpm-tis) backed by the swtpm listening on this control socket.
     public var tpmSocket: String?
+    public var network: Network = .user
+    /// The firmware boots from the NIC first: OVMF with its own virtio-net driver (PXE, then TFTP), or
+    /// SeaBIOS through QEMU's iPXE option ROM.
+    public var networkBoot = false
 
     public init(machine: VirtualMachine, console: String) {
         self.machine = machine
@@ -30,9 +42,16 @@ public struct NodeBoot: Sendable {
             "-accel", machine.accelerator, "-machine", "q35", "-cpu", "max", "-m", "\(machine.memoryMiB)",
             "-smp", "\(machine.cpus)", "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", "file:\(console)",
-            // No option ROM: the boot is the direct kernel or the disk, never a PXE attempt.
-            "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=\(mac),romfile=",
         ]
+        switch network {
+        case .user: args += ["-netdev", "user,id=n0"]
+        case .tap(let name): args += ["-netdev", "tap,id=n0,ifname=\(name),script=no,downscript=no"]
+        }
+        // No option ROM: SeaBIOS never tries PXE, and OVMF has its own virtio-net driver, which a network
+        // boot uses (first in the boot order). SeaBIOS has no network driver: its network boot runs QEMU's
+        // default ROM for virtio-net, which is iPXE (Debian's ipxe-qemu).
+        let rom = networkBoot && uefiVars == nil ? "" : ",romfile="
+        args += ["-device", "virtio-net-pci,netdev=n0,mac=\(mac)" + rom + (networkBoot ? ",bootindex=0" : "")]
         if let uefiVars {
             args += [
                 "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(uefiCode)",
@@ -77,7 +96,8 @@ public struct NodeBoot: Sendable {
     ) throws -> Result {
         let fm = FileManager.default
         for disk in machine.disks where !fm.fileExists(atPath: disk.file) {
-            guard fm.createFile(atPath: disk.file, contents: nil), truncate(disk.file, off_t(disk.sizeBytes)) == 0 else {
+            guard fm.createFile(atPath: disk.file, contents: nil), truncate(disk.file, off_t(disk.sizeBytes)) == 0
+            else {
                 throw VMError.qemuFailed("cannot create disk image \(disk.file)")
             }
         }

@@ -100,7 +100,8 @@ struct BootNode: ParsableCommand {
             """
     )
 
-    @Option(help: "Kernel for a direct boot (what iPXE would load); omit to boot from disk (needs --uefi-vars).")
+    @Option(
+        help: "Kernel for a direct boot (what iPXE would load); omit to boot from disk or the network (--uefi-vars).")
     var kernel: String?
     @Option(help: "Initramfs for a direct boot.") var initrd: String?
     @Option(help: "Kernel command line for a direct boot.") var append = ""
@@ -111,6 +112,13 @@ struct BootNode: ParsableCommand {
     @Option(help: "MAC address of the NIC.") var mac = "52:54:00:12:34:56"
     @Option(help: "A TPM 2.0: the control socket of a running swtpm (swtpm socket --ctrl type=unixio,path=...).")
     var tpmSocket: String?
+    @Option(help: "Plug the NIC into this existing tap device (instead of QEMU's user networking).") var tap: String?
+    @Flag(
+        help: """
+            Boot from the network first, no --kernel: with --uefi-vars OVMF's PXE (its own virtio-net driver), \
+            else SeaBIOS with QEMU's iPXE option ROM.
+            """)
+    var networkBoot = false
     @Option(help: "Where the serial console is written.") var console: String
     @Option(help: "Stop when a console line matches this regular expression.") var until: String?
     @Option(help: "Fail when a console line matches this regular expression.") var failWhen: String?
@@ -121,7 +129,12 @@ struct BootNode: ParsableCommand {
     @Option(help: "Directory for disk images given without file=.") var workDir = "build/vm-artifacts"
 
     func validate() throws {
-        if kernel == nil && uefiVars == nil { throw ValidationError("give --kernel, or --uefi-vars to boot from disk") }
+        if kernel == nil && uefiVars == nil && !networkBoot {
+            throw ValidationError("give --kernel, --uefi-vars to boot from disk, or --network-boot")
+        }
+        if networkBoot && kernel != nil {
+            throw ValidationError("--network-boot: the firmware loads what it boots; give no --kernel")
+        }
     }
 
     func run() throws {
@@ -130,7 +143,8 @@ struct BootNode: ParsableCommand {
         for (index, spec) in disks.enumerated() {
             attached.append(try parseDisk(spec, index: index, workDir: workDir))
         }
-        var machine = VirtualMachine(kernel: kernel ?? "", initrd: initrd ?? "", disks: attached, artifactsDirectory: workDir)
+        var machine = VirtualMachine(
+            kernel: kernel ?? "", initrd: initrd ?? "", disks: attached, artifactsDirectory: workDir)
         machine.memoryMiB = memory
         var boot = NodeBoot(machine: machine, console: console)
         boot.kernel = kernel
@@ -138,6 +152,8 @@ struct BootNode: ParsableCommand {
         boot.append = append
         boot.mac = mac
         boot.tpmSocket = tpmSocket
+        if let tap { boot.network = .tap(tap) }
+        boot.networkBoot = networkBoot
         if let uefiVars {
             if !FileManager.default.fileExists(atPath: uefiVars) {
                 try FileManager.default.copyItem(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd", toPath: uefiVars)

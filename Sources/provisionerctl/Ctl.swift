@@ -11,7 +11,7 @@ struct Ctl: AsyncParsableCommand {
         abstract: "Administers a provisioner cluster: certificates, nodes, boot sessions and images.",
         subcommands: [
             CA.self, Nodes.self, Profiles.self, Overlays.self, Secrets.self, Sessions.self, Audit.self, Image.self,
-            Certs.self, Admins.self,
+            Certs.self, Admins.self, Configure.self,
         ]
     )
 }

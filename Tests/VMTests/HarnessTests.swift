@@ -36,4 +36,36 @@ import VMHarness
         }
         #expect(args.contains("nvme,drive=d0,serial=S"))
     }
+
+    /// The NIC of each kind of boot: no option ROM unless SeaBIOS boots from the network (QEMU's iPXE ROM);
+    /// a network boot puts the NIC first in the boot order.
+    static let nics: [(String, NodeBoot.Network, Bool, Bool, String, String)] = [
+        ("direct kernel", .user, false, false, "user,id=n0", "virtio-net-pci,netdev=n0,mac=M,romfile="),
+        ("disk, UEFI", .user, false, true, "user,id=n0", "virtio-net-pci,netdev=n0,mac=M,romfile="),
+        (
+            "PXE, UEFI, tap", .tap("tap7"), true, true, "tap,id=n0,ifname=tap7,script=no,downscript=no",
+            "virtio-net-pci,netdev=n0,mac=M,romfile=,bootindex=0"
+        ),
+        (
+            "PXE, SeaBIOS", .tap("tap7"), true, false, "tap,id=n0,ifname=tap7,script=no,downscript=no",
+            "virtio-net-pci,netdev=n0,mac=M,bootindex=0"
+        ),
+    ]
+
+    @Test(arguments: nics)
+    func nicOfEachBoot(
+        _ what: String, _ network: NodeBoot.Network, _ networkBoot: Bool, _ uefi: Bool, _ netdev: String,
+        _ device: String
+    ) {
+        let vm = VirtualMachine(kernel: "", initrd: "", disks: [], artifactsDirectory: "/tmp")
+        var boot = NodeBoot(machine: vm, console: "c")
+        boot.mac = "M"
+        boot.network = network
+        boot.networkBoot = networkBoot
+        boot.uefiVars = uefi ? "/vars.fd" : nil
+        let args = boot.qemuArguments()
+        #expect(args[args.firstIndex(of: "-netdev")! + 1] == netdev, "\(what)")
+        #expect(args.contains(device), "\(what): \(args)")
+        #expect(!args.contains("-kernel"), "\(what)")
+    }
 }

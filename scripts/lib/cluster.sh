@@ -5,10 +5,14 @@
 # Needs: REPO, BIN (directory with provisioner-server, provisionerctl,
 # provisioner-vm), STATE (server state directory), TLS (directory from
 # `provisionerctl ca init`, the same CA the initramfs embeds).
+# Optional: SERVER_NETNS, a network namespace the server and provisionerctl run in, and
+# SERVER_HOST, the address it listens on there (scripts/pxe-scenario.sh); loopback otherwise.
 
 : "${REPO:?}" "${BIN:?}" "${STATE:?}" "${TLS:?}"
 
 SERVER_PID=
+SERVER_HOST=${SERVER_HOST:-127.0.0.1}
+SERVER_NETNS=${SERVER_NETNS:-}
 API_PORT=${API_PORT:-}
 BOOT_PORT=${BOOT_PORT:-}
 
@@ -19,8 +23,13 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# Runs COMMAND... in the server's network namespace (SERVER_NETNS), or here.
+in_server_netns() {
+    if [[ -n $SERVER_NETNS ]]; then ip netns exec "$SERVER_NETNS" "$@"; else "$@"; fi
+}
+
 ctl() {
-    PROVISIONER_SERVER="https://127.0.0.1:$API_PORT" PROVISIONER_TLS_DIR="$TLS" "$BIN/provisionerctl" "$@"
+    PROVISIONER_SERVER="https://$SERVER_HOST:$API_PORT" PROVISIONER_TLS_DIR="$TLS" in_server_netns "$BIN/provisionerctl" "$@"
 }
 
 # cluster_prepare KERNEL INITRD [BASE]: state directory with the CA, the server's default kernel and
@@ -35,17 +44,25 @@ cluster_prepare() {
     if [[ -n $base ]]; then cp "$base" "$STATE/files/initramfs/base"; fi
 }
 
-# server_start: provisioner-server on loopback, logging to $STATE/server.log
+# server_start: provisioner-server on loopback (or SERVER_HOST in SERVER_NETNS), logging to $STATE/server.log
 # (SERVER_CONFIG: a configuration file; the defaults otherwise).
 server_start() {
     [[ -n $API_PORT ]] || API_PORT=$(free_port)
     [[ -n $BOOT_PORT ]] || BOOT_PORT=$(free_port)
-    "$BIN/provisioner-server" ${SERVER_CONFIG:+--config "$SERVER_CONFIG"} --state-dir "$STATE" --listen "127.0.0.1:$API_PORT" \
-        --boot-listen "127.0.0.1:$BOOT_PORT" >> "$STATE/server.log" 2>&1 &
+    # Not through in_server_netns: a function in the background is a subshell, and $! must be the server
+    # (ip netns exec execs it).
+    local netns=()
+    if [[ -n $SERVER_NETNS ]]; then netns=(ip netns exec "$SERVER_NETNS"); fi
+    "${netns[@]}" "$BIN/provisioner-server" ${SERVER_CONFIG:+--config "$SERVER_CONFIG"} --state-dir "$STATE" \
+        --listen "$SERVER_HOST:$API_PORT" --boot-listen "$SERVER_HOST:$BOOT_PORT" >> "$STATE/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         if ctl nodes list > /dev/null 2>&1; then
-            echo "server: pid $SERVER_PID, https://127.0.0.1:$API_PORT (agents: https://10.0.2.2:$API_PORT), iPXE http://127.0.0.1:$BOOT_PORT"
+            if [[ -n $SERVER_NETNS ]]; then
+                echo "server: pid $SERVER_PID in network namespace $SERVER_NETNS, https://$SERVER_HOST:$API_PORT, iPXE http://$SERVER_HOST:$BOOT_PORT"
+            else
+                echo "server: pid $SERVER_PID, https://127.0.0.1:$API_PORT (agents: https://10.0.2.2:$API_PORT), iPXE http://127.0.0.1:$BOOT_PORT"
+            fi
             return 0
         fi
         kill -0 "$SERVER_PID" 2> /dev/null || { tail -n 20 "$STATE/server.log" >&2; return 1; }
