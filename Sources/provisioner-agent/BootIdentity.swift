@@ -120,7 +120,12 @@ extension BootRunner {
             try FileManager.default.createDirectory(
                 atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             chmod(directory, 0o700)
+            // Durable before the certificate is used: a power cut later in this boot (scenario g)
+            // must not lose the key the server now knows, or the next boot waits for the admin.
+            // (The directories it made too: everything is synced, little is pending this early in
+            // the boot.)
             try writeFileIfDifferent(directory + "/node-key.pem", Array(key.pemRepresentation.utf8), mode: 0o600)
+            sync()
         case .tpm(let index):
             try TPMStore(index: index).write(key.derRepresentation)
         case .none:
