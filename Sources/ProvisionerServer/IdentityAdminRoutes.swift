@@ -145,26 +145,3 @@ extension Services {
         await certificates.revoke(serials)
     }
 }
-
-extension Store {
-    /// Revokes the node's certificates and removes its identity and its own secrets.
-    func forgetIdentity(_ node: String, by actor: Actor) async throws -> [String] {
-        try await transaction {
-            let now = Clock.nowMillis()
-            let serials = try await query(
-                "SELECT serial FROM certificates WHERE role = 'node' AND name = ? AND revoked_at IS NULL", [.text(node)]
-            ).compactMap { $0.column("serial")?.string }
-            _ = try await query(
-                "UPDATE certificates SET revoked_at = ?, revoked_by = ? WHERE role = 'node' AND name = ? AND revoked_at IS NULL",
-                [.integer(now), .text(actor.name), .text(node)])
-            _ = try await query("DELETE FROM node_identities WHERE node = ?", [.text(node)])
-            _ = try await query("DELETE FROM secrets WHERE owner = ?", [.text("node:\(node)")])
-            if !serials.isEmpty {
-                try await audit(
-                    actor, "node.forget", "node/\(node)", before: nil,
-                    after: StoredJSON.encode(["revoked": serials.joined(separator: ",")]))
-            }
-            return serials
-        }
-    }
-}

@@ -228,14 +228,8 @@ extension Store {
     public func revokeNode(_ node: String, by actor: Actor) async throws -> [String] {
         try await transaction {
             guard try await nodeRow(node) != nil else { throw APIError.notFound("unknown-node", "no node named \(node)") }
-            let now = Clock.nowMillis()
             var record = try await identityRecord(node)
-            let serials = try await query(
-                "SELECT serial FROM certificates WHERE role = 'node' AND name = ? AND revoked_at IS NULL", [.text(node)]
-            ).compactMap { $0.column("serial")?.string }
-            _ = try await query(
-                "UPDATE certificates SET revoked_at = ?, revoked_by = ? WHERE role = 'node' AND name = ? AND revoked_at IS NULL",
-                [.integer(now), .text(actor.name), .text(node)])
+            let serials = try await revokeCertificates(ofNode: node, by: actor)
             if let key = record.key { record.revokedKeys.insert(key) }
             record.state = record.state == .none && serials.isEmpty ? .none : .revoked
             record.key = nil
@@ -258,5 +252,33 @@ extension Store {
             try await audit(actor, "node.approve", "node/\(node)", before: nil, after: "next enrollment approved")
         }
         return try await identity(of: node)
+    }
+}
+
+extension Store {
+    /// Inside a transaction: marks every live certificate of `node` revoked; returns their serials.
+    func revokeCertificates(ofNode node: String, by actor: Actor) async throws -> [String] {
+        let serials = try await query(
+            "SELECT serial FROM certificates WHERE role = 'node' AND name = ? AND revoked_at IS NULL", [.text(node)]
+        ).compactMap { $0.column("serial")?.string }
+        _ = try await query(
+            "UPDATE certificates SET revoked_at = ?, revoked_by = ? WHERE role = 'node' AND name = ? AND revoked_at IS NULL",
+            [.integer(Clock.nowMillis()), .text(actor.name), .text(node)])
+        return serials
+    }
+
+    /// Revokes the node's certificates and removes its identity and its own secrets.
+    func forgetIdentity(_ node: String, by actor: Actor) async throws -> [String] {
+        try await transaction {
+            let serials = try await revokeCertificates(ofNode: node, by: actor)
+            _ = try await query("DELETE FROM node_identities WHERE node = ?", [.text(node)])
+            _ = try await query("DELETE FROM secrets WHERE owner = ?", [.text("node:\(node)")])
+            if !serials.isEmpty {
+                try await audit(
+                    actor, "node.forget", "node/\(node)", before: nil,
+                    after: StoredJSON.encode(["revoked": serials.joined(separator: ",")]))
+            }
+            return serials
+        }
     }
 }
