@@ -48,6 +48,9 @@ step fuzz "$REPO/scripts/fuzz.sh" -t "${FUZZ_SECONDS:-20}"
 # A caching mirror: real nginx with server/nginx-cache-mirror.conf in front of the server; three
 # agents through it, each object crossing the server's link once.
 step mirror-test env $BOOT_ENV AGENT="$AGENT" "$REPO/scripts/mirror-test.sh"
+# Multicast (docs/multicast.md): udp-sender on a bridge in network namespaces, five static agents
+# booting stateless nodes (one losing 2% of its packets, one late, one cut, one not invited).
+step multicast-test env $BOOT_ENV AGENT="$AGENT" "$REPO/scripts/multicast-test.sh"
 # The VM tests one at a time (2 cores, TCG).
 step vm-tests env $VM_ENV swift test --skip-build --filter VMTests --no-parallel
 # The boot flow end to end: server, image, QEMU nodes (scenarios of docs/boot.md).

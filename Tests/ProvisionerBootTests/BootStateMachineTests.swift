@@ -513,7 +513,7 @@ import Testing
             text.split(separator: "\n").compactMap { line -> String? in
                 guard line.hasPrefix("| ") else { return nil }
                 let id = line.dropFirst(2).prefix(while: { $0 != " " })
-                return id.count <= 3 && ["R", "N", "I", "E", "U"].contains(id.first) && id.dropFirst().allSatisfy(\.isNumber)
+                return id.count <= 3 && ["R", "N", "I", "E", "U", "M"].contains(id.first) && id.dropFirst().allSatisfy(\.isNumber)
                     ? String(id) : nil
             })
         #expect(documented == Set(BootRule.allCases.map(\.rawValue)))
