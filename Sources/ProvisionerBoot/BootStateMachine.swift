@@ -108,7 +108,10 @@ public struct SyncTask: Hashable, Sendable {
     /// A version id, or `latest`.
     public var version: String
     public var verify: SyncVerify
+    /// Where objects come from: the node's own `provisioner.mirrors=` first (`preferredMirrors` of
+    /// them: a rack's cache), then the server's list (itself and its `mirrors:`).
     public var mirrors: [String]
+    public var preferredMirrors = 0
     /// Paths relative to the root the node owns (N8): never rewritten or deleted by the sync.
     public var preserved: [String]
     /// Paths the image seeds and the node then owns (N8): created when missing, then left alone.
@@ -535,10 +538,14 @@ public struct BootStateMachine: Sendable {
         let preserved =
             Self.nodeOwnedPaths + settings.preserve + mountPoints.map { $0 + "/lost+found" }
             + run.secrets.map { String($0.path.drop(while: { $0 == "/" })) }
-        let task = SyncTask(
+        // The node's own mirrors (its command line) first, so a rack's cache carries the objects and
+        // the server only what the caches do not have; the server's list if they all fail.
+        let own = settings.mirrors
+        var task = SyncTask(
             image: ref.name, version: ref.version ?? "latest", verify: settings.verify ?? run.node.syncVerify,
-            mirrors: run.mirrors, preserved: preserved, mountPoints: mountPoints,
+            mirrors: own + run.mirrors.filter { !own.contains($0) }, preserved: preserved, mountPoints: mountPoints,
             plugins: Self.plugins(node: run.node, activation: run.activation))
+        task.preferredMirrors = own.count
         if run.multicast {
             state = .multicasting
             self.run!.pendingSync = task

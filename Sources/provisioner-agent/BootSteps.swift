@@ -102,7 +102,7 @@ extension BootRunner {
             "image",
             "syncing \(task.image)@\(task.version) from \(task.mirrors.joined(separator: ", ")) (verify \(options.verify.rawValue))")
 
-        let network = MirrorSource(sources, warnings: sink)
+        let network = MirrorSource(sources, preferred: task.preferredMirrors, warnings: sink)
         // Objects that came by multicast first (M5); the rest, and any damaged copy, over HTTPS.
         let received = task.received.map { ReceivedObjectsSource(received: ImageStore(root: $0), source: network) }
         defer { if let dir = task.received { removeTree(dir) } }

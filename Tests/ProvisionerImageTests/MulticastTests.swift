@@ -145,3 +145,19 @@ import Testing
         #expect(result.bytes == 4)
     }
 }
+
+@Suite struct MirrorOrderTests {
+    @Test(arguments: [
+        // No preference: round from the first pick.
+        (2, 4, 0, [2, 3, 0, 1]),
+        // The node's own two mirrors first (from the pick), then the server's list.
+        (1, 4, 2, [1, 0, 2, 3]),
+        (0, 4, 2, [0, 1, 2, 3]),
+        // After a failover into the server's list: its group first, then the node's own again.
+        (3, 4, 2, [3, 2, 0, 1]),
+        (0, 1, 0, [0]),
+    ])
+    func order(first: Int, count: Int, preferred: Int, expected: [Int]) {
+        #expect(MirrorSource.order(first: first, count: count, preferred: preferred) == expected)
+    }
+}
