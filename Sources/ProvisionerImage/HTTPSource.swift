@@ -1,3 +1,4 @@
+import Dispatch
 import ProvisionerSystem
 import Synchronization
 
@@ -223,6 +224,9 @@ public struct PackRequest: Codable, Sendable {
 public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
     public let transport: any HTTPTransport
     private let counter = ByteCounter()
+    /// The source answered a pack with 404 or 405 (a caching or static mirror): objects are asked
+    /// for one by one from then on, without a pack request first each time.
+    private let packsRefused = Atomic<Bool>(false)
 
     public init(transport: any HTTPTransport) { self.transport = transport }
 
@@ -278,13 +282,15 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
     }
 
     public func objects(_ hashes: [ObjectHash], bases: [ObjectHash: ObjectHash]) throws -> any ObjectStream {
+        if packsRefused.load(ordering: .relaxed) { return SingleObjects(source: self, hashes: hashes) }
         let baseList = bases.isEmpty ? nil : Dictionary(uniqueKeysWithValues: bases.map { ($0.key.hex, $0.value.hex) })
         let body = try JSONEncoder().encode(PackRequest(objects: hashes.map(\.hex), bases: baseList))
         counter.add(body.count + 64)
         let reply = try transport.request(
             method: "POST", path: "/v1/objects/pack", contentType: "application/json", body: Array(body))
         if reply.status == 404 || reply.status == 405 {
-            return SingleObjects(source: self, hashes: hashes)  // a static mirror: one GET per object
+            packsRefused.store(true, ordering: .relaxed)
+            return SingleObjects(source: self, hashes: hashes)  // a mirror: one GET per object
         }
         guard reply.status == 200 else {
             var b = reply.body
@@ -346,14 +352,44 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
         }
     }
 
+    /// One GET per object, `window` of them in flight at once (each waits a round trip through the
+    /// mirror, and on a miss through it to the server: one at a time, a rack of small files would
+    /// wait on latency, not bandwidth). Objects come out in the order asked.
     struct SingleObjects: ObjectStream {
+        static let window = 16
         let source: HTTPObjectSource
         let hashes: [ObjectHash]
         var index = 0
+        var ready: [FetchedObject] = []
+        var readyIndex = 0
+
         mutating func next() throws -> FetchedObject? {
-            guard index < hashes.count else { return nil }
-            let hash = hashes[index]
-            index += 1
+            if readyIndex == ready.count {
+                guard index < hashes.count else { return nil }
+                let batch = Array(hashes[index..<min(index + Self.window, hashes.count)])
+                index += batch.count
+                ready = try Self.fetch(batch, from: source)
+                readyIndex = 0
+            }
+            defer { readyIndex += 1 }
+            return ready[readyIndex]
+        }
+
+        static func fetch(_ batch: [ObjectHash], from source: HTTPObjectSource) throws -> [FetchedObject] {
+            if batch.count == 1 { return [try fetchOne(batch[0], from: source)] }
+            let results = Mutex<[Int: Result<FetchedObject, any Error>]>([:])
+            let group = DispatchGroup()
+            for (i, hash) in batch.enumerated() {
+                DispatchQueue.global().async(group: group) {
+                    let result = Result { try fetchOne(hash, from: source) }
+                    results.withLock { $0[i] = result }
+                }
+            }
+            group.wait()
+            return try results.withLock { all in try batch.indices.map { try all[$0]!.get() } }
+        }
+
+        static func fetchOne(_ hash: ObjectHash, from source: HTTPObjectSource) throws -> FetchedObject {
             let (_, body) = try source.get(
                 "/v1/objects/\(hash.hex)", what: "object \(hash.hex)", limit: PackFormat.maxObject)
             return FetchedObject(hash: hash, stored: body)

@@ -1,5 +1,6 @@
 import Foundation
 import ProvisionerImage
+import Synchronization
 import Testing
 
 /// The HTTP image source against the store routes, in-process (no sockets): every route of
@@ -63,6 +64,49 @@ import Testing
         #expect(third.filesWritten == 2)
         #expect(mirror.packRequests >= 1)
         try expectSameTree(src, dst)
+    }
+
+    /// A caching mirror's answer to packs (405), with a round trip per object: counts the packs
+    /// asked for and the most GETs in flight at once.
+    final class CachingMirror: HTTPTransport, @unchecked Sendable {
+        let inner: InProcessTransport
+        let packs = Atomic<Int>(0)
+        let inFlight = Atomic<Int>(0)
+        let most = Atomic<Int>(0)
+        init(_ inner: InProcessTransport) { self.inner = inner }
+        var label: String { "caching(\(inner.label))" }
+        func request(method: String, path: String, contentType: String?, body: [UInt8]?) throws -> HTTPReply {
+            if method == "POST" {
+                packs.add(1, ordering: .relaxed)
+                return HTTPReply(status: 405, headers: [:], body: BufferedBody([]))
+            }
+            let now = inFlight.add(1, ordering: .relaxed).newValue
+            defer { inFlight.subtract(1, ordering: .relaxed) }
+            var seen = most.load(ordering: .relaxed)
+            while now > seen {
+                let (exchanged, original) = most.compareExchange(expected: seen, desired: now, ordering: .relaxed)
+                if exchanged { break }
+                seen = original
+            }
+            usleep(2000)  // the round trip
+            return try inner.request(method: method, path: path, contentType: contentType, body: body)
+        }
+    }
+
+    @Test func throughACachingMirrorOnePackRefusalThenGETsInFlightTogether() throws {
+        let root = try scratch("caching")
+        defer { try? sh("rm -rf '\(root)'") }
+        let (src, dst, store) = ("\(root)/src", "\(root)/dst", "\(root)/store")
+        try sh("mkdir -p '\(src)' && for i in $(seq 1 300); do head -c 2000 /dev/urandom > '\(src)'/f-$i; done")
+        try importTree(src, store: store)
+        let mirror = CachingMirror(InProcessTransport(store: ImageStore(root: store), label: "https://mirror"))
+        var options = SyncOptions()
+        options.threads = 1
+        let report = try SyncEngine(target: dst, source: HTTPObjectSource(transport: mirror), options: options).run(image: "img")
+        try expectSameTree(src, dst)
+        #expect(report.chunksFetched == 300)
+        #expect(mirror.packs.load(ordering: .relaxed) == 1)  // refused once, not once per batch
+        #expect(mirror.most.load(ordering: .relaxed) > 1)  // several GETs at once, even from one worker
     }
 
     @Test func routesRefuseBadInput() throws {
