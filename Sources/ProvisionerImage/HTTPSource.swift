@@ -1,4 +1,3 @@
-import Dispatch
 import ProvisionerSystem
 import Synchronization
 
@@ -377,15 +376,18 @@ public final class HTTPObjectSource: ObjectSource, @unchecked Sendable {
 
         static func fetch(_ batch: [ObjectHash], from source: HTTPObjectSource) throws -> [FetchedObject] {
             if batch.count == 1 { return [try fetchOne(batch[0], from: source)] }
+            // Threads of our own: each mostly waits for its answer, and a shared pool sized to the
+            // cores would run them two at a time.
             let results = Mutex<[Int: Result<FetchedObject, any Error>]>([:])
-            let group = DispatchGroup()
-            for (i, hash) in batch.enumerated() {
-                DispatchQueue.global().async(group: group) {
-                    let result = Result { try fetchOne(hash, from: source) }
+            let next = Atomic<Int>(0)
+            runWorkers(batch.count) {
+                while true {
+                    let i = next.add(1, ordering: .relaxed).oldValue
+                    guard i < batch.count else { return }
+                    let result = Result { try fetchOne(batch[i], from: source) }
                     results.withLock { $0[i] = result }
                 }
             }
-            group.wait()
             return try results.withLock { all in try batch.indices.map { try all[$0]!.get() } }
         }
 
