@@ -1,0 +1,417 @@
+#!/usr/bin/env bash
+# The fleet benchmark (make bench-fleet; issue 17.1): N real static agents boot N stateless nodes at
+# once, each in a network namespace of its own on one bridge with the server (scripts/lib/fleet.sh),
+# and get one image three ways:
+#   unicast    every agent from the server over mutual TLS;
+#   mirror     through nginx as a caching mirror (server/nginx-cache-mirror.conf, adapted as
+#              scripts/mirror-test.sh does) in a namespace of its own, its cache emptied for each N;
+#   multicast  the server's udp-sender to every agent's udp-receiver (`provisionerctl image
+#              multicast`), then each syncs what it missed; skipped when provisionerctl has no such command.
+# The server's link (and the mirror's) is limited with tc tbf to RATE, so that the link, not the
+# machine's 2 cores, is the limit. Writes docs/bench-fleet.md. Not a test: numbers, not pass/fail
+# (the two targets it states are judged in the document).
+#
+# Needs root, BIN (provisioner-server, provisionerctl), AGENT (the static provisioner-agent), TLS (a
+# `provisionerctl ca init` directory: copied, never written), iproute2 (ip, tc), nginx, udpcast.
+# Knobs: N="10 25 50" (agents per round), MODES="unicast mirror multicast", RATE=300mbit (the server's
+# link; MIRROR_RATE the mirror's, the same by default), IMAGE_MB=64, BENCH_OUT, BENCH_DIR.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+: "${BIN:?}" "${AGENT:?}" "${TLS:?}"
+read -ra N_LIST <<< "${N:-10 25 50}"
+read -ra MODES_LIST <<< "${MODES:-unicast mirror multicast}"
+RATE=${RATE:-300mbit}
+MIRROR_RATE=${MIRROR_RATE:-$RATE}
+IMAGE_MB=${IMAGE_MB:-64}
+OUT=${BENCH_OUT:-$REPO/docs/bench-fleet.md}
+base=${BENCH_DIR:-$REPO/build/bench-fleet}
+work=$base/run-$$
+[[ $(id -u) == 0 ]] || { echo "bench-fleet: needs root (network namespaces, tc, tmpfs)" >&2; exit 1; }
+for tool in ip tc unshare timeout curl python3; do
+    command -v "$tool" > /dev/null || { echo "bench-fleet: $tool is missing" >&2; exit 1; }
+done
+rm -rf "$work"
+mkdir -p "$work"
+log() { echo "bench-fleet: $*" >&2; }
+
+# The server in its namespace at 10.77.0.1 (scripts/lib/cluster.sh: SERVER_NETNS, SERVER_HOST).
+FLEET_WORK=$work
+FLEET_TLS=$work/tls
+# shellcheck source=lib/fleet.sh
+source "$REPO/scripts/lib/fleet.sh"
+SERVER_NETNS=$FLEET_SRV
+SERVER_HOST=$FLEET_SERVER_IP
+API_PORT=8443
+BOOT_PORT=8080
+MIRROR_PORT=8443
+STATE=$work/state
+TLS_GIVEN=$TLS
+TLS=$work/tls
+# shellcheck source=lib/cluster.sh
+source "$REPO/scripts/lib/cluster.sh"
+
+NGINX_PID=
+MULTICAST_ON=
+cleanup() {
+    set +e
+    if [[ -n $MULTICAST_ON ]]; then ctl image multicast-stop bench > /dev/null 2>&1; fi
+    if [[ -n $NGINX_PID ]]; then kill "$NGINX_PID" && wait "$NGINX_PID"; fi 2> /dev/null
+    server_stop
+    fleet_down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- modes --------------------------------------------------------------------------------------
+MODES_RUN=()
+for mode in "${MODES_LIST[@]}"; do
+    case $mode in
+        unicast) MODES_RUN+=(unicast) ;;
+        mirror)
+            command -v nginx > /dev/null || { log "nginx is not installed (apt-get install nginx)"; exit 1; }
+            MODES_RUN+=(mirror)
+            ;;
+        multicast)
+            if ! "$BIN/provisionerctl" image multicast --help > /dev/null 2>&1; then
+                log "multicast: SKIPPED: this provisionerctl has no 'image multicast' (issue 17 not merged yet)"
+                MULTICAST_SKIPPED="provisionerctl has no \`image multicast\` yet (issue 17): not measured"
+                continue
+            fi
+            command -v udp-receiver > /dev/null || { log "udpcast is not installed (apt-get install udpcast)"; exit 1; }
+            MODES_RUN+=(multicast)
+            ;;
+        *) log "unknown mode $mode (unicast, mirror, multicast)"; exit 1 ;;
+    esac
+done
+MAX_N=1
+for n in "${N_LIST[@]}"; do ((n > MAX_N)) && MAX_N=$n; done
+((MAX_N <= 250)) || { log "N is at most 250"; exit 1; }
+
+# --- certificates: a copy of the cluster CA; the server's and the mirror's for this network -------
+mkdir -p "$TLS" "$STATE/tls" "$work/certs"
+cp "$TLS_GIVEN"/{ca.pem,ca-key.pem,admin.pem,admin-key.pem,client.pem,client-key.pem} "$TLS/"
+"$BIN/provisionerctl" ca issue server server --dir "$TLS" --out "$work/certs" --name localhost --ip "$FLEET_SERVER_IP" > /dev/null
+"$BIN/provisionerctl" ca issue server nginx --dir "$TLS" --out "$work/certs" --name localhost --ip "$FLEET_MIRROR_IP" > /dev/null
+"$BIN/provisionerctl" ca issue mirror mirror1 --dir "$TLS" --out "$work/certs" > /dev/null
+cp "$TLS"/{ca.pem,ca-key.pem} "$STATE/tls/"
+cp "$work/certs/server.pem" "$STATE/tls/server.pem"
+cp "$work/certs/server-key.pem" "$STATE/tls/server-key.pem"
+
+# --- the image: incompressible files ------------------------------------------------------------
+say "the image: $IMAGE_MB MB of random files"
+tree=$work/tree
+mkdir -p "$tree/data/big" "$tree/etc"
+# Two large files (a quarter of it) and small to medium ones (16 KiB to ~1 MiB) for the rest.
+python3 - "$tree/data" "$IMAGE_MB" << 'PY'
+import os, random, sys
+root, total = sys.argv[1], int(sys.argv[2]) << 20
+rng = random.Random(17)
+left = total
+for i in range(2):
+    size = total // 8
+    with open(f"{root}/big/blob-{i}.bin", "wb") as f: f.write(os.urandom(size))
+    left -= size
+i = 0
+while left > 0:
+    size = min(left, rng.randrange(16 << 10, 1 << 20))
+    d = f"{root}/d{i % 16:02d}"
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/file-{i:04d}.bin", "wb") as f: f.write(os.urandom(size))
+    left -= size
+    i += 1
+PY
+echo "fleet benchmark" > "$tree/etc/motd"
+(cd "$tree" && find data -type f -printf '%p %s\n' | LC_ALL=C sort) > "$work/expected.txt"
+TREE_FILES=$(wc -l < "$work/expected.txt")
+TREE_BYTES=$(awk '{ s += $2 } END { print s }' "$work/expected.txt")
+
+# --- the network ----------------------------------------------------------------------------------
+say "network: bridge in $FLEET_BR, server $FLEET_SERVER_IP ($FLEET_SRV, $RATE), $MAX_N agent namespaces"
+fleet_net_up
+fleet_host_up "$FLEET_SRV" "$FLEET_SERVER_IP" "" psrv
+fleet_limit "$FLEET_SRV" "$RATE"
+if [[ " ${MODES_RUN[*]} " == *" mirror "* ]]; then
+    fleet_host_up "$FLEET_MIR" "$FLEET_MIRROR_IP" "" pmir
+    fleet_limit "$FLEET_MIR" "$MIRROR_RATE"
+fi
+for i in $(seq 1 "$MAX_N"); do fleet_agent_up "$i"; done
+
+# server_with CONFIG_EXTRA: the server (re)started with this configuration's extra lines.
+server_with() {
+    server_stop
+    cat > "$STATE/server.yaml" << EOF
+stateDir: $STATE
+pollAfterSeconds: 2
+# The image's delivery is measured: each new node's SSH host keys (an RSA 3072 key, ~1 s of CPU
+# per node, once; docs/certificates.md) are left out.
+sshHostKeys: false
+$1
+EOF
+    SERVER_CONFIG=$STATE/server.yaml server_start > /dev/null
+}
+
+say "the server, the image, $MAX_N stateless nodes (enrollment auto)"
+server_with ""
+ctl image import bench --from "$tree" > "$work/import.txt"
+VERSION=$(ctl image show bench --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["branches"][0]["head"])')
+STORED=$(du -sb --apparent-size "$STATE/images/objects" | cut -f1)
+OBJECTS=$(find "$STATE/images/objects" -type f | wc -l)
+log "image bench@${VERSION:0:12}: $TREE_FILES files, $TREE_BYTES bytes; $OBJECTS objects, $STORED bytes stored"
+{
+    echo "nodes:"
+    for i in $(seq 1 "$MAX_N"); do
+        printf '  f%03d:\n    macs: ["%s"]\n    image: { name: bench, version: %s }\n    mode: stateless\n    enrollment: auto\n' \
+            "$i" "$(fleet_agent_mac "$i")" "$VERSION"
+    done
+} > "$work/cluster.yaml"
+ctl nodes import "$work/cluster.yaml" > /dev/null
+
+# --- measuring ------------------------------------------------------------------------------------
+TCK=$(getconf CLK_TCK)
+cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime, ticks
+nginx_cpu() {                                             # the master and its workers, ticks
+    local total=0 pid
+    [[ -n $NGINX_PID ]] || { echo 0; return; }
+    for pid in $NGINX_PID $(pgrep -P "$NGINX_PID"); do total=$((total + $(cpu_of "$pid"))); done
+    echo "$total"
+}
+host_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
+RESULTS=$work/results.tsv
+: > "$RESULTS"
+
+# round MODE N: N agents boot at once; one line of RESULTS.
+round() {
+    local mode=$1 n=$2 i mir_tx0=0 mir_tx1=0
+    FLEET_WORK=$work/$mode-$n
+    mkdir -p "$FLEET_WORK"
+    # As iPXE would give it (docs/pxe-boot.md), bounded, and never the fallback to the host's disks.
+    local cmdline="root=provisioner provisioner.server=https://$FLEET_SERVER_IP:$API_PORT provisioner.server-wait=30"
+    cmdline+=" provisioner.retries=1 provisioner.fallback=no provisioner.tmpfs-size=$((IMAGE_MB * 2 + 64))m"
+    if [[ $mode == mirror ]]; then cmdline+=" provisioner.mirrors=https://$FLEET_MIRROR_IP:$MIRROR_PORT"; fi
+    if [[ $mode == multicast ]]; then
+        ctl image multicast bench --nodes "f[001-$(printf %03d "$n")]" --min-receivers "$n" --max-wait 60 \
+            > "$FLEET_WORK/multicast.txt"
+        MULTICAST_ON=1
+    fi
+    local srv_tx0 srv_cpu0 ngx0 busy0 total0 t0
+    srv_tx0=$(fleet_tx_bytes "$FLEET_SRV")
+    [[ $mode != mirror ]] || mir_tx0=$(fleet_tx_bytes "$FLEET_MIR")
+    srv_cpu0=$(cpu_of "$SERVER_PID")
+    ngx0=$(nginx_cpu)
+    read -r busy0 total0 < <(host_busy)
+    t0=$EPOCHREALTIME
+    for i in $(seq 1 "$n"); do fleet_agent_start "$i" "$cmdline" "$work/expected.txt"; done
+    local ok=1
+    fleet_agents_wait || ok=
+    local t1 srv_tx1 srv_cpu1 ngx1 busy1 total1
+    t1=$EPOCHREALTIME
+    srv_tx1=$(fleet_tx_bytes "$FLEET_SRV")
+    [[ $mode != mirror ]] || mir_tx1=$(fleet_tx_bytes "$FLEET_MIR")
+    srv_cpu1=$(cpu_of "$SERVER_PID")
+    ngx1=$(nginx_cpu)
+    read -r busy1 total1 < <(host_busy)
+    if [[ $mode == multicast ]]; then
+        ctl image multicast-stop bench > /dev/null || true
+        MULTICAST_ON=
+    fi
+    if [[ -z $ok ]]; then
+        log "$mode N=$n: FAILED: not every agent installed the image (logs in $FLEET_WORK)"
+        exit 1
+    fi
+    for i in $(seq 1 "$n"); do cat "$FLEET_WORK/agent-$i.result"; done > "$FLEET_WORK/results.txt"
+    python3 - "$mode" "$n" "$t0" "$t1" "$((srv_tx1 - srv_tx0))" "$((mir_tx1 - mir_tx0))" \
+        "$((srv_cpu1 - srv_cpu0))" "$((ngx1 - ngx0))" "$((busy1 - busy0))" "$((total1 - total0))" "$TCK" \
+        "$FLEET_WORK/results.txt" >> "$RESULTS" << 'PY'
+import math, sys
+mode, n, t0, t1, srv_tx, mir_tx, srv_cpu, ngx_cpu, busy, total, tck, path = sys.argv[1:]
+rows = [dict(kv.split("=", 1) for kv in line.split()) for line in open(path)]
+def pct(values, p):  # nearest rank
+    values = sorted(values)
+    return values[max(0, math.ceil(p / 100 * len(values)) - 1)]
+t0 = float(t0)
+synced = max(float(r["synced"]) for r in rows) - t0
+done = max(float(r["end"]) for r in rows) - t0
+first = min(float(r["synced"]) for r in rows) - t0
+sync = [int(r["sync_ms"]) / 1000 for r in rows]
+boot = [float(r["end"]) - float(r["start"]) for r in rows]
+received = sum(int(r["received"]) for r in rows)
+print("\t".join(str(x) for x in [
+    mode, n, f"{synced:.2f}", f"{done:.2f}", f"{first:.2f}", f"{pct(sync, 50):.2f}", f"{pct(sync, 99):.2f}",
+    f"{pct(boot, 50):.2f}", f"{pct(boot, 99):.2f}", srv_tx, mir_tx, f"{int(srv_cpu) / int(tck):.2f}",
+    f"{int(ngx_cpu) / int(tck):.2f}", f"{100 * int(busy) / max(1, int(total)):.0f}", received]))
+PY
+    log "$mode N=$n: $(tail -n 1 "$RESULTS" | cut -f3-)"
+}
+
+# nginx_start: the caching mirror in its namespace, its cache empty.
+nginx_start() {
+    local d=$work/nginx
+    if [[ -n $NGINX_PID ]]; then kill "$NGINX_PID"; wait "$NGINX_PID" 2> /dev/null || true; NGINX_PID=; fi
+    rm -rf "$d/cache"
+    mkdir -p "$d/cache" "$d/logs"
+    # server/nginx-cache-mirror.conf itself, names and paths replaced as scripts/mirror-test.sh does.
+    sed -e "s|/var/cache/nginx/provisioner|$d/cache|" \
+        -e "s|listen 8443 ssl;|listen $FLEET_MIRROR_IP:$MIRROR_PORT ssl;|" \
+        -e "s|server_name mirror1.example.net;|server_name localhost;|" \
+        -e "s|/etc/nginx/provisioner/mirror1.pem|$work/certs/nginx.pem|" \
+        -e "s|/etc/nginx/provisioner/mirror1-key.pem|$work/certs/nginx-key.pem|" \
+        -e "s|/etc/nginx/provisioner/mirror1-client.pem|$work/certs/mirror1.pem|" \
+        -e "s|/etc/nginx/provisioner/mirror1-client-key.pem|$work/certs/mirror1-key.pem|" \
+        -e "s|/etc/nginx/provisioner/ca.pem|$TLS/ca.pem|" \
+        -e "s|proxy_ssl_name                prov.example.net;|proxy_ssl_name localhost;|" \
+        -e "s|https://prov.example.net:8443|https://$FLEET_SERVER_IP:$API_PORT|" \
+        "$REPO/server/nginx-cache-mirror.conf" > "$d/mirror.conf"
+    cat > "$d/nginx.conf" << EOF
+user root;
+worker_processes 2;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log $d/logs/access.log;
+    client_body_temp_path $d/client_temp;
+    proxy_temp_path $d/proxy_temp;
+    fastcgi_temp_path $d/fastcgi_temp;
+    uwsgi_temp_path $d/uwsgi_temp;
+    scgi_temp_path $d/scgi_temp;
+    include $d/mirror.conf;
+}
+EOF
+    ip netns exec "$FLEET_MIR" nginx -q -t -c "$d/nginx.conf" -p "$d"
+    ip netns exec "$FLEET_MIR" nginx -c "$d/nginx.conf" -p "$d" -g 'daemon off;' &
+    NGINX_PID=$!
+    for _ in $(seq 1 50); do
+        ip netns exec "$FLEET_MIR" curl -ks -o /dev/null "https://$FLEET_MIRROR_IP:$MIRROR_PORT/" && return 0
+        sleep 0.1
+    done
+    log "nginx did not come up"
+    return 1
+}
+
+# --- the rounds -----------------------------------------------------------------------------------
+START=$SECONDS
+for mode in "${MODES_RUN[@]}"; do
+    case $mode in
+        unicast) server_with "" ;;
+        mirror) server_with "mirrors: [https://$FLEET_MIRROR_IP:$MIRROR_PORT]" ;;
+        multicast)
+            server_with "multicast:
+  interface: $FLEET_IF
+  maxBitrate: $(($(fleet_bits "$RATE") * 9 / 10 / 1000000))m
+  portBase: 9000
+  timeLimitSeconds: 900"
+            ;;
+    esac
+    # One agent alone: the baseline every mode is judged against.
+    if [[ $mode == unicast ]]; then
+        say "unicast N=1 (the baseline)"
+        round unicast 1
+    fi
+    for n in "${N_LIST[@]}"; do
+        say "$mode N=$n"
+        if [[ $mode == mirror ]]; then nginx_start; fi
+        round "$mode" "$n"
+    done
+    if [[ $mode == mirror ]]; then
+        cp "$work/nginx/logs/access.log" "$work/mirror-access-last.log"
+        kill "$NGINX_PID"
+        wait "$NGINX_PID" 2> /dev/null || true
+        NGINX_PID=
+    fi
+done
+ELAPSED=$((SECONDS - START))
+log "all rounds in $ELAPSED s; results in $RESULTS"
+
+# --- the document ---------------------------------------------------------------------------------
+python3 - "$RESULTS" "$OUT" "$RATE" "$MIRROR_RATE" "$STORED" "$TREE_FILES" "$TREE_BYTES" "$OBJECTS" \
+    "$ELAPSED" "${MULTICAST_SKIPPED:-}" << 'PY'
+import datetime, os, subprocess, sys
+results, out, rate, mirror_rate, stored, files, tree_bytes, objects, elapsed, mc_skipped = sys.argv[1:]
+stored, files, tree_bytes, objects = int(stored), int(files), int(tree_bytes), int(objects)
+def bits(r):
+    r = r.lower()
+    for suffix, m in (("gbit", 10**9), ("mbit", 10**6), ("kbit", 10**3), ("bit", 1)):
+        if r.endswith(suffix): return int(r[: -len(suffix)]) * m
+    return int(r)
+R, RM = bits(rate), bits(mirror_rate)
+cols = ["mode", "n", "synced", "done", "first", "p50", "p99", "boot50", "boot99", "srv_tx", "mir_tx", "srv_cpu",
+        "ngx_cpu", "busy", "received"]
+rows = [dict(zip(cols, line.rstrip("\n").split("\t"))) for line in open(results)]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 1048576
+mb = lambda b: f"{int(b) / 1e6:.1f} MB"
+base = next((r for r in rows if r["mode"] == "unicast" and r["n"] == "1"), None)
+# The image bytes: what one agent received alone (HTTP bodies: the manifest and every object).
+image = int(base["received"]) if base else stored
+lines = []
+w = lines.append
+w("# Fleet benchmark: one image to many nodes at once")
+w("")
+w(f"Measured by `make bench-fleet` ([scripts/bench-fleet.sh](../scripts/bench-fleet.sh)) on "
+  f"{datetime.date.today().isoformat()}, on this project's standard machine: {os.cpu_count()} cores ({cpu}), "
+  f"{mem:.0f} GiB of RAM; the whole run took {elapsed} s.")
+w("")
+w("Every agent is the real static `provisioner-agent boot` of a stateless node (register, enroll with a new key,")
+w("RAM root, image sync, plugins, finish), each in a network namespace of its own with a veth on one bridge;")
+w("the server is in another (10.77.0.1), nginx in a third (10.77.0.2). Nothing but these namespaces is touched")
+w("([scripts/lib/fleet.sh](../scripts/lib/fleet.sh)).")
+w("")
+w(f"- **Links**: the server's egress onto the bridge is limited to **{rate}** with `tc qdisc tbf`, the mirror's")
+w(f"  to **{mirror_rate}**; the agents' links are not limited. The rate is chosen so that the link, not the 2")
+w("  cores, is the limit: the *host CPU* column is the whole machine's busy share during the round.")
+w(f"- **Image**: {files} random (incompressible) files, {mb(tree_bytes)}; as stored {objects} objects, "
+  f"{mb(stored)}. **Image bytes** below: **{mb(image)}**, what one agent alone received (manifest and")
+w("  objects, HTTP bodies as the agent counts them).")
+w("- **Nodes**: `nodes import` of stateless nodes with `enrollment: auto` (a new key every boot, no approval);")
+w("  the server with `sshHostKeys: false`, so the time is the image's, not each new node's RSA host key")
+w("  (about 1 s of server CPU per node, once: docs/certificates.md).")
+w("- **all synced**: from starting the N agents to the moment the last one printed its sync summary;")
+w("  **sync p50/p99**: each agent's own sync time (`applied ... in T ms`: manifest, objects, files), nearest")
+w("  rank (at N=10 p99 is the slowest); **server link**: tx_bytes of the server's veth (IP, TCP and TLS")
+w("  included); **server CPU**: utime+stime of provisioner-server over the round.")
+w("- **floor**: the time the limited link needs for the bytes it must carry: unicast N × image bytes / "
+  "rate; mirror N × image bytes / mirror rate; multicast image bytes / rate.")
+w("")
+w("| mode | N | all synced | sync p50 | sync p99 | floor | vs floor | server link | server link / image | server CPU | nginx CPU | host CPU |")
+w("|------|--:|-----------:|---------:|---------:|------:|---------:|------------:|-------------------:|-----------:|----------:|---------:|")
+verdicts = []
+for r in rows:
+    n = int(r["n"])
+    floor = {"unicast": n * image * 8 / R, "mirror": n * image * 8 / RM, "multicast": image * 8 / R}[r["mode"]]
+    ratio = float(r["synced"]) / floor
+    w(f"| {r['mode']} | {n} | {float(r['synced']):.1f} s | {float(r['p50']):.1f} s | {float(r['p99']):.1f} s | "
+      f"{floor:.1f} s | {ratio:.2f}× | {mb(r['srv_tx'])} | {int(r['srv_tx']) / image:.2f}× | "
+      f"{float(r['srv_cpu']):.1f} s | {float(r['ngx_cpu']):.1f} s | {r['busy']}% |"
+      if r["mode"] == "mirror" else
+      f"| {r['mode']} | {n} | {float(r['synced']):.1f} s | {float(r['p50']):.1f} s | {float(r['p99']):.1f} s | "
+      f"{floor:.1f} s | {ratio:.2f}× | {mb(r['srv_tx'])} | {int(r['srv_tx']) / image:.2f}× | "
+      f"{float(r['srv_cpu']):.1f} s | - | {r['busy']}% |")
+w("")
+w("## Targets")
+w("")
+w("| target | measured | verdict |")
+w("|--------|---------:|---------|")
+u50 = next((r for r in rows if r["mode"] == "unicast" and r["n"] == "50"), None)
+if u50:
+    floor = 50 * image * 8 / R
+    ratio = float(u50["synced"]) / floor
+    w(f"| unicast, N=50: every agent synced within 1.3× of the link floor ({floor:.1f} s) | {ratio:.2f}× | "
+      f"{'pass' if ratio <= 1.3 else 'FAIL'} |")
+else:
+    w("| unicast, N=50: within 1.3× of the link floor | not run (N did not include 50) | - |")
+m50 = next((r for r in rows if r["mode"] == "multicast" and r["n"] == "50"), None)
+if m50 and base:
+    ratio = float(m50["synced"]) / float(base["synced"])
+    w(f"| multicast, N=50: every agent synced within 2× of one agent alone ({float(base['synced']):.1f} s) | "
+      f"{ratio:.2f}× | {'pass' if ratio <= 2 else 'FAIL'} |")
+else:
+    w(f"| multicast, N=50: within 2× of one agent alone | {mc_skipped or 'not run'} | - |")
+w("")
+w("<!-- measured rows (tab separated, as scripts/bench-fleet.sh recorded them): "
+  + " | ".join(",".join(r[c] for c in cols) for r in rows) + " -->")
+open(out, "w").write("\n".join(lines) + "\n")
+PY
+log "wrote $OUT"
+# The store and the tree (GBs over time) go; the logs stay.
+rm -rf "$tree" "$STATE/images"
