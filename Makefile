@@ -8,7 +8,7 @@
 #                   -> build/initramfs/initramfs-base.img (copy it to the server's files/initramfs/base)
 #   make bench-sync image sync vs rsync over SSH  -> docs/bench-sync.md (a benchmark, not a test)
 #   make bench-fleet one image to N agents at once: unicast, mirror, multicast -> docs/bench-fleet.md
-#                   (a benchmark, not a test; N="10 25 50", MODES="unicast mirror multicast", RATE=300mbit)
+#                   (a benchmark, not a test; N="10 25 50", MODES="unicast mirror multicast", RATE=200mbit)
 #   make fuzz       every parser under libFuzzer + ASan, FUZZ_SECONDS (300) each -> build/fuzz
 #
 # Every target installs what it needs with apt-get first (set NO_APT=1 to skip).

@@ -15,7 +15,7 @@
 #     after provisioner.server-wait: the command line carries provisioner.fallback=no;
 #   - it reads the disks (blkid, for the inventory it registers with) and DMI: read only.
 # LOG gets the agent's output, each line stamped with the time (seconds since the epoch);
-# RESULT one line: rc= start= end= synced= sync_ms= received= tree=.
+# RESULT one line: rc= start= end= synced= sync_ms= received= cpu= tree=.
 set -uo pipefail
 
 agent=$1 cmdline=$2 tls=$3 root=$4 log=$5 result=$6 limit=$7 expected=${8:-}
@@ -49,6 +49,11 @@ wait "$child" || rc=$?
 while kill -0 "$child" 2> /dev/null; do rc=0; wait "$child" || rc=$?; done
 end=$EPOCHREALTIME
 wait "$stamper"
+# The CPU of the children waited for (the agent, under timeout, and the stamping loop): `times`' second
+# line, from this shell itself (in a pipeline or $(...) it would be a subshell's, with no children).
+times > "$log.times"
+cpu=$(awk 'END { s = 0; for (i = 1; i <= 2; i++) { split($i, p, /m|s/); s += p[1] * 60 + p[2] } printf "%.2f", s }' "$log.times")
+rm -f "$log.times"
 rm -f "$fifo"
 
 # The sync's own summary: "image: NAME@ID: applied N entries in T ms", then "... received B bytes".
@@ -63,5 +68,5 @@ if [[ -n $expected ]]; then
         echo "$EPOCHREALTIME fleet-agent: the tree under $root differs from the image ($(find "$root/data" -type f | wc -l) files)" >> "$log"
     fi
 fi
-echo "rc=$rc start=$start end=$end synced=${synced:-0} sync_ms=${sync_ms:-0} received=${received:-0} tree=$tree" > "$result"
+echo "rc=$rc start=$start end=$end synced=${synced:-0} sync_ms=${sync_ms:-0} received=${received:-0} cpu=$cpu tree=$tree" > "$result"
 [[ $rc == 0 && $tree == ok && -n $synced ]]
