@@ -406,8 +406,8 @@ w("the server is in another (10.77.0.1), nginx in a third (10.77.0.2). Nothing b
 w("([scripts/lib/fleet.sh](../scripts/lib/fleet.sh)).")
 w("")
 w(f"- **Links**: the server's egress onto the bridge is limited to **{rate}** with `tc qdisc tbf`, the mirror's")
-w(f"  to **{mirror_rate}**; the agents' links are not limited. The rate is chosen so that the link, not the 2")
-w("  cores, is the limit: the *host CPU* column is the whole machine's busy share during the round.")
+w(f"  to **{mirror_rate}**; the agents' links are not limited. The rate is meant to make the link, not the 2")
+w("  cores, the limit: *link use* and *host CPU* below tell which one was.")
 w(f"- **Image**: {files} random (incompressible) files, {mb(tree_bytes)}; as stored {objects} objects, "
   f"{mb(stored)}. **Image bytes** below: **{mb(image)}**, what one agent alone received (manifest and")
 w("  objects, HTTP bodies as the agent counts them).")
@@ -418,13 +418,13 @@ w("- **all synced**: from starting the N agents to the moment the last one print
 w("  **sync p50/p99**: each agent's own sync time (`applied ... in T ms`: manifest, objects, files), nearest")
 w("  rank (at N=10 p99 is the slowest); **server link**: tx_bytes of the server's veth (IP, TCP and TLS")
 w("  included); **server CPU**: utime+stime of provisioner-server over the round; **agents' CPU**: all N")
-w("  agents' together (user+system); **host CPU**: the busy share of both cores over the round.")
+w("  agents' together (user+system); **host CPU**: the busy share of both cores over the round; **link use**:")
+w("  the busiest limited link's bytes (server's or mirror's, as counted) at its rate, over *all synced*.")
 w("- **floor**: the time the limited link needs for the bytes it must carry: unicast N × image bytes / "
   "rate; mirror N × image bytes / mirror rate; multicast image bytes / rate.")
 w("")
-w("| mode | N | all synced | sync p50 | sync p99 | floor | vs floor | server link | server link / image | agents via the mirror | server CPU | nginx CPU | agents' CPU | host CPU |")
-w("|------|--:|-----------:|---------:|---------:|------:|---------:|------------:|-------------------:|------:|-----------:|----------:|------------:|---------:|")
-verdicts = []
+w("| mode | N | all synced | sync p50 | sync p99 | floor | vs floor | server link | server link / image | agents via the mirror | link use | server CPU | nginx CPU | agents' CPU | host CPU |")
+w("|------|--:|-----------:|---------:|---------:|------:|---------:|------------:|-------------------:|------:|------:|-----------:|----------:|------------:|---------:|")
 for r in rows:
     n = int(r["n"])
     floor = {"unicast": n * image * 8 / R, "mirror": n * image * 8 / RM, "multicast": image * 8 / R}[r["mode"]]
@@ -432,8 +432,9 @@ for r in rows:
     nginx = f"{float(r['ngx_cpu']):.1f} s" if r["mode"] == "mirror" else "-"
     via = f"{r['via_mirror']} of {n}" if r["mode"] == "mirror" else "-"
     mark = " ‡" if r["others"] != "0" else ""
+    use = max(int(r["srv_tx"]) * 8 / R, int(r["mir_tx"]) * 8 / RM) / float(r["synced"])
     w(f"| {r['mode']}{mark} | {n} | {float(r['synced']):.1f} s | {float(r['p50']):.1f} s | {float(r['p99']):.1f} s | "
-      f"{floor:.1f} s | {ratio:.2f}× | {mb(r['srv_tx'])} | {int(r['srv_tx']) / image:.2f}× | {via} | "
+      f"{floor:.1f} s | {ratio:.2f}× | {mb(r['srv_tx'])} | {int(r['srv_tx']) / image:.2f}× | {via} | {100 * use:.0f}% | "
       f"{float(r['srv_cpu']):.1f} s | {nginx} | {float(r['agents_cpu']):.1f} s | {r['busy']}% |")
 if any(r["others"] != "0" for r in rows):
     w("")
@@ -462,7 +463,15 @@ else:
 w("")
 w("<!-- measured rows (tab separated, as scripts/bench-fleet.sh recorded them): "
   + " | ".join(",".join(r[c] for c in cols) for r in rows) + " -->")
-open(out, "w").write("\n".join(lines) + "\n")
+# The measured part goes between the markers, so what was written about it by hand around them stays.
+begin, end = "<!-- bench-fleet: measured, begin -->", "<!-- bench-fleet: measured, end -->"
+block = begin + "\n" + "\n".join(lines[2:]) + "\n" + end
+text = open(out).read() if os.path.exists(out) else ""
+if begin in text and end in text:
+    text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+else:
+    text = "\n".join(lines[:2]) + "\n" + block + "\n"
+open(out, "w").write(text)
 PY
 log "wrote $OUT"
 # The store and the tree (GBs over time) go; the logs stay.
