@@ -53,8 +53,10 @@ source "$REPO/scripts/lib/cluster.sh"
 
 NGINX_PID=
 MULTICAST_ON=
+SAMPLER_PID=
 cleanup() {
     set +e
+    if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2> /dev/null; fi
     if [[ -n $MULTICAST_ON ]]; then ctl image multicast-stop bench > /dev/null 2>&1; fi
     if [[ -n $NGINX_PID ]]; then kill "$NGINX_PID" && wait "$NGINX_PID"; fi 2> /dev/null
     server_stop
@@ -182,20 +184,24 @@ host_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $
 RESULTS=$work/results.tsv
 : > "$RESULTS"
 
-# compilers: how many compiler processes run now (another engineer's Swift build on the same 2 cores).
-compilers() { pgrep -c -x 'swift-frontend|swift-build|swiftc|clang|ld|ld.gold|ld.lld' || true; }
-# quiet: waits (at most QUIET_WAIT s, 900 by default) until no compiler has run for 10 s.
+# others: how many processes of other heavy work run now (another engineer's Swift build or QEMU
+# tests on the same 2 cores). (Names as the kernel keeps them, 15 characters at most.)
+others() {
+    pgrep -c -x 'swift-frontend|swift-build|swift-test|swiftc|clang|ld|ld.gold|ld.lld|qemu-system-x86|xctest' \
+        2> /dev/null || true
+}
+# quiet: waits (at most QUIET_WAIT s, 900 by default) until no such process has run for 10 s.
 quiet() {
     local waited=0 calm=0
     while ((calm < 10 && waited < ${QUIET_WAIT:-900})); do
-        if (($(compilers) > 0)); then calm=0; else calm=$((calm + 1)); fi
+        if (($(others) > 0)); then calm=0; else calm=$((calm + 1)); fi
         sleep 1
         waited=$((waited + 1))
     done
     if ((waited > 10)); then log "waited $waited s for other work on the machine to end"; fi
 }
 
-# measured MODE N: a round on a quiet machine; once more when a compiler ran during it (the row
+# measured MODE N: a round on a quiet machine; once more when other work ran during it (the row
 # records how many did, in the end).
 measured() {
     quiet
@@ -230,10 +236,10 @@ round() {
     srv_cpu0=$(cpu_of "$SERVER_PID")
     ngx0=$(nginx_cpu)
     read -r busy0 total0 < <(host_busy)
-    # Other work on the machine (a Swift build beside the benchmark) would take cores from the round:
-    # every 2 s, how many compiler processes are running.
-    (while sleep 2; do compilers; done > "$FLEET_WORK/others.txt" 2> /dev/null) &
-    local sampler=$!
+    # Other work on the machine (a Swift build or VM tests beside the benchmark) would take cores from
+    # the round: every 2 s, how many such processes are running.
+    (while sleep 2; do others; done > "$FLEET_WORK/others.txt" 2> /dev/null) &
+    SAMPLER_PID=$!
     t0=$EPOCHREALTIME
     for i in $(seq 1 "$n"); do fleet_agent_start "$i" "$cmdline" "$work/expected.txt"; done
     local ok=1
@@ -245,11 +251,12 @@ round() {
     srv_cpu1=$(cpu_of "$SERVER_PID")
     ngx1=$(nginx_cpu)
     read -r busy1 total1 < <(host_busy)
-    kill "$sampler" 2> /dev/null
-    wait "$sampler" 2> /dev/null || true
+    kill "$SAMPLER_PID" 2> /dev/null
+    wait "$SAMPLER_PID" 2> /dev/null || true
+    SAMPLER_PID=
     local others
     others=$(sort -n "$FLEET_WORK/others.txt" | tail -n 1)
-    if [[ ${others:-0} -gt 0 ]]; then log "$mode N=$n: WARNING: up to $others compiler processes ran during this round"; fi
+    if [[ ${others:-0} -gt 0 ]]; then log "$mode N=$n: WARNING: up to $others processes of other work (builds, VMs) ran during this round"; fi
     if [[ $mode == multicast ]]; then
         ctl image multicast-stop bench > /dev/null || true
         MULTICAST_ON=
@@ -438,8 +445,8 @@ for r in rows:
       f"{float(r['srv_cpu']):.1f} s | {nginx} | {float(r['agents_cpu']):.1f} s | {r['busy']}% |")
 if any(r["others"] != "0" for r in rows):
     w("")
-    w("‡ Another build ran on the machine during this round, even measured twice (compiler processes seen")
-    w("  every 2 s): its numbers are pessimistic.")
+    w("‡ Other work (another engineer's build or VM tests) ran on the machine during this round, even")
+    w("  measured twice (its processes seen every 2 s): its times and host CPU are pessimistic.")
 w("")
 w("## Targets")
 w("")

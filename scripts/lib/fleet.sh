@@ -137,7 +137,8 @@ fleet_agents_wait() {
         wait "${FLEET_AGENT_PID[$i]}" || status=$?
         unset "FLEET_AGENT_PID[$i]"
         if ((status != 0)); then
-            echo "fleet: agent $i failed (exit $status): $(grep -E 'ERROR|giving up|tree' "$FLEET_WORK/agent-$i.log" 2> /dev/null | tail -n 2 | tr '\n' ' ')" >&2
+            echo "fleet: agent $i failed (exit $status; $(cat "$FLEET_WORK/agent-$i.result" 2> /dev/null)):" \
+                "$(grep -E 'ERROR|giving up|fleet-agent' "$FLEET_WORK/agent-$i.log" 2> /dev/null | tail -n 2 | cut -d' ' -f2- | tr '\n' ' ')" >&2
             bad=$((bad + 1))
         fi
     done
