@@ -34,7 +34,7 @@ PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 	mdadm lvm2 gdisk fdisk parted e2fsprogs xfsprogs dosfstools efibootmgr zstd cpio \
 	systemd-boot-efi ovmf mmdebstrap curl python3 nginx systemd-container \
 	openssh-client tpm2-tools swtpm swtpm-tools \
-	dnsmasq-base ipxe iproute2
+	dnsmasq-base ipxe iproute2 udpcast nftables
 # Only for make bench-sync.
 BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc e2fsprogs mount
 # Only for make bench-fleet.

@@ -3,6 +3,9 @@
 #
 #   (a) stateful install on blank disks reaches the image's multi-user.target
 #       (k1) ... booted by the image's own kernel, and a module not in the initramfs loads
+#       (m) ... while n4 boots the same image stateless at the same time, its objects through a
+#       caching mirror (real nginx with server/nginx-cache-mirror.conf, named by n4's own
+#       provisioner.mirrors=)
 #   (b) second boot: no partitioning, no object downloaded, nothing rewritten
 #   every node enrolls: its first boot makes a key and gets its own certificate; later boots renew it
 #   (a, b: the key on n1's disk; e, e2: in n3's TPM); SSH host keys and secrets come from the server
@@ -38,6 +41,8 @@ rm -rf "$work"
 mkdir -p "$work"
 # shellcheck source=lib/cluster.sh
 source "$REPO/scripts/lib/cluster.sh"
+# shellcheck source=lib/mirror.sh
+source "$REPO/scripts/lib/mirror.sh"
 
 VM_PID=
 cleanup() {
@@ -45,6 +50,7 @@ cleanup() {
     # A VM booted in the background: provisioner-vm stops its QEMU when it is stopped.
     if [[ -n $VM_PID ]]; then pkill -TERM -P "$VM_PID"; kill "$VM_PID"; wait "$VM_PID"; fi 2> /dev/null
     if [[ -f $work/n3-tpm.pid ]]; then kill "$(cat "$work/n3-tpm.pid")"; fi 2> /dev/null
+    mirror_stop
     server_stop
 }
 trap cleanup EXIT
@@ -99,6 +105,13 @@ ctl image import debian --from "$IMAGES/debian.tar"
 ctl nodes add n1 --mac 52:54:00:00:00:01 --image debian --layout "$layout" \
     --plugin hostname --plugin network "${common_args[@]}"
 ctl nodes add n3 --mac 52:54:00:00:00:03 --image debian --mode stateless --plugin hostname "${common_args[@]}"
+# (m): a caching mirror on loopback (VMs reach it as 10.0.2.2), with its own certificate to the
+# server; n4 names it on its kernel command line, so its objects come through it.
+ctl ca issue mirror mirror1 --dir "$TLS" --out "$work/certs" > /dev/null
+MIRROR_PORT=$(free_port)
+mirror_start "$work/mirror" "127.0.0.1:$MIRROR_PORT" "https://127.0.0.1:$API_PORT" "$work/certs/mirror1.pem" "$work/certs/mirror1-key.pem"
+ctl nodes add n4 --mac 52:54:00:00:00:04 --image debian --mode stateless --plugin hostname "${common_args[@]}" \
+    --kernel-arg "provisioner.mirrors=https://10.0.2.2:$MIRROR_PORT"
 n1_disks=(--disk "nvme,size=4000000000,serial=N1-A,file=$work/n1-a.img" --disk "nvme,size=4000000000,serial=N1-B,file=$work/n1-b.img")
 # The image's kernel: another release than the build machine's, so the checks can tell them apart.
 image_kernel=$(tar -tf "$IMAGES/debian.tar" | sed -n 's|^\./boot/vmlinuz-||p' | head -n 1)
@@ -111,9 +124,25 @@ ipxe_n1() {
     n1_boot=(--kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" --uefi-vars "$work/n1-vars.fd")
 }
 
-say "(a) stateful install on blank disks (k1: the image's kernel)"
+say "(a) stateful install on blank disks (k1: the image's kernel); (m) n4 beside it, through the mirror"
+ipxe_boot 52:54:00:00:00:04 "$work/boot-files"
+boot n4 1 52:54:00:00:00:04 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
+    --memory 2048 --until 'PROVISIONER-READY' --grace 60 &
+VM_PID=$!
 ipxe_n1
 boot n1 1 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
+check "(m) n4 booted beside n1" wait "$VM_PID"
+VM_PID=
+debian_version=$(ctl image show debian --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["branches"][0]["head"])')
+log=$work/n4-1.log
+check "(m) n4 reached the image's multi-user.target" has "$log" 'PROVISIONER-READY: n4 reached multi-user.target'
+check "(m) n4 and n1 installed the same version" bash -c \
+    "grep -Eq 'n4 ready: .*switching root into debian@${debian_version:0:12}' '$log' && grep -Eq 'n1 ready: .*switching root into debian@${debian_version:0:12}' '$work/n1-1.log'"
+n4_fetched=$(sed -nE 's/.*chunks fetched ([0-9]+),.*/\1/p' "$log" | tail -n 1)
+n4_through=$(grep -Ec '"GET /v1/objects/[0-9a-f]{64} HTTP/1.1" 200 ' "$work/mirror/logs/access.log" || true)
+check "(m) every object n4 fetched came through the mirror (${n4_fetched:-?} fetched, $n4_through served by nginx)" \
+    test "${n4_fetched:-0}" -gt 0 -a "$n4_through" -ge "${n4_fetched:-1}"
+record "(m) stateless through the mirror, beside (a)" "$log" "full sync to tmpfs through nginx"
 log=$work/n1-1.log
 check "the image's multi-user.target was reached on n1" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
 check "the layout was created (partitions, arrays, LVM, filesystems)" has "$log" 'layout change\(s\) applied'
@@ -129,7 +158,7 @@ check "n1 enrolled with a key it made and keeps on its own disk" \
 check "the key is root-only (0600) in the installed system" has "$log" 'PROVISIONER-READY: n1 .*identity: 600;'
 check "the server made n1's SSH host keys and the agent wrote them" has "$log" 'secrets: wrote .*/etc/ssh/ssh_host_ed25519_key'
 n1_hostkey=$(sed -nE 's/.*PROVISIONER-READY: n1 .*hostkey: ([0-9a-f]{16});.*/\1/p' "$log" | tail -n 1)
-record "(a) stateful install, blank disks" "$log" "install"
+record "(a) stateful install, blank disks" "$log" "install, with n4 booting beside it"
 
 say "(b) second boot: nothing changes"
 ipxe_n1

@@ -18,11 +18,12 @@ rm -rf "$work"
 mkdir -p "$work"
 # shellcheck source=lib/cluster.sh
 source "$REPO/scripts/lib/cluster.sh"
+# shellcheck source=lib/mirror.sh
+source "$REPO/scripts/lib/mirror.sh"
 
-NGINX_PID=
 cleanup() {
     set +e
-    if [[ -n $NGINX_PID ]]; then kill "$NGINX_PID"; wait "$NGINX_PID"; fi 2> /dev/null
+    mirror_stop
     server_stop
 }
 trap cleanup EXIT
@@ -61,42 +62,7 @@ echo "  version $version: $objects objects, $stored bytes as stored"
 
 say "nginx as a caching mirror (server/nginx-cache-mirror.conf)"
 MIRROR_PORT=$(free_port)
-mkdir -p "$work/nginx/cache" "$work/nginx/logs"
-sed -e "s|/var/cache/nginx/provisioner|$work/nginx/cache|" \
-    -e "s|listen 8443 ssl;|listen 127.0.0.1:$MIRROR_PORT ssl;|" \
-    -e "s|server_name mirror1.example.net;|server_name localhost;|" \
-    -e "s|/etc/nginx/provisioner/mirror1.pem|$TLS/server.pem|" \
-    -e "s|/etc/nginx/provisioner/mirror1-key.pem|$TLS/server-key.pem|" \
-    -e "s|/etc/nginx/provisioner/mirror1-client.pem|$certs/mirror1.pem|" \
-    -e "s|/etc/nginx/provisioner/mirror1-client-key.pem|$certs/mirror1-key.pem|" \
-    -e "s|/etc/nginx/provisioner/ca.pem|$TLS/ca.pem|" \
-    -e "s|proxy_ssl_name                prov.example.net;|proxy_ssl_name localhost;|" \
-    -e "s|https://prov.example.net:8443|https://127.0.0.1:$API_PORT|" \
-    "$REPO/server/nginx-cache-mirror.conf" > "$work/nginx/mirror.conf"
-cat > "$work/nginx/nginx.conf" << EOF
-user root;
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 256; }
-http {
-    access_log $work/nginx/logs/access.log;
-    client_body_temp_path $work/nginx/client_temp;
-    proxy_temp_path $work/nginx/proxy_temp;
-    fastcgi_temp_path $work/nginx/fastcgi_temp;
-    uwsgi_temp_path $work/nginx/uwsgi_temp;
-    scgi_temp_path $work/nginx/scgi_temp;
-    include $work/nginx/mirror.conf;
-}
-EOF
-nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>&1 | tail -n 1
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
-NGINX_PID=$!
-for _ in $(seq 1 50); do
-    curl -ks -o /dev/null "https://127.0.0.1:$MIRROR_PORT/" && break
-    sleep 0.1
-done
-echo "nginx: pid $NGINX_PID, https://127.0.0.1:$MIRROR_PORT"
+mirror_start "$work/nginx" "127.0.0.1:$MIRROR_PORT" "https://127.0.0.1:$API_PORT" "$certs/mirror1.pem" "$certs/mirror1-key.pem"
 
 sync_through_mirror() { # sync_through_mirror NAME: one agent installs the image into $work/NAME
     "$AGENT" sync --source "https://127.0.0.1:$MIRROR_PORT" --image "mirrored@$version" --to "$work/$1" \

@@ -100,12 +100,16 @@ public struct SessionResponse: Codable, Hashable, Sendable {
     public var enrollment: EnrollmentOffer?
     /// The node's secrets (its own and its profiles'), only to the node's own certificate.
     public var secrets: [DeliveredSecret]?
+    /// True when the server may send this node's image by multicast: the agent asks
+    /// (`GET /api/v1/sessions/{id}/multicast`) before it syncs (docs/multicast.md).
+    public var multicast: Bool?
 
     public init(
         sessionID: String, status: AssignmentStatus, node: NodeConfig? = nil, pollAfterSeconds: Int? = nil,
         mirrors: [String] = [], boot: BootFiles? = nil, bootProblem: String? = nil,
-        enrollment: EnrollmentOffer? = nil, secrets: [DeliveredSecret]? = nil
+        enrollment: EnrollmentOffer? = nil, secrets: [DeliveredSecret]? = nil, multicast: Bool? = nil
     ) {
+        self.multicast = multicast
         self.enrollment = enrollment
         self.secrets = secrets
         self.sessionID = sessionID

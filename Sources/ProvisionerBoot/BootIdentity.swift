@@ -51,6 +51,7 @@ extension BootStateMachine {
         run!.node = node
         run!.enrollment = nil
         run!.secrets = response.secrets ?? []
+        run!.multicast = response.multicast ?? false
         if !response.mirrors.isEmpty { run!.mirrors = response.mirrors }
         run!.boot = response.boot ?? Self.namedBootFiles(node)
         run!.bootProblem = response.bootProblem

@@ -10,6 +10,8 @@ public enum BootRule: String, Hashable, Sendable, CaseIterable, CustomStringConv
     case N1, N2, N3, N4, N5, N6, N7, N8, N9, N10, N11, N12, N13, N14
     // The node's identity: enroll after the disks, wait for approval, then the whole config.
     case I1, I2, I3
+    // Multicast: ask the server, wait, receive, then sync what is still missing.
+    case M1, M2, M3, M4, M5
     // Failures: retried or not.
     case E1, E2, E3
     // The fallback: the server stayed away, the installed system boots as it is.
@@ -39,6 +41,12 @@ public enum BootAction: Hashable, Sendable {
     case enroll(EnrollTask)
     /// The server wants the admin's approval for a new key: wait, then ask again.
     case awaitApproval(afterSeconds: Int, message: String)
+    /// Ask the server whether the image comes by multicast (M1).
+    case askMulticast(MulticastQuery)
+    /// The server counts nodes waiting for the same version: ask again after this wait (M3).
+    case waitForMulticast(afterSeconds: Int, reason: String)
+    /// Receive the session's objects into `task.directory` (M2).
+    case receiveMulticast(MulticastTask)
     /// Make the root identical to the node's image version.
     case runSync(SyncTask)
     /// Write the plugins' files into the root.
@@ -68,11 +76,14 @@ public struct BootDecision: Hashable, Sendable, CustomStringConvertible {
     /// failure that may pass, so try again".
     public var rules: [BootRule]
     public var warnings: [String]
+    /// Lines to show and report as information (why the image comes over HTTPS after all).
+    public var notes: [String]
 
-    public init(_ action: BootAction, _ rules: [BootRule], warnings: [String] = []) {
+    public init(_ action: BootAction, _ rules: [BootRule], warnings: [String] = [], notes: [String] = []) {
         self.action = action
         self.rules = rules
         self.warnings = warnings
+        self.notes = notes
     }
 
     public var rule: BootRule { rules.last! }
@@ -97,7 +108,10 @@ public struct SyncTask: Hashable, Sendable {
     /// A version id, or `latest`.
     public var version: String
     public var verify: SyncVerify
+    /// Where objects come from: the node's own `provisioner.mirrors=` first (`preferredMirrors` of
+    /// them: a rack's cache), then the server's list (itself and its `mirrors:`).
     public var mirrors: [String]
+    public var preferredMirrors = 0
     /// Paths relative to the root the node owns (N8): never rewritten or deleted by the sync.
     public var preserved: [String]
     /// Paths the image seeds and the node then owns (N8): created when missing, then left alone.
@@ -106,6 +120,9 @@ public struct SyncTask: Hashable, Sendable {
     public var mountPoints: [String]
     /// The plugins that run after the sync: the files they write are the node's too.
     public var plugins: [PluginConfig]
+    /// A store directory of objects received by multicast (M5): used before the network, and
+    /// removed after the sync.
+    public var received: String? = nil
 }
 
 /// The local boot step: the ESP and the disks' partitions it lives on.
@@ -225,6 +242,7 @@ public struct BootStateMachine: Sendable {
         case planningDisks
         case applyingDisks
         case enrolling
+        case multicasting
         case syncing
         case runningPlugins
         case installingLocalBoot
@@ -248,6 +266,11 @@ public struct BootStateMachine: Sendable {
         /// The server refused the kept key as revoked: enroll with a new one.
         var newKey = false
         var secrets: [DeliveredSecret] = []
+        /// The server may send the image by multicast: ask before syncing (M1).
+        var multicast = false
+        /// The sync waiting for the multicast steps, and how long the node waited so far (M3).
+        var pendingSync: SyncTask?
+        var multicastWaited = 0
 
         init(node: NodeConfig, mirrors: [String], report: PivotReport, boot: BootFiles, bootProblem: String?) {
             self.node = node
@@ -261,7 +284,8 @@ public struct BootStateMachine: Sendable {
     public let settings: BootSettings
     /// The machine has a TPM 2.0 (`/dev/tpmrm0`): where a stateless node keeps its key.
     public let hasTPM: Bool
-    private(set) var state = State.idle
+    /// Internal (not private): the identity and multicast events in their own files move it too.
+    var state = State.idle
     /// The attempt of the whole flow, from 1 (E1 starts the next).
     public private(set) var attempt = 0
     private var backOffSeconds = BootStateMachine.firstBackOffSeconds
@@ -313,6 +337,7 @@ public struct BootStateMachine: Sendable {
                 boot: response.boot ?? Self.namedBootFiles(node), bootProblem: response.bootProblem)
             run!.enrollment = response.enrollment
             run!.secrets = response.secrets ?? []
+            run!.multicast = response.multicast ?? false
             return startNode(node)
         }
     }
@@ -513,10 +538,21 @@ public struct BootStateMachine: Sendable {
         let preserved =
             Self.nodeOwnedPaths + settings.preserve + mountPoints.map { $0 + "/lost+found" }
             + run.secrets.map { String($0.path.drop(while: { $0 == "/" })) }
-        let task = SyncTask(
+        // The node's own mirrors (its command line) first, so a rack's cache carries the objects and
+        // the server only what the caches do not have; the server's list if they all fail.
+        let own = settings.mirrors
+        var task = SyncTask(
             image: ref.name, version: ref.version ?? "latest", verify: settings.verify ?? run.node.syncVerify,
-            mirrors: run.mirrors, preserved: preserved, mountPoints: mountPoints,
+            mirrors: own + run.mirrors.filter { !own.contains($0) }, preserved: preserved, mountPoints: mountPoints,
             plugins: Self.plugins(node: run.node, activation: run.activation))
+        task.preferredMirrors = own.count
+        if run.multicast {
+            state = .multicasting
+            self.run!.pendingSync = task
+            return BootDecision(
+                .askMulticast(MulticastQuery(image: task.image, version: task.version)), rules + [.N8, .M1],
+                warnings: warnings)
+        }
         state = .syncing
         return BootDecision(.runSync(task), rules + [.N8], warnings: warnings)
     }

@@ -172,11 +172,28 @@ public final class MirrorSource: ObjectSource {
     /// Where a failover is told (a mirror that failed, a damaged object).
     let warnings: WarningSink
 
-    public init(_ mirrors: [any ObjectSource], start: Int? = nil, warnings: @escaping WarningSink = { _ in }) {
+    /// The first `preferred` mirrors (a node's own, its rack's cache) are picked from at random
+    /// and tried before the others; with none preferred, all are alike.
+    private let preferred: Int
+
+    public init(
+        _ mirrors: [any ObjectSource], preferred: Int = 0, start: Int? = nil, warnings: @escaping WarningSink = { _ in }
+    ) {
         precondition(!mirrors.isEmpty)
         self.mirrors = mirrors
         self.warnings = warnings
-        current = Atomic(start ?? Int.random(in: 0..<mirrors.count))
+        self.preferred = preferred > 0 && preferred < mirrors.count ? preferred : 0
+        current = Atomic(start ?? Int.random(in: 0..<(self.preferred > 0 ? self.preferred : mirrors.count)))
+    }
+
+    /// The order to try them in from `first`: its own group (preferred or not) round from it, then
+    /// the other group.
+    public static func order(first: Int, count: Int, preferred: Int) -> [Int] {
+        guard preferred > 0 else { return (0..<count).map { (first + $0) % count } }
+        let (own, other) = first < preferred ? (0..<preferred, preferred..<count) : (preferred..<count, 0..<preferred)
+        let size = own.count
+        let start = first - own.lowerBound
+        return (0..<size).map { own.lowerBound + (start + $0) % size } + Array(other)
     }
 
     public var label: String { mirrors.map(\.label).joined(separator: ",") }
@@ -186,8 +203,7 @@ public final class MirrorSource: ObjectSource {
     func withFailover<T>(_ body: (any ObjectSource) throws -> T) throws -> T {
         var lastError: (any Error)?
         let first = current.load(ordering: .relaxed)
-        for step in 0..<mirrors.count {
-            let index = (first + step) % mirrors.count
+        for (step, index) in Self.order(first: first, count: mirrors.count, preferred: preferred).enumerated() {
             do {
                 let result = try body(mirrors[index])
                 if step > 0 { current.store(index, ordering: .relaxed) }

@@ -25,7 +25,9 @@ public func buildRouter(_ services: Services, authentication: PeerAuthentication
         try await services.metricsResponse()
     }
     let api = router.group("api/v1")
-    services.addAgentRoutes(to: api.group().add(middleware: RoleMiddleware(roles: [.node, .bootstrap, .admin])))
+    let agent = api.group().add(middleware: RoleMiddleware(roles: [.node, .bootstrap, .admin]))
+    services.addAgentRoutes(to: agent)
+    services.addMulticastAgentRoutes(to: agent)
     let admin = api.group("admin").add(middleware: RoleMiddleware(roles: [.admin]))
     services.addAdminRoutes(to: admin)
     services.addImageAdminRoutes(to: admin)
@@ -33,6 +35,7 @@ public func buildRouter(_ services: Services, authentication: PeerAuthentication
     services.addKernelAdminRoutes(to: admin)
     services.addImageMaintenanceRoutes(to: admin)
     services.addIdentityAdminRoutes(to: admin)
+    services.addMulticastAdminRoutes(to: admin)
     // Image objects and boot files: nodes that proved who they are, mirrors, admins; not the
     // bootstrap certificate every initramfs holds.
     services.addFileRoutes(to: router, roles: [.node, .mirror, .admin])
@@ -103,12 +106,15 @@ public struct ServerInstance: Sendable {
     public func run() async throws {
         // The store is closed outside this (possibly cancelled) task: closing must not be cancelled.
         let store = services.store
+        let multicast = services.multicast
         do {
             try await group.run()
         } catch {
+            await multicast.stopAll()
             await Task.detached { await store.close() }.value
             throw error
         }
+        await multicast.stopAll()
         await Task.detached { await store.close() }.value
     }
 

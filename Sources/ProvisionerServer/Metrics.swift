@@ -22,6 +22,9 @@ import Synchronization
 /// | `provisioner_events_total` | level | events agents posted |
 /// | `provisioner_boot_phase_duration_seconds` | phase | histogram of the phase durations agents report |
 /// | `provisioner_boot_to_pivot_seconds` | | histogram: power-on to the switch into the image |
+/// | `provisioner_multicast_sessions_total` | trigger (admin, policy) | multicast sessions started |
+/// | `provisioner_multicast_stream_bytes_total` | | bytes of their streams (one round each) |
+/// | `provisioner_multicast_sessions_running` | | multicast sessions running now |
 ///
 /// Routes are the router's patterns (`/api/v1/sessions/{id}`), never the request's path, so labels
 /// stay few whatever clients send.
@@ -55,14 +58,18 @@ public final class ServerMetrics: Sendable {
                 labels: [("listener", listener), ("route", route), ("code", code)]
             ).increment()
         }
-        registry.makeCounter(
-            descriptor: name("http_response_bytes", "total", "Response body bytes, by route pattern."),
-            labels: [("listener", listener), ("route", route)]
-        ).increment(by: Int64(bytes))
+        responseBytes(listener: listener, route: route).increment(by: Int64(bytes))
         registry.makeDurationHistogram(
             descriptor: name("http_request_duration", "seconds", "Time to the response head, by route pattern."),
             labels: [("listener", listener), ("route", route)], buckets: Self.requestBuckets
         ).record(duration)
+    }
+
+    /// The counter of a route's response bytes (a streamed body adds to it as it is written).
+    func responseBytes(listener: String, route: String) -> Counter {
+        registry.makeCounter(
+            descriptor: name("http_response_bytes", "total", "Response body bytes, by route pattern."),
+            labels: [("listener", listener), ("route", route)])
     }
 
     func sessionOpened(source: String) {
@@ -123,6 +130,22 @@ public final class ServerMetrics: Sendable {
 
     private let sessionSeries = Mutex(Set<[String]>())
 
+    /// A multicast session started (docs/multicast.md); `streamBytes` is one round's size.
+    func multicastStarted(trigger: String, streamBytes: Int) {
+        registry.makeCounter(
+            descriptor: name("multicast_sessions", "total", "Multicast sessions started."), labels: [("trigger", trigger)]
+        ).increment()
+        registry.makeCounter(
+            descriptor: name("multicast_stream_bytes", "total", "Bytes of the streams multicast sessions send, one round each."),
+            labels: []
+        ).increment(by: Int64(streamBytes))
+    }
+
+    func setMulticastRunning(_ count: Int) {
+        registry.makeGauge(descriptor: name("multicast_sessions_running", "", "Multicast sessions running now."), labels: [])
+            .set(Double(count))
+    }
+
     /// The Prometheus text format.
     public func render() -> String { registry.emitToString() }
 }
@@ -138,10 +161,19 @@ struct RequestMetricsMiddleware: RouterMiddleware {
     {
         let start = ContinuousClock.now
         do {
-            let response = try await next(request, context)
+            var response = try await next(request, context)
+            let route = context.endpointPath ?? "unmatched"
             metrics.request(
-                listener: listener, route: context.endpointPath ?? "unmatched", method: request.method.rawValue,
+                listener: listener, route: route, method: request.method.rawValue,
                 status: response.status.code, bytes: response.body.contentLength ?? 0, duration: .now - start)
+            if response.body.contentLength == nil {
+                // A streamed body (object packs, large files): counted as its pieces go out.
+                let counter = metrics.responseBytes(listener: listener, route: route)
+                response.body = response.body.map { buffer in
+                    counter.increment(by: Int64(buffer.readableBytes))
+                    return buffer
+                }
+            }
             return response
         } catch {
             let status = (error as? any HTTPResponseError)?.status.code ?? 500

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import ProvisionerAPI
 import ProvisionerCore
 import ProvisionerPKI
@@ -22,6 +23,8 @@ public struct Services: Sendable {
     /// Revoked and known certificate serials.
     public let certificates: CertificateRegistry
     public let secrets: SecretVault
+    /// Multicast sessions (udp-sender processes) and the policy's waiting nodes.
+    public let multicast: MulticastService
     /// The ports the listeners actually bound (differ from the config when it says 0).
     let apiPort: PortBox
     let bootPort: PortBox
@@ -36,6 +39,8 @@ public struct Services: Sendable {
         self.files = FileServer(root: config.filesDirectory, digests: digests)
         self.kernels = KernelCatalog(config: config)
         self.metrics = ServerMetrics()
+        self.multicast = MulticastService(
+            config: config, metrics: metrics, logger: Logger(label: "provisioner-server.multicast"))
         self.signer = Self.loadSigner(config)
         self.certificates = CertificateRegistry()
         self.secrets = SecretVault(
@@ -296,6 +301,7 @@ extension Services {
         }
         guard let node = try await agentNode(stored) else { return response }
         response.node = node
+        if await multicast.mayOffer(node: node.name) { response.multicast = true }
         response.secrets = try await secrets.delivery(for: node, store: store)
         let choice = await bootFiles(for: node)
         var warning: String?

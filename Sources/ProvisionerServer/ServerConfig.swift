@@ -30,6 +30,17 @@ import ProvisionerCore
 ///   pendingExpiry: 600          # s after which a pending machine that stopped asking no longer counts
 ///   registrationsPerAddress: 120  # session opens a minute from one address
 ///   registrationsPerMAC: 30     # session opens a minute naming one MAC
+/// multicast:                    # docs/multicast.md; absent: nothing is ever sent by multicast
+///   interface: br-prov          # the provisioning network's interface (required)
+///   maxBitrate: 300m            # udp-sender --max-bitrate
+///   portBase: 9000              # UDP ports: a pair per session at once
+///   maxSessions: 4
+///   timeLimitSeconds: 1800      # a session stops this long after it started
+///   maxWaitSeconds: 30          # a round starts this long after its first receiver at the latest
+///   sender: udp-sender          # the program (udpcast's)
+///   policy:                     # start a session by itself when enough nodes wait (absent: admin only)
+///     minNodes: 8
+///     waitSeconds: 30
 /// ```
 public struct ServerConfig: Sendable, Equatable {
     public var listenHost = "0.0.0.0"
@@ -51,6 +62,7 @@ public struct ServerConfig: Sendable, Equatable {
     public var unknownMachines: UnknownMachinePolicy = .wait
     public var timeouts = ConnectionTimeouts()
     public var registration = RegistrationLimits()
+    public var multicast: MulticastSettings?
 
     public enum UnknownMachinePolicy: String, Sendable, Equatable {
         /// The iPXE script sleeps and asks again; the MAC is listed as pending.
@@ -140,6 +152,9 @@ public struct ServerConfig: Sendable, Equatable {
         if let limits = root.optional("limits") {
             try parseLimits(limits, into: &config)
         }
+        if let multicast = root.optional("multicast") {
+            config.multicast = try parseMulticast(multicast)
+        }
         try root.finish()
         return config
     }
@@ -170,6 +185,56 @@ public struct ServerConfig: Sendable, Equatable {
         if let v = try count("registrationsPerAddress", 1...1_000_000) { config.registration.perAddressPerMinute = v }
         if let v = try count("registrationsPerMAC", 1...1_000_000) { config.registration.perMACPerMinute = v }
         try m.finish()
+    }
+
+    private static func parseMulticast(_ node: ConfigNode) throws(ConfigError) -> MulticastSettings {
+        let m = try node.mapping()
+        guard let interfaceField = m.optional("interface") else {
+            throw node.error("interface: is required (the provisioning network's interface, e.g. br-prov)")
+        }
+        let interface = try interfaceField.string()
+        guard (1...15).contains(interface.utf8.count), interface.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != 47 })
+        else { throw interfaceField.error("\"\(interface)\" is not an interface name (1 to 15 characters, no / or spaces)") }
+        var settings = MulticastSettings(interface: interface)
+        func int(_ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+            guard let field = m.optional(key) else { return nil }
+            let n = try field.int()
+            guard range.contains(n) else { throw field.error("must be \(range.lowerBound) to \(range.upperBound), not \(n)") }
+            return n
+        }
+        if let field = m.optional("maxBitrate") {
+            let text = try field.string()
+            guard MulticastSettings.bitsPerSecond(text) != nil else {
+                throw field.error("\"\(text)\" is not a bit rate (digits with k, m or g: 300m)")
+            }
+            settings.maxBitrate = text
+        }
+        if let v = try int("portBase", 1024...65000) {
+            guard v % 2 == 0 else { throw m.optional("portBase")!.error("must be even (udpcast uses it and the next)") }
+            settings.portBase = v
+        }
+        if let v = try int("maxSessions", 1...64) { settings.maxSessions = v }
+        if let v = try int("timeLimitSeconds", 10...86400) { settings.timeLimitSeconds = v }
+        if let v = try int("maxWaitSeconds", 0...3600) { settings.maxWaitSeconds = v }
+        if let field = m.optional("sender") { settings.sender = try field.string() }
+        if let policy = m.optional("policy") {
+            let p = try policy.mapping()
+            if let field = p.optional("minNodes") {
+                let n = try field.int()
+                guard (2...100_000).contains(n) else { throw field.error("must be 2 to 100000, not \(n)") }
+                settings.policyMinNodes = n
+            } else {
+                throw policy.error("minNodes: is required (how many nodes must wait for the same version)")
+            }
+            if let field = p.optional("waitSeconds") {
+                let n = try field.int()
+                guard (1...3600).contains(n) else { throw field.error("must be 1 to 3600, not \(n)") }
+                settings.policyWaitSeconds = n
+            }
+            try p.finish()
+        }
+        try m.finish()
+        return settings
     }
 
     static func hostPort(_ node: ConfigNode) throws(ConfigError) -> (String, Int) {

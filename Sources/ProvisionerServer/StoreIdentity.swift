@@ -55,6 +55,11 @@ extension Store {
         }
     }
 
+    /// An audit entry for an admin's action that changes no row (a multicast session started).
+    func record(_ actor: Actor, _ action: String, _ subject: String, _ detail: String) async throws {
+        try await transaction { try await audit(actor, action, subject, before: nil, after: detail) }
+    }
+
     /// An audit entry for a refused request: who, what, and why (never a secret's value).
     public func auditRefusal(_ actor: Actor, _ action: String, _ subject: String, _ reason: String) async {
         do {

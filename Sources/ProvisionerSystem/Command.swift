@@ -27,7 +27,12 @@ public enum Command {
     ///
     /// `input` is written before the output is read, so it must fit in a pipe
     /// (64 KiB): the scripts the agent feeds sfdisk are a few hundred bytes.
-    public static func run(_ argv: [String], input: String? = nil) throws(SystemError) -> CommandResult {
+    ///
+    /// With `output`, stdout goes to it piece by piece as it arrives (a receiver writing a stream
+    /// of any length) and the result's `stdout` is empty.
+    public static func run(
+        _ argv: [String], input: String? = nil, output: ((UnsafeRawBufferPointer) -> Void)? = nil
+    ) throws(SystemError) -> CommandResult {
         precondition(!argv.isEmpty)
         let shown = argv.joined(separator: " ")
         if let input, input.utf8.count > 65_536 {
@@ -93,7 +98,14 @@ public enum Command {
             for i in fds.indices where fds[i].fd >= 0 && fds[i].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
                 if n > 0 {
-                    if i == 0 { out += buffer[0..<n] } else { err += buffer[0..<n] }
+                    if i == 0, let output {
+                        buffer.withUnsafeBytes { output(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                    } else if i == 0 {
+                        out += buffer[0..<n]
+                    } else {
+                        err += buffer[0..<n]
+                        if err.count > 1 << 20 { err.removeFirst(err.count - (1 << 20)) }  // the last MiB is enough
+                    }
                 } else if n == 0 || errno != EINTR {
                     close(fds[i].fd)
                     fds[i].fd = -1

@@ -90,6 +90,7 @@ final class BootRunner {
             // What the last step said goes to the server in one request, before the next step.
             session?.flush()
             for warning in decision.warnings { warn(warning, phase: Self.phase(of: decision.action)) }
+            for note in decision.notes { session?.event(Self.phase(of: decision.action).rawValue, note) }
             switch decision.action {
             case .register(let attempt, let cleanRoot):
                 decision = register(attempt: attempt, cleanRoot: cleanRoot)
@@ -109,6 +110,12 @@ final class BootRunner {
             case .applyDisks(let plan): decision = applyDisks(plan)
             case .enroll(let task): decision = enroll(task)
             case .awaitApproval(let seconds, let message): decision = awaitApproval(seconds: seconds, message: message)
+            case .askMulticast(let query): decision = askMulticast(query)
+            case .waitForMulticast(let seconds, let reason):
+                session?.event("image", "multicast: \(reason); asking again in \(seconds) s")
+                sleep(UInt32(seconds))
+                decision = machine.multicastWaitEnded()
+            case .receiveMulticast(let task): decision = receiveMulticast(task)
             case .runSync(let task): decision = runSync(task)
             case .runPlugins(let configs): decision = runPlugins(configs)
             case .installLocalBoot(let task): decision = installLocalBoot(task)
@@ -151,7 +158,7 @@ final class BootRunner {
         switch action {
         case .register, .backOff, .poll, .fallBack, .enroll, .awaitApproval: .register
         case .runDisks, .applyDisks: .disks
-        case .runSync: .image
+        case .askMulticast, .waitForMulticast, .receiveMulticast, .runSync: .image
         case .runPlugins: .plugins
         case .installLocalBoot: .bootloader
         case .planInstalled, .activateInstalled, .pivotInstalled: .fallback

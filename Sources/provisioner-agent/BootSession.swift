@@ -84,6 +84,17 @@ final class BootSession: @unchecked Sendable {
         }
     }
 
+    /// `GET sessions/{id}/multicast`: may this image come by multicast (docs/multicast.md, M1)?
+    func multicast(image: String, version: String) throws -> MulticastAnswer {
+        guard let id else { throw BootFailure(.image, .transient, "no session") }
+        let client = self.client
+        return try blocking {
+            try await client.json(
+                .GET, "\(APIVersion.prefix)/sessions/\(id)/multicast?image=\(image)&version=\(version)",
+                body: Optional<Empty>.none)
+        }
+    }
+
     /// Prints the event and sends it (with any earlier undelivered ones).
     func event(
         _ phase: String, _ message: String, step: String? = nil, level: EventLevel = .info, progress: Double? = nil,

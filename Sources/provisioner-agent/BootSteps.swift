@@ -102,7 +102,11 @@ extension BootRunner {
             "image",
             "syncing \(task.image)@\(task.version) from \(task.mirrors.joined(separator: ", ")) (verify \(options.verify.rawValue))")
 
-        let source = MirrorSource(sources, warnings: sink)
+        let network = MirrorSource(sources, preferred: task.preferredMirrors, warnings: sink)
+        // Objects that came by multicast first (M5); the rest, and any damaged copy, over HTTPS.
+        let received = task.received.map { ReceivedObjectsSource(received: ImageStore(root: $0), source: network) }
+        defer { if let dir = task.received { removeTree(dir) } }
+        let source: any ObjectSource = received ?? network
         let engine = SyncEngine(target: root, source: source, options: options)
         let reporter = session.map { ProgressReporter(progress: progress, source: source, session: $0) }
         reporter?.start()
@@ -116,6 +120,13 @@ extension BootRunner {
         }
         reporter?.stop()
         let seconds = monotonicSeconds() - started
+        if let received {
+            session?.event(
+                "image",
+                "multicast: \(received.servedFromReceived) objects came from the multicast, "
+                    + "\(received.fetchedFromNetwork) over HTTPS"
+                    + (received.damagedReceived > 0 ? " (\(received.damagedReceived) received copies were damaged and fetched again)" : ""))
+        }
         for (i, line) in Agent.Sync.summary(report, seconds: seconds).split(separator: "\n").enumerated() {
             session?.event("image", String(line), progress: 1, seconds: i == 0 ? seconds : nil)
         }

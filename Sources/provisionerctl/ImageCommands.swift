@@ -13,7 +13,7 @@ extension Ctl {
             abstract: "Images: publish versions, branches, the live branch, rollback, diff (docs/images.md).",
             subcommands: [
                 Import.self, List.self, Show.self, Live.self, Branch.self, Rollback.self, Diff.self, Delete.self, GC.self,
-                Fsck.self, Build.self, Exec.self, Shell.self,
+                Fsck.self, Build.self, Exec.self, Shell.self, Multicast.self, Multicasts.self, MulticastStop.self,
             ]
         )
     }

@@ -79,7 +79,7 @@ import Testing
         guard case .runSync(let task) = d.action else { Issue.record("\(d)"); return }
         #expect(task.image == "debian")
         #expect(task.preserved.contains("etc/munge/munge.key"))
-        #expect(task.mirrors == ["https://a:1"])
+        #expect(task.mirrors == ["https://10.0.2.3:8443", "https://a:1"])  // the node's own mirror first
         #expect(machine.secrets == [secret])
     }
 

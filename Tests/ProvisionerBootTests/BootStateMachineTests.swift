@@ -255,7 +255,8 @@ import Testing
         #expect(task.image == "debian")
         #expect(task.version == "abc")
         #expect(task.verify == .metadata)
-        #expect(task.mirrors == ["https://10.0.2.2:8443", "https://10.0.2.3:8443"])
+        #expect(task.mirrors == ["https://10.0.2.3:8443", "https://10.0.2.2:8443"])  // its own mirror first
+        #expect(task.preferredMirrors == 1)
         #expect(task.mountPoints == ["boot/efi", "var"])
         #expect(
             task.preserved == BootStateMachine.nodeOwnedPaths + ["etc/ssh", "boot/efi/lost+found", "var/lost+found"])
@@ -263,7 +264,7 @@ import Testing
         #expect(d.warnings.isEmpty)
     }
 
-    @Test func N8_commandLineVerifyWinsAndServerMirrorsWin() {
+    @Test func N8_commandLineVerifyWinsAndTheNodesOwnMirrorsComeFirst() {
         var settings = Self.settings()
         settings.verify = .content
         var machine = BootStateMachine(settings: settings)
@@ -279,7 +280,8 @@ import Testing
         }
         #expect(task.verify == .content)
         #expect(task.version == "latest")
-        #expect(task.mirrors == ["https://m1:8443"])
+        #expect(task.mirrors == ["https://10.0.2.3:8443", "https://m1:8443"])
+        #expect(task.preferredMirrors == 1)
         #expect(task.mountPoints.isEmpty)
         #expect(task.plugins.map(\.name) == ["hostname"])
         #expect(d.warnings == ["image branches are not served by this server; following the latest version"])
@@ -513,7 +515,7 @@ import Testing
             text.split(separator: "\n").compactMap { line -> String? in
                 guard line.hasPrefix("| ") else { return nil }
                 let id = line.dropFirst(2).prefix(while: { $0 != " " })
-                return id.count <= 3 && ["R", "N", "I", "E", "U"].contains(id.first) && id.dropFirst().allSatisfy(\.isNumber)
+                return id.count <= 3 && ["R", "N", "I", "E", "U", "M"].contains(id.first) && id.dropFirst().allSatisfy(\.isNumber)
                     ? String(id) : nil
             })
         #expect(documented == Set(BootRule.allCases.map(\.rawValue)))

@@ -85,3 +85,22 @@ import Testing
         #expect(Hostlist.compress(names) == "n[000001-100000]")
     }
 }
+
+@Suite struct IPv4NetworkTests {
+    @Test(arguments: [
+        ("10.0.2.0/24", "10.0.2.0/24"), ("10.0.2.17/24", "10.0.2.0/24"), ("0.0.0.0/0", "0.0.0.0/0"),
+        ("192.168.1.1/32", "192.168.1.1/32"), ("172.16.5.4/12", "172.16.0.0/12"),
+    ])
+    func parses(text: String, normal: String) { #expect(IPv4Network(parsing: text)?.description == normal) }
+
+    @Test(arguments: ["10.0.2.0", "10.0.2.0/33", "10.0.2/24", "10.0.2.256/24", "a.b.c.d/8", "10.0.2.0/-1", "10.0.2.0/ 24", "010.0.2.0000/24", ""])
+    func refuses(text: String) { #expect(IPv4Network(parsing: text) == nil) }
+
+    @Test func containsAndNetmasks() throws {
+        let net = try #require(IPv4Network(parsing: "10.0.2.0/24"))
+        #expect(net.contains(IPv4Network.address("10.0.2.200")!))
+        #expect(!net.contains(IPv4Network.address("10.0.3.1")!))
+        #expect(IPv4Network(address: IPv4Network.address("10.0.2.7")!, netmask: 0xffff_ff00) == net)
+        #expect(IPv4Network(address: 1, netmask: 0xff00_ff00) == nil)  // not a prefix
+    }
+}

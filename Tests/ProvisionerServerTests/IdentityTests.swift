@@ -21,10 +21,14 @@ import Testing
         let admin: ProvisionerClient
         let bootstrap: ProvisionerClient
 
-        static func start(policy: EnrollmentPolicy = .approve) async throws -> Cluster {
+        static func start(
+            policy: EnrollmentPolicy = .approve, configure: (inout ServerConfig) -> Void = { _ in },
+            prepare: (String) throws -> Void = { _ in }
+        ) async throws -> Cluster {
             let dir = try TempDir()
             let pki = try TestPKI(writingTo: dir.path + "/tls", withCAKey: true)
-            let server = try await LiveServer.start(stateDir: dir.path)
+            try prepare(dir.path)
+            let server = try await LiveServer.start(stateDir: dir.path, configure: configure)
             let admin = try pki.client(port: server.apiPort, credential: pki.admin)
             let bootstrap = try pki.client(port: server.apiPort, credential: pki.bootstrap)
             for (name, mac) in [("n1", "52:54:00:00:00:01"), ("n2", "52:54:00:00:00:02")] {

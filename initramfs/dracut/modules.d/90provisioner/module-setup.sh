@@ -48,7 +48,9 @@ install() {
         mkfs.ext4 mkfs.xfs mkfs.vfat mkswap e2fsck xfs_repair \
         resize2fs xfs_growfs e2label xfs_admin xfs_db fatlabel swaplabel \
         mount umount switch_root udevadm partprobe blockdev efibootmgr \
-        blkid lsblk partx dmsetup sync chroot timeout
+        blkid lsblk partx dmsetup sync chroot timeout rm
+    # udpcast's receiver, for images sent by multicast (docs/multicast.md; package udpcast).
+    inst_multiple -o udp-receiver
     inst_multiple -o /etc/mke2fs.conf
     # tpm2-tools for a stateless node's key in its TPM (docs/certificates.md), and the TCTI
     # library they load at run time for /dev/tpmrm0.
