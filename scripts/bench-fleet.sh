@@ -174,6 +174,13 @@ ctl nodes import "$work/cluster.yaml" > /dev/null
 # --- measuring ------------------------------------------------------------------------------------
 TCK=$(getconf CLK_TCK)
 cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime, ticks
+# server_cpu: the server's, with its children's (udp-sender): those running and those it reaped.
+server_cpu() {
+    local total pid
+    total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$SERVER_PID/stat")
+    for pid in $(pgrep -P "$SERVER_PID"); do total=$((total + $(cpu_of "$pid" 2> /dev/null || echo 0))); done
+    echo "$total"
+}
 nginx_cpu() {                                             # the master and its workers, ticks
     local total=0 pid
     [[ -n $NGINX_PID ]] || { echo 0; return; }
@@ -233,7 +240,7 @@ round() {
     local srv_tx0 srv_cpu0 ngx0 busy0 total0 t0
     srv_tx0=$(fleet_tx_bytes "$FLEET_SRV")
     [[ $mode != mirror ]] || mir_tx0=$(fleet_tx_bytes "$FLEET_MIR")
-    srv_cpu0=$(cpu_of "$SERVER_PID")
+    srv_cpu0=$(server_cpu)
     ngx0=$(nginx_cpu)
     read -r busy0 total0 < <(host_busy)
     # Other work on the machine (a Swift build or VM tests beside the benchmark) would take cores from
@@ -248,7 +255,7 @@ round() {
     t1=$EPOCHREALTIME
     srv_tx1=$(fleet_tx_bytes "$FLEET_SRV")
     [[ $mode != mirror ]] || mir_tx1=$(fleet_tx_bytes "$FLEET_MIR")
-    srv_cpu1=$(cpu_of "$SERVER_PID")
+    srv_cpu1=$(server_cpu)
     ngx1=$(nginx_cpu)
     read -r busy1 total1 < <(host_busy)
     kill "$SAMPLER_PID" 2> /dev/null
@@ -288,14 +295,16 @@ t0 = float(t0)
 synced = max(float(r["synced"]) for r in rows) - t0
 done = max(float(r["end"]) for r in rows) - t0
 first = min(float(r["synced"]) for r in rows) - t0
-sync = [int(r["sync_ms"]) / 1000 for r in rows]
+# Each agent's image step: from its first line to the sync's summary (a multicast receive included).
+sync = [float(r["synced"]) - float(r["image_start"]) for r in rows]
 boot = [float(r["end"]) - float(r["start"]) for r in rows]
 received = sum(int(r["received"]) for r in rows)
 agents_cpu = sum(float(r.get("cpu", 0)) for r in rows)
+https_objects = sum(int(r["https_objects"]) for r in rows if r.get("https_objects", "-") != "-")
 print("\t".join(str(x) for x in [
     mode, n, f"{synced:.2f}", f"{done:.2f}", f"{first:.2f}", f"{pct(sync, 50):.2f}", f"{pct(sync, 99):.2f}",
     f"{pct(boot, 50):.2f}", f"{pct(boot, 99):.2f}", srv_tx, mir_tx, f"{int(srv_cpu) / int(tck):.2f}",
-    f"{int(ngx_cpu) / int(tck):.2f}", f"{100 * int(busy) / max(1, int(total)):.0f}", received, f"{agents_cpu:.1f}", others, via_mirror]))
+    f"{int(ngx_cpu) / int(tck):.2f}", f"{100 * int(busy) / max(1, int(total)):.0f}", received, f"{agents_cpu:.1f}", others, via_mirror, https_objects]))
 PY
     log "$mode N=$n: $(tail -n 1 "$RESULTS" | cut -f3-)"
 }
@@ -391,7 +400,7 @@ def bits(r):
     return int(r)
 R, RM = bits(rate), bits(mirror_rate)
 cols = ["mode", "n", "synced", "done", "first", "p50", "p99", "boot50", "boot99", "srv_tx", "mir_tx", "srv_cpu",
-        "ngx_cpu", "busy", "received", "agents_cpu", "others", "via_mirror"]
+        "ngx_cpu", "busy", "received", "agents_cpu", "others", "via_mirror", "https_objects"]
 rows = [dict(zip(cols, line.rstrip("\n").split("\t"))) for line in open(results)]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 1048576
@@ -422,15 +431,16 @@ w("- **Nodes**: `nodes import` of stateless nodes with `enrollment: auto` (a new
 w("  the server with `sshHostKeys: false`, so the time is the image's, not each new node's RSA host key")
 w("  (about 1 s of server CPU per node, once: docs/certificates.md).")
 w("- **all synced**: from starting the N agents to the moment the last one printed its sync summary;")
-w("  **sync p50/p99**: each agent's own sync time (`applied ... in T ms`: manifest, objects, files), nearest")
+w("  **image p50/p99**: each agent's image step, from its first line (`image: syncing` or `image: multicast:")
+w("  receiving`) to its sync summary (manifest, objects, files; a multicast receive included), nearest")
 w("  rank (at N=10 p99 is the slowest); **server link**: tx_bytes of the server's veth (IP, TCP and TLS")
-w("  included); **server CPU**: utime+stime of provisioner-server over the round; **agents' CPU**: all N")
+w("  included); **server CPU**: utime+stime of provisioner-server and its udp-sender over the round; **agents' CPU**: all N")
 w("  agents' together (user+system); **host CPU**: the busy share of both cores over the round; **link use**:")
 w("  the busiest limited link's bytes (server's or mirror's, as counted) at its rate, over *all synced*.")
 w("- **floor**: the time the limited link needs for the bytes it must carry: unicast N × image bytes / "
   "rate; mirror N × image bytes / mirror rate; multicast image bytes / rate.")
 w("")
-w("| mode | N | all synced | sync p50 | sync p99 | floor | vs floor | server link | server link / image | agents via the mirror | link use | server CPU | nginx CPU | agents' CPU | host CPU |")
+w("| mode | N | all synced | image p50 | image p99 | floor | vs floor | server link | server link / image | agents via the mirror | link use | server CPU | nginx CPU | agents' CPU | host CPU |")
 w("|------|--:|-----------:|---------:|---------:|------:|---------:|------------:|-------------------:|------:|------:|-----------:|----------:|------------:|---------:|")
 for r in rows:
     n = int(r["n"])
@@ -481,5 +491,5 @@ else:
 open(out, "w").write(text)
 PY
 log "wrote $OUT"
-# The store and the tree (GBs over time) go; the logs stay.
-rm -rf "$tree" "$STATE/images"
+# The store, the tree and the mirror's cache (GBs over time) go; the logs stay.
+rm -rf "$tree" "$STATE/images" "$STATE/multicast" "$work/nginx/cache"

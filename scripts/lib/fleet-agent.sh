@@ -15,7 +15,7 @@
 #     after provisioner.server-wait: the command line carries provisioner.fallback=no;
 #   - it reads the disks (blkid, for the inventory it registers with) and DMI: read only.
 # LOG gets the agent's output, each line stamped with the time (seconds since the epoch);
-# RESULT one line: rc= start= end= synced= sync_ms= received= cpu= tree=.
+# RESULT one line: rc= start= end= image_start= synced= sync_ms= received= https_objects= cpu= tree=.
 set -uo pipefail
 
 agent=$1 cmdline=$2 tls=$3 root=$4 log=$5 result=$6 limit=$7 expected=${8:-}
@@ -57,10 +57,14 @@ rm -f "$log.times"
 rm -f "$fifo"
 
 # The sync's own summary: "image: NAME@ID: applied N entries in T ms", then "... received B bytes".
+# The image step starts at its first line ("image: syncing ..." or "image: multicast: receiving ...").
+image_start=$(grep -m 1 -E ' provisioner: image: ' "$log" | cut -d' ' -f1)
 line=$(grep -m 1 -E 'provisioner: image: [^ ]+: applied [0-9]+ entries in [0-9]+ ms' "$log")
 synced=${line%% *}
 sync_ms=$(sed -nE 's/.*: applied [0-9]+ entries in ([0-9]+) ms.*/\1/p' <<< "$line")
 received=$(sed -nE 's/.*received ([0-9]+) bytes.*/\1/p' "$log" | head -n 1)
+# After a multicast receive: how many objects still came over HTTPS.
+https_objects=$(sed -nE 's/.*multicast: [0-9]+ objects came from the multicast, ([0-9]+) over HTTPS.*/\1/p' "$log" | head -n 1)
 tree=ok
 if [[ -n $expected ]]; then
     if ! (cd "$root" && find data -type f -printf '%p %s\n' | LC_ALL=C sort) | cmp -s - "$expected"; then
@@ -68,5 +72,6 @@ if [[ -n $expected ]]; then
         echo "$EPOCHREALTIME fleet-agent: the tree under $root differs from the image ($(find "$root/data" -type f | wc -l) files)" >> "$log"
     fi
 fi
-echo "rc=$rc start=$start end=$end synced=${synced:-0} sync_ms=${sync_ms:-0} received=${received:-0} cpu=$cpu tree=$tree" > "$result"
+echo "rc=$rc start=$start end=$end image_start=${image_start:-0} synced=${synced:-0} sync_ms=${sync_ms:-0}" \
+    "received=${received:-0} https_objects=${https_objects:--} cpu=$cpu tree=$tree" > "$result"
 [[ $rc == 0 && $tree == ok && -n $synced ]]
