@@ -489,10 +489,10 @@ for r in rows:
       f"{float(r['srv_cpu']):.1f} s | {nginx} | {float(r['agents_cpu']):.1f} s | {r['busy']}% |")
 if any(int(r["others"]) > 10 for r in rows):
     w("")
-    w("‡ Other work (another engineer's build or VM tests) ran on the machine during this round, even")
-    w("  measured twice: processes outside the benchmark used up to " + ", ".join(
-        f"{r['others']}%" for r in rows if int(r["others"]) > 10) + " of a core in some second of it;")
-    w("  its times and host CPU are pessimistic.")
+    w("‡ Other work (another engineer's build or VM tests) ran on the machine during both measurements of")
+    w("  this round: processes outside the benchmark used up to " + ", ".join(
+        f"{r['others']}%" for r in rows if int(r["others"]) > 10) + " of a core in some second of it.")
+    w("  Its times and host CPU are pessimistic; its byte counts are not affected.")
 w("")
 w("## Targets")
 w("")
@@ -505,7 +505,7 @@ if u50:
     w(f"| unicast, N=50: every agent synced within 1.3× of the link floor ({floor:.1f} s) | {ratio:.2f}× | "
       f"{'pass' if ratio <= 1.3 else 'FAIL'} |")
 else:
-    w("| unicast, N=50: within 1.3× of the link floor | not run (N did not include 50) | - |")
+    w("| unicast, N=50: within 1.3× of the link floor | not in this run (MODES or N left it out) | - |")
 m50 = next((r for r in rows if r["mode"] == "multicast" and r["n"] == "50"), None)
 if m50 and base:
     ratio = float(m50["synced"]) / float(base["synced"])
