@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034
-# A fleet of real agents on one machine (sourced by scripts/bench-fleet.sh; scripts/multicast-test.sh
-# will use it too): network namespaces only, no real interface touched.
+# A fleet of real agents on one machine (sourced by scripts/bench-fleet.sh; made to be sourced by any
+# test that needs N agents booting at once): network namespaces only, no real interface touched.
 #
 #   netns FLEET_BR   a bridge (pfbr0), the provisioning network
 #   netns FLEET_SRV  the server's end, pf0 = 10.77.0.1/16          (fleet_host_up "$FLEET_SRV" 10.77.0.1)
