@@ -7,6 +7,8 @@
 #   make initramfs-base  the kernel-independent base every image kernel boots with
 #                   -> build/initramfs/initramfs-base.img (copy it to the server's files/initramfs/base)
 #   make bench-sync image sync vs rsync over SSH  -> docs/bench-sync.md (a benchmark, not a test)
+#   make bench-fleet one image to N agents at once: unicast, mirror, multicast -> docs/bench-fleet.md
+#                   (a benchmark, not a test; N="10 25 50", MODES="unicast mirror multicast", RATE=200mbit)
 #   make fuzz       every parser under libFuzzer + ASan, FUZZ_SECONDS (300) each -> build/fuzz
 #
 # Every target installs what it needs with apt-get first (set NO_APT=1 to skip).
@@ -35,14 +37,17 @@ PACKAGES := build-essential pkg-config libblkid-dev libyaml-dev file binutils \
 	dnsmasq-base ipxe iproute2 udpcast nftables
 # Only for make bench-sync.
 BENCH_PACKAGES := mmdebstrap rsync openssh-server openssh-client python3 bc e2fsprogs mount
+# Only for make bench-fleet.
+FLEET_PACKAGES := nginx udpcast iproute2 python3 curl util-linux coreutils procps
 
 .PHONY: all deps agent initramfs initramfs-base build-initramfs-base initramfs-test test demo clean help format bench-sync fuzz run-fuzz \
-	build-agent build-debug build-image build-initramfs build-initramfs-test run-tests run-demo run-bench-sync
+	build-agent build-debug build-image build-initramfs build-initramfs-test run-tests run-demo run-bench-sync \
+	bench-fleet run-bench-fleet
 
 all: agent initramfs
 
 help:
-	@sed -n '2,12p' $(REPO)/Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' $(REPO)/Makefile | sed 's/^# \{0,1\}//'
 
 # Installs the Debian packages that are missing; does nothing when all are there.
 deps:
@@ -71,6 +76,9 @@ fuzz: deps
 bench-sync: PACKAGES += $(BENCH_PACKAGES)
 bench-sync: deps
 	@$(SUBMAKE) run-bench-sync
+bench-fleet: PACKAGES += $(FLEET_PACKAGES)
+bench-fleet: deps
+	@$(SUBMAKE) run-bench-fleet
 
 # One static release build, stripped: this is what goes into every node's initramfs.
 build-agent:
@@ -139,6 +147,12 @@ run-bench-sync: build-agent
 	swift build -c release --product provisionerctl
 	swift build -c release --product provisioner-server
 	$(REPO)/scripts/bench-sync.sh
+
+# N real static agents boot N stateless nodes at once, each in a network namespace of its own, the
+# server's link limited with tc: unicast, through an nginx caching mirror, and multicast; writes the
+# measured table to docs/bench-fleet.md.
+run-bench-fleet: build-agent build-debug $(CLUSTER_TLS)/ca.pem
+	BIN=$(REPO)/.build/debug AGENT=$(AGENT) TLS=$(CLUSTER_TLS) $(REPO)/scripts/bench-fleet.sh
 
 # One formatting command for the whole tree (.swift-format: 4 spaces, 120 columns).
 format:
