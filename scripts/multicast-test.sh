@@ -113,7 +113,8 @@ for i in 1 2 3 4 5; do
 done
 
 # boot_agent I: the static agent boots node mI into $work/rootI, in its namespace and a mount
-# namespace of its own (its RAM root and /run/provisioner stay there); console in $work/mI.log.
+# namespace of its own (its RAM root and a /run of its own stay there: the agent keeps the node's
+# certificate in /run/provisioner); console in $work/mI.log.
 boot_agent() {
     local i=$1
     mkdir -p "$work/root$i"
@@ -121,7 +122,7 @@ boot_agent() {
         "$SERVER_HOST" "$API_PORT" "$i" "$work/root$i" > "$work/cmdline$i"
     # The RAM root lives only as long as this mount namespace: its files are summed inside it.
     ip netns exec "pmc-$i-$$" unshare -m --propagation private sh -c '
-        mkdir -p /run/provisioner && mount -t tmpfs -o size=16m provisioner-run /run/provisioner || exit 1
+        mount -t tmpfs -o size=16m provisioner-run /run || exit 1
         "$0" boot --cmdline "$1" --ca "$2/ca.pem" --cert "$2/client.pem" --key "$2/client-key.pem" || exit $?
         cd "$3" && find etc/motd usr/lib/data -type f | sort | xargs sha256sum > "$4"' \
         "$AGENT" "$work/cmdline$i" "$TLS" "$work/root$i" "$work/sums$i" > "$work/m$i.log" 2>&1
