@@ -45,10 +45,11 @@ source "$REPO/scripts/lib/cluster.sh"
 source "$REPO/scripts/lib/mirror.sh"
 
 VM_PID=
+N4_PID=
 cleanup() {
     set +e
     # A VM booted in the background: provisioner-vm stops its QEMU when it is stopped.
-    if [[ -n $VM_PID ]]; then pkill -TERM -P "$VM_PID"; kill "$VM_PID"; wait "$VM_PID"; fi 2> /dev/null
+    for pid in $VM_PID $N4_PID; do pkill -TERM -P "$pid"; kill "$pid"; wait "$pid"; done 2> /dev/null
     if [[ -f $work/n3-tpm.pid ]]; then kill "$(cat "$work/n3-tpm.pid")"; fi 2> /dev/null
     mirror_stop
     server_stop
@@ -127,22 +128,13 @@ ipxe_n1() {
 say "(a) stateful install on blank disks (k1: the image's kernel); (m) n4 beside it, through the mirror"
 ipxe_boot 52:54:00:00:00:04 "$work/boot-files"
 boot n4 1 52:54:00:00:00:04 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
-    --memory 2048 --until 'PROVISIONER-READY' --grace 60 &
-VM_PID=$!
+    --memory 2048 --until 'PROVISIONER-READY' --grace 60 --timeout 1500 &
+# n4 goes on beside (a), (b), (c) and (h), and is checked after them (one object per GET through the
+# mirror takes it longer than n1's install).
+N4_PID=$!
+debian_version=$(ctl image show debian --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["branches"][0]["head"])')
 ipxe_n1
 boot n1 1 52:54:00:00:00:01 "${n1_boot[@]}" "${n1_disks[@]}" --until 'PROVISIONER-READY' --grace 60
-check "(m) n4 booted beside n1" wait "$VM_PID"
-VM_PID=
-debian_version=$(ctl image show debian --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["image"]["branches"][0]["head"])')
-log=$work/n4-1.log
-check "(m) n4 reached the image's multi-user.target" has "$log" 'PROVISIONER-READY: n4 reached multi-user.target'
-check "(m) n4 and n1 installed the same version" bash -c \
-    "grep -Eq 'n4 ready: .*switching root into debian@${debian_version:0:12}' '$log' && grep -Eq 'n1 ready: .*switching root into debian@${debian_version:0:12}' '$work/n1-1.log'"
-n4_fetched=$(sed -nE 's/.*chunks fetched ([0-9]+),.*/\1/p' "$log" | tail -n 1)
-n4_through=$(grep -Ec '"GET /v1/objects/[0-9a-f]{64} HTTP/1.1" 200 ' "$work/mirror/logs/access.log" || true)
-check "(m) every object n4 fetched came through the mirror (${n4_fetched:-?} fetched, $n4_through served by nginx)" \
-    test "${n4_fetched:-0}" -gt 0 -a "$n4_through" -ge "${n4_fetched:-1}"
-record "(m) stateless through the mirror, beside (a)" "$log" "full sync to tmpfs through nginx"
 log=$work/n1-1.log
 check "the image's multi-user.target was reached on n1" has "$log" 'PROVISIONER-READY: n1 reached multi-user.target'
 check "the layout was created (partitions, arrays, LVM, filesystems)" has "$log" 'layout change\(s\) applied'
@@ -214,6 +206,19 @@ check "only the difference was fetched (under 2% of the image)" test "${received
 check "the package is gone again" has "$log" 'PROVISIONER-READY: n1 .*hello: absent'
 check "the session succeeded on the server" last_session_is n1 succeeded
 record "(h) rollback of the edit" "$log" "delta back"
+
+say "(m) n4, which booted beside n1's install (a), through the mirror"
+check "(m) n4 booted" wait "$N4_PID"
+N4_PID=
+log=$work/n4-1.log
+check "(m) n4 reached the image's multi-user.target" has "$log" 'PROVISIONER-READY: n4 reached multi-user.target'
+check "(m) n4 and n1 installed the same version" bash -c \
+    "grep -Eq 'n4 ready: .*switching root into debian@${debian_version:0:12}' '$log' && grep -Eq 'n1 ready: .*switching root into debian@${debian_version:0:12}' '$work/n1-1.log'"
+n4_fetched=$(sed -nE 's/.*chunks fetched ([0-9]+),.*/\1/p' "$log" | tail -n 1)
+n4_through=$(grep -Ec '"GET /v1/objects/[0-9a-f]{64} HTTP/1.1" 200 ' "$work/mirror/logs/access.log" || true)
+check "(m) every object n4 fetched came through the mirror (${n4_fetched:-?} fetched, $n4_through served by nginx)" \
+    test "${n4_fetched:-0}" -gt 0 -a "$n4_through" -ge "${n4_fetched:-1}"
+record "(m) stateless through the mirror, beside (a)" "$log" "full sync to tmpfs through nginx"
 
 say "(k2) another kernel installed in the image on the server: the next boot runs it"
 ctl image exec debian -- sh -c 'apt-get update -qq && apt-get install -y -qq linux-image-6.12-cloud-amd64 > /dev/null \

@@ -69,16 +69,16 @@ step server-tests swift test --skip-build --filter ProvisionerServerTests --skip
 step boot-storm swift test --skip-build --filter BootStormTests
 # Every parser of outside input under libFuzzer + ASan, 20 s each from the committed corpus.
 step fuzz "$REPO/scripts/fuzz.sh" -t "${FUZZ_SECONDS:-20}"
+# Network boot with nothing but firmware: dnsmasq (as `provisionerctl configure dhcp` wrote it), Debian's
+# iPXE over TFTP, OVMF on a tap in a network namespace of its own; full and proxy DHCP (docs/pxe-boot.md).
+# One VM at a time, beside the mirror and multicast tests, then the VM tests (also one at a time): two single-vCPU VMs on the two cores.
+step_start pxe-scenario env $BOOT_ENV "$REPO/scripts/pxe-scenario.sh"
 # A caching mirror: real nginx with server/nginx-cache-mirror.conf in front of the server; three
 # agents through it, each object crossing the server's link once.
 step mirror-test env $BOOT_ENV AGENT="$AGENT" "$REPO/scripts/mirror-test.sh"
 # Multicast (docs/multicast.md): udp-sender on a bridge in network namespaces, five static agents
 # booting stateless nodes (one losing 2% of its packets, one late, one cut, one not invited).
 step multicast-test env $BOOT_ENV AGENT="$AGENT" "$REPO/scripts/multicast-test.sh"
-# Network boot with nothing but firmware: dnsmasq (as `provisionerctl configure dhcp` wrote it), Debian's
-# iPXE over TFTP, OVMF on a tap in a network namespace of its own; full and proxy DHCP (docs/pxe-boot.md).
-# One VM at a time, beside the VM tests (also one at a time): two single-vCPU VMs on the two cores.
-step_start pxe-scenario env $BOOT_ENV "$REPO/scripts/pxe-scenario.sh"
 # The VM tests one at a time (2 cores, TCG).
 step vm-tests env $VM_ENV swift test --skip-build --filter VMTests --no-parallel
 step_finish pxe-scenario
