@@ -89,17 +89,22 @@ public final class ProvisionerClient: Sendable {
     ) async throws -> Result {
         try await withFailover(request) { connection in
             try await connection.execute(request) { head, body in
-                if head.status >= 500 && request.isIdempotent {
-                    let text = (try? await body.collect(upTo: 4096)).map { String(buffer: $0) } ?? ""
-                    throw ClientError.serverFailed(head.status, text)
-                }
-                if !(200..<300).contains(head.status) {
-                    let bytes = (try? await body.collect(upTo: 65536)) ?? ByteBuffer()
-                    throw ClientError.status(
-                        head.status, ClientResponse.errorBody(bytes), "\(request.method) \(request.path)")
-                }
+                try await Self.check(head, body, of: request)
                 return try await handle(head, body)
             }
+        }
+    }
+
+    /// Throws for an answer `stream` does not hand on: `ClientError.serverFailed` for a 5xx to an
+    /// idempotent request (the next server may answer), `ClientError.status` for any other non-2xx.
+    static func check(_ head: ClientResponseHead, _ body: ResponseBody, of request: ClientRequest) async throws {
+        if head.status >= 500 && request.isIdempotent {
+            let text = (try? await body.collect(upTo: 4096)).map { String(buffer: $0) } ?? ""
+            throw ClientError.serverFailed(head.status, text)
+        }
+        if !(200..<300).contains(head.status) {
+            let bytes = (try? await body.collect(upTo: 65536)) ?? ByteBuffer()
+            throw ClientError.status(head.status, ClientResponse.errorBody(bytes), "\(request.method) \(request.path)")
         }
     }
 
@@ -110,14 +115,18 @@ public final class ProvisionerClient: Sendable {
         _ body: (ClientConnection) async throws -> Result
     ) async throws -> Result {
         var failures: [String] = []
+        var lastError: ClientError?
         for endpoint in configuration.servers.shuffled() {
             do {
                 return try await ClientConnection.with(
                     endpoint, sslContext: sslContext, configuration: configuration, group: group, body)
             } catch let error as ClientError where error.isConnectionLevel {
                 failures.append("\(endpoint): \(error)")
+                lastError = error
             }
         }
+        // With one server, its own error says it best.
+        if failures.count == 1, let lastError { throw lastError }
         throw ClientError.allServersFailed("connect", failures)
     }
 

@@ -19,6 +19,10 @@ public final class ClientConnection {
     /// False once a request left the connection in an unknown state (an unread body, an error).
     private var reusable = true
 
+    /// Whether the connection may carry another request: the last answer was read to its end and
+    /// the server keeps the connection alive.
+    public var isReusable: Bool { reusable }
+
     private init(
         endpoint: Endpoint, inbound: NIOAsyncChannelInboundStream<HTTPClientResponsePart>,
         outbound: NIOAsyncChannelOutboundWriter<HTTPClientRequestPart>, configuration: ClientConfiguration

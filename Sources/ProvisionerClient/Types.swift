@@ -164,12 +164,17 @@ public struct ClientRequest: Sendable {
     public var path: String
     public var headers: HTTPHeaders
     public var body: [UInt8]?
+    /// Sending it twice changes nothing, so `ClientPool` may send it again on a new connection when
+    /// a kept-alive one turns out closed before any answer. GET and HEAD by default; a POST that
+    /// only reads (the image routes' pack request) can say so.
+    public var safeToRetry: Bool
 
     public init(method: HTTPMethod, path: String, headers: HTTPHeaders = [:], body: [UInt8]? = nil) {
         self.method = method
         self.path = path
         self.headers = headers
         self.body = body
+        self.safeToRetry = method == .GET || method == .HEAD
     }
 
     /// A GET, optionally for the bytes `range` (`100...199`, or `100...` for "from 100 to the end").
@@ -271,6 +276,15 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
     case allServersFailed(String, [String])
 
     /// A failure of the server or the way to it rather than of the request: the next mirror may do.
+    /// What a kept-alive connection the server closed while it waited gives the next request (its
+    /// handshake was done long ago: a TLS error now is a connection dropped without close_notify).
+    var isStaleConnection: Bool {
+        switch self {
+        case .closedBeforeAnswer, .timeout, .tls: true
+        default: false
+        }
+    }
+
     public var isConnectionLevel: Bool {
         switch self {
         case .connect, .tls, .closedBeforeAnswer, .timeout, .serverFailed: true

@@ -36,24 +36,28 @@ func makeHTTPSource(url: String, credentials: ImageCredentials) throws -> any Ob
 
 /// `HTTPTransport` over the async `ProvisionerClient`: each request runs as a task; the sync
 /// engine's worker threads wait for the head and then pull the body through a bounded queue,
-/// so a pack of gigabytes streams with the disk setting the pace.
+/// so a pack of gigabytes streams with the disk setting the pace. Requests share kept-alive
+/// connections (`ClientPool`): through a mirror, which serves one object per GET, a sync makes
+/// 16 TLS handshakes instead of one per object.
 final class ClientTransport: HTTPTransport, @unchecked Sendable {
-    let client: ProvisionerClient
+    let pool: ClientPool
     let label: String
 
     init(client: ProvisionerClient, label: String) {
-        self.client = client
+        self.pool = ClientPool(client, width: 16)
         self.label = label
     }
 
     func request(method: String, path: String, contentType: String?, body: [UInt8]?) throws -> HTTPReply {
         var request = ClientRequest(method: method == "POST" ? .POST : .GET, path: path, body: body)
         if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
+        // The image routes only read (a POST asks for a pack): asking again on a new connection is safe.
+        request.safeToRetry = true
         let pipe = BodyPipe(capacity: 64)
-        let client = self.client
+        let pool = self.pool
         Task {
             do {
-                try await client.stream(request) { head, body in
+                try await pool.stream(request) { head, body in
                     var headers: [String: String] = [:]
                     for (name, value) in head.headers { headers[name.lowercased()] = value }
                     pipe.start(status: head.status, headers: headers)
