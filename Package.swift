@@ -9,6 +9,7 @@ import PackageDescription
 //   VMHarness         boots our initramfs in QEMU for device tests (provisioner-vm runs it by hand)
 //   ProvisionerAPI    wire types the agent and the server share (agent-safe: FoundationEssentials only)
 //   ProvisionerClient the agent's HTTPS client on SwiftNIO + NIOSSL (agent-safe)
+//   ProvisionerKeys   a node's key and certificate request (agent-safe: swift-crypto, SwiftASN1)
 //   ProvisionerPKI    the cluster CA and certificates (server side: swift-certificates, swift-crypto)
 //   ProvisionerServer the Hummingbird app: registry, sessions, events, files, audit (server side)
 let package = Package(
@@ -75,7 +76,7 @@ let package = Package(
             name: "provisioner-agent",
             dependencies: [
                 "ProvisionerPublish",
-                "ProvisionerPKI",
+                "ProvisionerKeys",
                 "ProvisionerCore",
                 "ProvisionerSystem",
                 "ProvisionerImage",
@@ -108,9 +109,19 @@ let package = Package(
             ]
         ),
         // Cluster CA, server, client and admin certificates (docs/certificates.md). Server side.
+        // The agent's half of the PKI: its key and certificate request, without swift-certificates
+        // (which imports Foundation, and so ICU's 34 MB, into the static agent).
+        .target(
+            name: "ProvisionerKeys",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         .target(
             name: "ProvisionerPKI",
             dependencies: [
+                "ProvisionerKeys",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -3,20 +3,7 @@ import Foundation
 import SwiftASN1
 import X509
 
-/// What a certificate issued by the cluster CA may do; carried as the subject's OU.
-public enum CertificateRole: String, Sendable, CaseIterable {
-    /// The provisioning server (TLS server auth; names and addresses in its SANs).
-    case server
-    /// One node's own identity: CN is the node's name. Issued by the server when the node enrolls
-    /// (docs/certificates.md, "Enrollment"), short-lived, renewed on every boot.
-    case node
-    /// The shared credential embedded in every initramfs: it may only register, wait and enroll.
-    case bootstrap
-    /// A caching mirror (nginx) fetching image objects and boot files for the nodes behind it.
-    case mirror
-    /// An administrator: provisionerctl, the admin API (TLS client auth). CN is the admin's name.
-    case admin
-}
+@_exported import ProvisionerKeys
 
 /// A certificate and its private key, both PEM.
 public struct IssuedCredential: Sendable {
@@ -27,11 +14,6 @@ public struct IssuedCredential: Sendable {
         self.certificatePEM = certificatePEM
         self.privateKeyPEM = privateKeyPEM
     }
-}
-
-public struct PKIError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
 }
 
 /// The cluster's own certificate authority (ECDSA P-256). It signs the server certificate, the

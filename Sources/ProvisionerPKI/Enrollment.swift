@@ -3,62 +3,7 @@ import Foundation
 import SwiftASN1
 import X509
 
-/// A node's own key pair (ECDSA P-256). Made on the node, never sent anywhere: the node proves it
-/// holds it by signing its certificate request (docs/certificates.md, "Enrollment").
-public struct NodeKey: Sendable {
-    let key: P256.Signing.PrivateKey
-
-    /// A new key.
-    public init() { key = P256.Signing.PrivateKey() }
-
-    /// A key kept as PEM (`-----BEGIN PRIVATE KEY-----`, PKCS#8) or SEC1 DER bytes.
-    public init(pem: String) throws {
-        do { key = try P256.Signing.PrivateKey(pemRepresentation: pem) } catch {
-            throw PKIError("the node key is not a PEM P-256 private key: \(error)")
-        }
-    }
-
-    public init(derRepresentation bytes: [UInt8]) throws {
-        do { key = try P256.Signing.PrivateKey(derRepresentation: bytes) } catch {
-            throw PKIError("the node key is not a DER P-256 private key: \(error)")
-        }
-    }
-
-    public var pemRepresentation: String { key.pemRepresentation }
-    public var derRepresentation: [UInt8] { Array(key.derRepresentation) }
-
-    /// `sha256:` and the hex SHA-256 of the public key's SubjectPublicKeyInfo: how the server
-    /// remembers which key a node enrolled with.
-    public var fingerprint: String { KeyFingerprint.of(key.publicKey) }
-
-    /// A PKCS#10 request for a node certificate: the node's name as CN, and the session's
-    /// enrollment challenge as the challengePassword attribute (RFC 2985), so the request is good
-    /// for that one session only.
-    public func certificateRequest(node: String, challenge: String) throws -> String {
-        let subject = try DistinguishedName {
-            OrganizationName("provisioner")
-            OrganizationalUnitName(CertificateRole.node.rawValue)
-            CommonName(node)
-        }
-        var attributes = CertificateSigningRequest.Attributes()
-        attributes.insert(
-            CertificateSigningRequest.Attribute(
-                oid: KeyFingerprint.challengePasswordOID, values: [try ASN1Any(erasing: ASN1UTF8String(challenge))]))
-        let csr = try CertificateSigningRequest(
-            version: .v1, subject: subject, privateKey: Certificate.PrivateKey(key), attributes: attributes,
-            signatureAlgorithm: .ecdsaWithSHA256)
-        return try csr.serializeAsPEM().pemString
-    }
-}
-
-public enum KeyFingerprint {
-    /// challengePassword, 1.2.840.113549.1.9.7.
-    static let challengePasswordOID: ASN1ObjectIdentifier = [1, 2, 840, 113_549, 1, 9, 7]
-
-    public static func of(_ key: P256.Signing.PublicKey) -> String {
-        "sha256:" + SHA256.hash(data: key.derRepresentation).map { String(format: "%02x", $0) }.joined()
-    }
-}
+@_exported import ProvisionerKeys
 
 /// A certificate request as the server checks it: well-formed, signed by the key it carries, and
 /// what it asks for. Every problem is a `PKIError` that says which.

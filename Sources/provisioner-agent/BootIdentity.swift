@@ -1,7 +1,7 @@
 import ProvisionerAPI
 import ProvisionerBoot
 import ProvisionerClient
-import ProvisionerPKI
+import ProvisionerKeys
 import ProvisionerSystem
 
 #if canImport(FoundationEssentials)
