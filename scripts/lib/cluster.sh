@@ -16,7 +16,7 @@ SERVER_NETNS=${SERVER_NETNS:-}
 API_PORT=${API_PORT:-}
 BOOT_PORT=${BOOT_PORT:-}
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say() { printf '\n\033[1m== %s\033[0m (at %d s)\n' "$*" "$SECONDS"; }
 
 # A free TCP port on 127.0.0.1.
 free_port() {
