@@ -172,8 +172,17 @@ public final class ImageImporter: @unchecked Sendable {
     }
 
     /// The manifest of a directory tree, its content chunked (and stored, with a store), read by
-    /// `scanner` (a capture's scanner leaves paths out).
-    public func manifest(ofDirectory path: String, scanner: TreeScanner) throws -> Manifest {
+    /// `scanner` (a capture's scanner leaves paths out). Files `known` vouches for are not read
+    /// (a capture's `KnownContent`; never with a store, which must hold what it lists).
+    public func manifest(ofDirectory path: String, scanner: TreeScanner, known: KnownContent? = nil) throws -> Manifest {
+        try manifestAndSources(ofDirectory: path, scanner: scanner, known: known).manifest
+    }
+
+    /// `manifest(ofDirectory:scanner:known:)` and how many files were read and hashed or known.
+    public func manifestAndSources(ofDirectory path: String, scanner: TreeScanner, known: KnownContent? = nil) throws
+        -> (manifest: Manifest, sources: ContentSources)
+    {
+        precondition(known == nil || store == nil, "known content is for hashing only: a store must hold what it lists")
         let rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard rootfd >= 0 else { throw SystemError.fromErrno("opening the directory to import", path) }
         defer { close(rootfd) }
@@ -182,6 +191,7 @@ public final class ImageImporter: @unchecked Sendable {
         var entries: [Entry] = []
         entries.reserveCapacity(paths.count)
         var firstOfInode: [UInt64: Int] = [:]  // hardlinks: (inode) -> index of the first name
+        var sources = ContentSources()
         var files: [Int] = []
         for p in paths {
             let o = observed[TreePath(p)]!
@@ -209,7 +219,15 @@ public final class ImageImporter: @unchecked Sendable {
             e.major = o.major
             e.minor = o.minor
             e.size = o.size
-            if o.kind == .file { files.append(entries.count) }
+            if o.kind == .file {
+                if let known, case .known(let chunks) = known.decide(p, o) {
+                    e.chunks = chunks
+                    sources.knownFiles += 1
+                    sources.knownBytes += o.size
+                } else {
+                    files.append(entries.count)
+                }
+            }
             entries.append(e)
         }
         // Contents on all threads.
@@ -251,7 +269,9 @@ public final class ImageImporter: @unchecked Sendable {
         for (i, size, chunks) in results.withLock({ $0 }) {
             entries[i].size = size
             entries[i].chunks = chunks
+            sources.hashedFiles += 1
+            sources.hashedBytes += size
         }
-        return Manifest(entries: entries)
+        return (Manifest(entries: entries), sources)
     }
 }

@@ -28,6 +28,10 @@ public struct Observed: Hashable, Sendable {
     /// False when the scan skipped the xattrs because the entry's ctime says nothing changed
     /// since the applied version was recorded (see `TreeScanner.unchangedBefore`).
     public var xattrsRead = true
+    /// When the inode last changed (content, metadata, names): set by the kernel, never by user
+    /// space, so `KnownContent` can tell a file untouched since a moment.
+    public var ctimeSeconds: Int64 = 0
+    public var ctimeNanoseconds: UInt32 = 0
 
     public init(kind: EntryKind) { self.kind = kind }
 }
@@ -66,6 +70,8 @@ extension Observed {
         gid = st.st_gid
         mtimeSeconds = Int64(st.st_mtim.tv_sec)
         mtimeNanoseconds = UInt32(st.st_mtim.tv_nsec)
+        ctimeSeconds = Int64(st.st_ctim.tv_sec)
+        ctimeNanoseconds = UInt32(st.st_ctim.tv_nsec)
         size = kind == .file ? UInt64(st.st_size) : 0
         if kind == .charDevice || kind == .blockDevice {
             major = CImageSys_major(UInt64(st.st_rdev))

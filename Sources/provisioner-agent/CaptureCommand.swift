@@ -67,6 +67,14 @@ extension Agent {
         @Option(help: "Threads for scanning and hashing.")
         var threads: Int = 2
 
+        @Flag(
+            help: """
+                Read and hash every file. Without it, a file untouched since the last image sync \
+                (its size and mtime are the synced version's, its ctime earlier than the sync's record) \
+                takes its chunks from the manifest the sync kept.
+                """)
+        var rehash = false
+
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
@@ -104,12 +112,19 @@ extension Agent {
                 for note in scope.notes { say("capture: \(note)") }
                 var scanner = TreeScanner(threads: threads)
                 scanner.choose = { scope.scanChoice($0, $1) }
-                let manifest = try ImageImporter(hashingOnly: threads).manifest(ofDirectory: root, scanner: scanner)
+                let known = rehash ? nil : Self.knownContent(root: root)
+                let (manifest, sources) = try ImageImporter(hashingOnly: threads).manifestAndSources(
+                    ofDirectory: root, scanner: scanner, known: known)
                 let encoded = ManifestCodec.encode(manifest)
                 _ = try ManifestCodec.decode(encoded)  // never send what an agent would refuse
                 let hashed = monotonicSeconds() - started
+                var read = "\(sources.hashedFiles) file(s), \(sources.hashedBytes) bytes, read and hashed"
+                if let known {
+                    read += "; \(sources.knownFiles) file(s), \(sources.knownBytes) bytes, untouched since "
+                        + "\(known.what): chunks from its manifest"
+                }
                 say(
-                    "capture: \(manifest.entries.count) entries, \(manifest.contentBytes) bytes of content hashed in "
+                    "capture: \(manifest.entries.count) entries, \(manifest.contentBytes) bytes of content: \(read); in "
                         + ProgressText.seconds(hashed) + "; manifest \(encoded.count) bytes")
                 var report = CaptureReport(
                     image: name, branch: branch, root: root, entries: manifest.entries.count,
@@ -200,6 +215,28 @@ extension Agent {
                 ImagePublisher.DeltaBase(image: chosen.image, version: chosen.version, manifest: bytes),
                 "\(chosen.kind.rawValue), \(chosen.image)@\(chosen.version.hex.prefix(12)) (\(rule))"
             )
+        }
+
+        /// What the last image sync left (docs/images.md, "Capturing a node"): the manifest of the
+        /// version it applied, and the time it recorded that (the record's mtime, written after the
+        /// sync's last write). Nil when either is missing or the manifest is not that version's.
+        static func knownContent(root: String) -> KnownContent? {
+            let prefix = root == "/" ? "/" : root + "/"
+            let files = KeptManifest.files(.applied)
+            var st = stat()
+            guard let data = FileManager.default.contents(atPath: prefix + files.record),
+                let (image, version) = KeptManifest.parseRecord(String(decoding: data, as: UTF8.self)),
+                lstat(prefix + files.record, &st) == 0,
+                let stored = FileManager.default.contents(atPath: prefix + files.manifest),
+                let bytes = try? Array(stored).withUnsafeBytes({
+                    try Zstd.decompress($0, expectedSize: nil, subject: "the kept manifest")
+                }),
+                ObjectHash.of(bytes) == version,
+                let manifest = try? ManifestCodec.decode(bytes)
+            else { return nil }
+            return KnownContent(
+                manifest: manifest, before: (Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec)),
+                what: "\(image)@\(version.hex.prefix(12)) was applied")
         }
 
         /// Keeps the captured version's manifest in the state directory for the next capture's delta
