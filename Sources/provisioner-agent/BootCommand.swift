@@ -75,6 +75,8 @@ final class BootRunner {
     var request: SessionOpenRequest?
     var registerStarted = 0.0
     var root: String { settings.root }
+    /// The copy of the agent the booted system keeps, made while the boot goes on.
+    let agentCopy = AgentCopy.start()
 
     init(settings: BootSettings, credentials: ImageCredentials, console: Console) {
         self.settings = settings
@@ -136,14 +138,14 @@ final class BootRunner {
                         + "\(decision.rules.map(\.rawValue).joined(separator: ", "))); the initrd's emergency policy follows")
                 return false
             case .pivot(let report):
-                console.say(leaveAgentCopy())
+                console.say(agentCopy.finish())
                 let now = Console.uptime()
                 let summary = report.summary(uptime: now, agentSeconds: now - started)
                 session?.event("pivot", summary, seconds: now)
                 session?.finish(succeeded: true, message: summary)
                 return true
             case .pivotInstalled(let node, let image):
-                console.say(leaveAgentCopy())
+                console.say(agentCopy.finish())
                 console.say(
                     "SERVER UNREACHABLE: booting node \(node) from its disks without provisioning (\(image)); "
                         + "it will be provisioned on the next boot that reaches the server; switching root into the "
