@@ -354,7 +354,7 @@ nginx_start() {
         -e "s|/etc/nginx/provisioner/mirror1-client-key.pem|$work/certs/mirror1-key.pem|" \
         -e "s|/etc/nginx/provisioner/ca.pem|$TLS/ca.pem|" \
         -e "s|proxy_ssl_name                prov.example.net;|proxy_ssl_name localhost;|" \
-        -e "s|https://prov.example.net:8443|https://$FLEET_SERVER_IP:$API_PORT|" \
+        -e "s|server prov.example.net:8443;|server $FLEET_SERVER_IP:$API_PORT;|" \
         "$REPO/server/nginx-cache-mirror.conf" > "$d/mirror.conf"
     cat > "$d/nginx.conf" << EOF
 user root;

@@ -28,7 +28,7 @@ mirror_start() {
         -e "s|/etc/nginx/provisioner/mirror1-client-key.pem|$key|" \
         -e "s|/etc/nginx/provisioner/ca.pem|$TLS/ca.pem|" \
         -e "s|proxy_ssl_name                prov.example.net;|proxy_ssl_name localhost;|" \
-        -e "s|https://prov.example.net:8443|$upstream|" \
+        -e "s|server prov.example.net:8443;|server ${upstream#https://};|" \
         "$REPO/server/nginx-cache-mirror.conf" > "$dir/mirror.conf"
     cat > "$dir/nginx.conf" << CONF
 user root;
