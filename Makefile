@@ -81,12 +81,14 @@ bench-fleet: deps
 	@$(SUBMAKE) run-bench-fleet
 
 # One static release build, stripped: this is what goes into every node's initramfs.
+ICU_LINKED := the agent links ICU's 34 MB table: something it depends on imports Foundation, not FoundationEssentials (docs/architecture.md)
 build-agent:
 	swift build -c release --product provisioner-agent --static-swift-stdlib \
 		-Xswiftc -static-executable --scratch-path $(STATIC_SCRATCH)
 	@mkdir -p $(dir $(AGENT))
 	strip -o $(AGENT) $(STATIC_SCRATCH)/release/provisioner-agent
 	@file $(AGENT) | grep -q 'statically linked' || { echo "error: $(AGENT) is not statically linked" >&2; exit 1; }
+	@! nm $(STATIC_SCRATCH)/release/provisioner-agent | grep -q ' icudt[0-9]*_dat$$' || { echo "error: $(ICU_LINKED)" >&2; exit 1; }
 	@echo "agent: $(AGENT) ($$(stat -c %s $(AGENT)) bytes, statically linked, stripped)"
 
 build-initramfs: build-agent
