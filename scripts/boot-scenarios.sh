@@ -65,28 +65,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
 times=()
-check() { # check DESCRIPTION COMMAND...
-    local what=$1
-    shift
-    if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
-}
-has() { grep -Eq -- "$2" "$1"; }
 # A kernel release as a has() pattern: 6.12.117+deb12-cloud-amd64 holds + and . (releases have no other metacharacters)
 re() { printf '%s' "$1" | sed 's/[.+]/\\&/g'; }
 pivot_seconds() { sed -nE 's/.*switching root into .* at ([0-9.]+) s after power-on.*/\1/p' "$1" | tail -n 1; }
 record() { times+=("$1|$(pivot_seconds "$2")|$3"); }
-# The newest session of NODE on the server is in STATE.
-last_session_is() {
-    ctl sessions list --json | python3 -c '
-import json, sys
-node, state = sys.argv[1], sys.argv[2]
-mine = [s for s in json.load(sys.stdin) if s.get("node") == node]
-mine.sort(key=lambda s: s["openedAt"])
-sys.exit(0 if mine and mine[-1]["state"] == state else 1)' "$1" "$2"
-}
-is_pending() { ctl nodes pending | grep -q "$1"; }
 
 layout=$REPO/docs/examples/layout-simple-mirror.yaml
 common_args=(--kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff

@@ -28,16 +28,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
-check() { # check DESCRIPTION COMMAND...
-    local what=$1
-    shift
-    if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
-}
-metric() { # metric SERIES: its value in the server's /metrics (0 when absent)
-    curl -fsS --cacert "$TLS/ca.pem" --cert "$TLS/admin.pem" --key "$TLS/admin-key.pem" \
-        "https://127.0.0.1:$API_PORT/metrics" | awk -v s="$1" 'index($0, s " ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
-}
 
 say "setup: the server and an image of 600 files (about 60 MB)"
 mkdir -p "$STATE/tls" "$STATE/images"

@@ -44,17 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
-check() { # check DESCRIPTION COMMAND...
-    local what=$1
-    shift
-    if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
-}
-has() { grep -Eq -- "$2" "$1"; }
-metric() { # metric SERIES: its value in the server's /metrics (0 when absent)
-    in_server_netns curl -fsS --cacert "$TLS/ca.pem" --cert "$TLS/admin.pem" --key "$TLS/admin-key.pem" \
-        "https://$SERVER_HOST:$API_PORT/metrics" | awk -v s="$1" 'index($0, s " ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
-}
 
 say "setup: a bridge in namespace $NS with the server on it; five agent namespaces"
 ip netns add "$NS"

@@ -53,22 +53,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-failures=0
-check() { # check DESCRIPTION COMMAND...
-    local what=$1
-    shift
-    if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
-}
-has() { grep -Eq -- "$2" "$1"; }
-is_pending() { ctl nodes pending | grep -q "$1"; }
-last_session_is() {
-    ctl sessions list --json | python3 -c '
-import json, sys
-node, state = sys.argv[1], sys.argv[2]
-mine = [s for s in json.load(sys.stdin) if s.get("node") == node]
-mine.sort(key=lambda s: s["openedAt"])
-sys.exit(0 if mine and mine[-1]["state"] == state else 1)' "$1" "$2"
-}
 # wait_for FILE PATTERN SECONDS: until a line of FILE matches (0), the VM ended or time ran out (1).
 # Sets SEEN_AT to the time it was seen ($EPOCHREALTIME, polled every 0.2 s).
 wait_for() {

@@ -1,4 +1,4 @@
-# Shared by scripts/demo.sh and scripts/boot-scenarios.sh: a one-machine cluster.
+# Shared by the demo and the scenario scripts (boot, PXE, mirror, multicast): a one-machine cluster.
 # The server listens on loopback only; VMs reach it as 10.0.2.2 through QEMU's
 # user networking. Every process started here is stopped by its own pid.
 #
@@ -17,6 +17,32 @@ API_PORT=${API_PORT:-}
 BOOT_PORT=${BOOT_PORT:-}
 
 say() { printf '\n\033[1m== %s\033[0m (at %d s)\n' "$*" "$SECONDS"; }
+
+# check DESCRIPTION COMMAND...: prints ok or FAIL; failures counts the FAILs (the script ends by it).
+failures=0
+check() {
+    local what=$1
+    shift
+    if "$@"; then echo "  ok: $what"; else echo "  FAIL: $what"; failures=$((failures + 1)); fi
+}
+# has FILE PATTERN: an extended regular expression matches a line of FILE.
+has() { grep -Eq -- "$2" "$1"; }
+# metric SERIES: its value in the server's /metrics (0 when absent).
+metric() {
+    in_server_netns curl -fsS --cacert "$TLS/ca.pem" --cert "$TLS/admin.pem" --key "$TLS/admin-key.pem" \
+        "https://$SERVER_HOST:$API_PORT/metrics" | awk -v s="$1" 'index($0, s " ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
+}
+# last_session_is NODE STATE: the newest session of NODE on the server is in STATE.
+last_session_is() {
+    ctl sessions list --json | python3 -c '
+import json, sys
+node, state = sys.argv[1], sys.argv[2]
+mine = [s for s in json.load(sys.stdin) if s.get("node") == node]
+mine.sort(key=lambda s: s["openedAt"])
+sys.exit(0 if mine and mine[-1]["state"] == state else 1)' "$1" "$2"
+}
+# is_pending MAC: the server lists the machine as waiting to be assigned.
+is_pending() { ctl nodes pending | grep -q "$1"; }
 
 # A free TCP port on 127.0.0.1.
 free_port() {
