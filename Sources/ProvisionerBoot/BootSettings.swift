@@ -34,6 +34,9 @@ public struct BootSettings: Hashable, Sendable {
     public var verify: SyncVerify?
     /// `provisioner.preserve=`: more paths (relative to the root) the node owns; comma-separated.
     public var preserve: [String] = []
+    /// `provisioner.tpm=no`: never keep the node's key in a TPM, even when one is there (a stateless
+    /// node then makes a new key each boot, which the server's enrollment policy must accept).
+    public var useTPM = true
     /// `provisioner.local-boot`: set by the loader entry the agent installs on the ESP, so the
     /// session says the machine booted from its disk rather than the network.
     public var localBoot = false
@@ -85,6 +88,11 @@ public struct BootSettings: Hashable, Sendable {
                     throw ConfigError(field: key, problem: "\"\(value ?? "")\" is not yes or no")
                 }
                 s.fallback = flag
+            case "provisioner.tpm":
+                guard let flag = KernelCommandLine.flag(value) else {
+                    throw ConfigError(field: key, problem: "\"\(value ?? "")\" is not yes or no")
+                }
+                s.useTPM = flag
             case "provisioner.local-boot":
                 guard let flag = KernelCommandLine.flag(value) else {
                     throw ConfigError(field: key, problem: "\"\(value ?? "")\" is not yes or no")

@@ -82,7 +82,7 @@ final class BootRunner {
         self.settings = settings
         self.credentials = credentials
         self.console = console
-        machine = BootStateMachine(settings: settings, hasTPM: TPMStore.isPresent)
+        machine = BootStateMachine(settings: settings, hasTPM: settings.useTPM && TPMStore.isPresent)
     }
 
     /// Runs the flow to its end: true when the root is ready for the switch.

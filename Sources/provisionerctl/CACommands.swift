@@ -97,9 +97,15 @@ extension Ctl.CA {
 
     struct Issue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Issues another certificate from the cluster CA (an admin per person, or a new server name).")
+            abstract:
+                "Issues another certificate from the cluster CA (an admin per person, a new server name, a mirror).")
 
-        @Argument(help: "Role: admin, node or server.")
+        @Argument(
+            help: """
+                Role: admin (a person: provisionerctl), server (another name or address of the server), \
+                mirror (a caching mirror's certificate to the server, docs/mirrors.md), node or bootstrap \
+                (nodes normally enroll and get theirs from the server).
+                """)
         var role: String
 
         @Argument(help: "The certificate's name (an admin's name is what the audit log records).")

@@ -16,6 +16,7 @@ import Testing
         #expect(s.serverWaitSeconds == 120)
         #expect(s.fallback)
         #expect(!s.localBoot)
+        #expect(s.useTPM)
         #expect(s.unknownOptions.isEmpty)
     }
 
@@ -24,7 +25,7 @@ import Testing
             "provisioner.server=https://a:1 provisioner.server-wait=5 provisioner.retries=2 provisioner.retry-delay=0 "
                 + "provisioner.fallback=no provisioner.tmpfs-size=8g provisioner.verify=content "
                 + "provisioner.preserve=/etc/ssh/ssh_host_ed25519_key,var/lib/slurm provisioner.local-boot "
-                + "provisioner.root=/newroot provisioner.colour=blue")
+                + "provisioner.root=/newroot provisioner.tpm=no provisioner.colour=blue")
         #expect(s.serverWaitSeconds == 5)
         #expect(s.attempts == 2)
         #expect(s.retryDelaySeconds == 0)
@@ -34,6 +35,7 @@ import Testing
         #expect(s.preserve == ["etc/ssh/ssh_host_ed25519_key", "var/lib/slurm"])
         #expect(s.localBoot)
         #expect(s.root == "/newroot")
+        #expect(!s.useTPM)
         #expect(s.unknownOptions == ["provisioner.colour"])
     }
 
@@ -44,6 +46,7 @@ import Testing
         ("provisioner.server-wait=soon", "provisioner.server-wait"),
         ("provisioner.retries=0", "provisioner.retries"),
         ("provisioner.fallback=maybe", "provisioner.fallback"),
+        ("provisioner.tpm=sometimes", "provisioner.tpm"),
         ("provisioner.tmpfs-size=lots", "provisioner.tmpfs-size"),
         ("provisioner.verify=hard", "provisioner.verify"),
         ("provisioner.preserve=../etc", "provisioner.preserve"),
