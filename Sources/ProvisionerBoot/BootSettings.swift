@@ -37,6 +37,9 @@ public struct BootSettings: Hashable, Sendable {
     /// `provisioner.tpm=no`: never keep the node's key in a TPM, even when one is there (a stateless
     /// node then makes a new key each boot, which the server's enrollment policy must accept).
     public var useTPM = true
+    /// `provisioner.modules=`: kernel modules for the node's layout (`md_mod,fs-xfs`), which the
+    /// server names in the iPXE script and `provisioner-modules.service` loads early in the initrd.
+    public var modules: [String] = []
     /// `provisioner.local-boot`: set by the loader entry the agent installs on the ESP, so the
     /// session says the machine booted from its disk rather than the network.
     public var localBoot = false
@@ -117,6 +120,13 @@ public struct BootSettings: Hashable, Sendable {
                     guard !relative.isEmpty, !relative.split(separator: "/").contains(where: { $0 == ".." || $0 == "." })
                     else { throw ConfigError(field: key, problem: "\"\(path)\" is not a path inside the root") }
                     s.preserve.append(String(relative))
+                }
+            case "provisioner.modules":
+                for name in try need().split(separator: ",", omittingEmptySubsequences: false) {
+                    guard !name.isEmpty, name.count <= 64,
+                        name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+                    else { throw ConfigError(field: key, problem: "\"\(name)\" is not a kernel module name") }
+                    s.modules.append(String(name))
                 }
             case "provisioner.test": continue  // the VM test harness's switch (initramfs/README.md)
             default: s.unknownOptions.append(key)

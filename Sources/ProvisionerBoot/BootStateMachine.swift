@@ -95,10 +95,15 @@ public struct DiskTask: Hashable, Sendable {
     /// `mount -o size=` of a stateless node's tmpfs root; nil for a stateful node.
     public var ramRootSize: String?
     public var layout: DiskLayout?
+    /// Kernel modules to load in the background while the disks are read (the layout's, in the
+    /// order it needs them), so that no mount waits for one: those the kernel command line does
+    /// not name already (`provisioner.modules=`, loaded early by the initrd).
+    public var kernelModules: [String]
 
-    public init(ramRootSize: String?, layout: DiskLayout?) {
+    public init(ramRootSize: String?, layout: DiskLayout?, loadedEarly: [String] = []) {
         self.ramRootSize = ramRootSize
         self.layout = layout
+        kernelModules = (layout?.kernelModules ?? []).filter { !loadedEarly.contains($0) }
     }
 }
 
@@ -516,9 +521,9 @@ public struct BootStateMachine: Sendable {
                     BootFailure(.disks, .configuration, "node \(node.name) is stateful but has no layout (provisionerctl nodes set)"),
                     [.N2])
             }
-            return BootDecision(.runDisks(DiskTask(ramRootSize: nil, layout: layout)), [.N1])
+            return BootDecision(.runDisks(DiskTask(ramRootSize: nil, layout: layout, loadedEarly: settings.modules)), [.N1])
         case .stateless:
-            return BootDecision(.runDisks(DiskTask(ramRootSize: settings.tmpfsSize, layout: layout)), [.N3])
+            return BootDecision(.runDisks(DiskTask(ramRootSize: settings.tmpfsSize, layout: layout, loadedEarly: settings.modules)), [.N3])
         }
     }
 

@@ -17,6 +17,10 @@ public struct SyncOptions: Sendable {
     /// system's network stack rewrites).
     public var seeded: [[UInt8]] = []
     public var threads = 2
+    /// Threads that walk the target. More than the cores: on a cold cache (every boot) the walk
+    /// waits on the disk for each directory and inode-table block, and each thread keeps one such
+    /// read in flight (docs/boot.md, "The no-change boot"); idle ones sleep.
+    public var scanThreads = 8
     /// Tests: stop with `SyncInterrupted` after this many changes to the target.
     public var interruptAfter: Int?
     /// Mount points inside the target (relative paths), for example the other filesystems of a
@@ -169,7 +173,7 @@ public final class SyncEngine: @unchecked Sendable {
             let imageHasIt = manifest.entries.contains { PathRules.isWithin($0.path, mount) }
             if !imageHasIt && !preserved.contains(mount) { preserved.append(mount) }
         }
-        var scanner = TreeScanner(preserved: preserved, threads: options.threads)
+        var scanner = TreeScanner(preserved: preserved, threads: options.scanThreads)
         if !interrupted, applied.map({ $0.0 == image && $0.1 == id }) == true, let recorded = state.appliedTime() {
             scanner.unchangedBefore = recorded  // xattrs set by that sync are still there unless the ctime moved
         }

@@ -1,4 +1,5 @@
 import CImageSys
+import Dispatch
 import ProvisionerSystem
 import Synchronization
 
@@ -203,14 +204,70 @@ public struct TreeScanner {
         self.threads = threads
     }
 
+    /// The directories still to list, shared by the scanning threads. A thread with nothing to do
+    /// sleeps on `ready` (one signal per directory queued), so threads beyond the cores cost
+    /// nothing while they wait: on a cold cache the scan waits on the disk for each directory and
+    /// inode block, and more threads keep more of those reads in flight.
     final class Work: @unchecked Sendable {
         struct Item {
             var path: [UInt8]
             var fd: Int32
         }
-        let queue = Mutex<(items: [Item], active: Int)>(([], 0))
+        struct Queue {
+            var items: [Item] = []
+            var active = 0
+            var finished = false
+        }
+        let queue = Mutex<Queue>(Queue())
+        let ready = DispatchSemaphore(value: 0)
         let results = Mutex<[[(TreePath, Observed)]]>([])
         let failure = Mutex<(any Error)?>(nil)
+        let threads: Int
+        init(threads: Int) { self.threads = threads }
+
+        /// Queues directories found (or, first, the root).
+        func push(_ items: [Item], finishedOne: Bool) {
+            let wake = queue.withLock { q -> Int in
+                q.items.append(contentsOf: items)
+                if finishedOne { q.active -= 1 }
+                if q.active == 0 && q.items.isEmpty && !q.finished {
+                    q.finished = true
+                    return threads  // every thread wakes to see the end
+                }
+                return items.count
+            }
+            for _ in 0..<wake { ready.signal() }
+        }
+
+        /// Stops every thread after a failure.
+        func fail(_ error: any Error) {
+            failure.withLock { if $0 == nil { $0 = error } }
+            let wake = queue.withLock { q -> Int in
+                q.active -= 1
+                if q.finished { return 0 }
+                q.finished = true
+                return threads
+            }
+            for _ in 0..<wake { ready.signal() }
+        }
+
+        /// The next directory to list; nil when the scan is over.
+        func next() -> Item? {
+            while true {
+                ready.wait()
+                let (item, over): (Item?, Bool) = queue.withLock { q in
+                    if q.finished { return (nil, true) }
+                    guard let item = q.items.popLast() else { return (nil, false) }
+                    q.active += 1
+                    return (item, false)
+                }
+                if let item { return item }
+                if over {
+                    ready.signal()  // pass the end on
+                    return nil
+                }
+            }
+        }
     }
 
     /// Every entry below `rootfd` by relative path; the root itself under "".
@@ -220,11 +277,14 @@ public struct TreeScanner {
             throw SystemError.fromErrno("reading", "the target directory")
         }
         root.xattrs = try Xattrs.read(dirfd: rootfd, name: [], fd: rootfd, path: [])
-        let work = Work()
-        let dup = Glibc.dup(rootfd)
-        guard dup >= 0 else { throw SystemError.fromErrno("duplicating a descriptor of", "the target directory") }
-        work.queue.withLock { $0.items.append(.init(path: [], fd: dup)) }
+        let threads = max(1, self.threads)
+        let work = Work(threads: threads)
+        // Opened anew, not dup'ed: a dup shares the directory's read position, which this scan
+        // leaves at the end (a second scan of the same descriptor would see it empty).
+        let dup = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dup >= 0 else { throw SystemError.fromErrno("opening", "the target directory") }
         work.results.withLock { $0.append([(TreePath([]), root)]) }
+        work.push([.init(path: [], fd: dup)], finishedOne: false)
         let preserved = self.preserved
         let before = unchangedBefore
         let choose = self.choose
@@ -240,31 +300,14 @@ public struct TreeScanner {
                 }
             }
             var local: [(TreePath, Observed)] = []
-            while true {
-                let item: Work.Item? = work.queue.withLock { q in
-                    if let item = q.items.popLast() {
-                        q.active += 1
-                        return item
-                    }
-                    return nil
-                }
-                guard let item else {
-                    let done = work.queue.withLock { $0.active == 0 && $0.items.isEmpty }
-                    if done || work.failure.withLock({ $0 != nil }) { break }
-                    usleep(100)
-                    continue
-                }
+            while let item = work.next() {
                 do {
                     let children = try Self.scanDirectory(
                         item.path, fd: item.fd, preserved: preserved, relative: relative, unchangedBefore: before,
                         choose: choose, into: &local)
-                    work.queue.withLock { q in
-                        q.items.append(contentsOf: children)
-                        q.active -= 1
-                    }
+                    work.push(children, finishedOne: true)
                 } catch {
-                    work.failure.withLock { $0 = error }
-                    work.queue.withLock { $0.active -= 1 }
+                    work.fail(error)
                 }
             }
             let found = local

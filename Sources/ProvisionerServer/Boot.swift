@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOPosix
 import ProvisionerAPI
+import ProvisionerCore
 import ProvisionerImage
 
 /// iPXE scripts: pure text from a node (or none), so they are tested with tables.
@@ -32,6 +33,13 @@ public enum IPXEScript {
         var args = names.map { "initrd=\($0)" }
         args += ["root=provisioner", "provisioner.server=\(serverURL)", "provisioner.mac=\(mac)"]
         if !mirrors.isEmpty { args.append("provisioner.mirrors=\(mirrors.joined(separator: ","))") }
+        // The kernel modules the node's layout needs, loaded by the initrd while it waits for the
+        // network (provisioner-modules.service; docs/boot.md): no mount waits for one later.
+        if let text = node?.layout, let layout = try? DiskLayout(parsing: text, source: "layout"),
+            !layout.kernelModules.isEmpty
+        {
+            args.append("provisioner.modules=\(layout.kernelModules.joined(separator: ","))")
+        }
         args += node?.kernelArgs ?? []
         // Never the node's name: this script is served without a certificate to whoever asks.
         let what = node == nil ? "unknown machine, discovery boot" : "assigned machine"

@@ -29,9 +29,11 @@ public enum Command {
     /// (64 KiB): the scripts the agent feeds sfdisk are a few hundred bytes.
     ///
     /// With `output`, stdout goes to it piece by piece as it arrives (a receiver writing a stream
-    /// of any length) and the result's `stdout` is empty.
+    /// of any length) and the result's `stdout` is empty. `environment` adds `NAME=value` settings
+    /// for this program (`MDADM_NO_UDEV=1`).
     public static func run(
-        _ argv: [String], input: String? = nil, output: ((UnsafeRawBufferPointer) -> Void)? = nil
+        _ argv: [String], input: String? = nil, environment extra: [String] = [],
+        output: ((UnsafeRawBufferPointer) -> Void)? = nil
     ) throws(SystemError) -> CommandResult {
         precondition(!argv.isEmpty)
         let shown = argv.joined(separator: " ")
@@ -57,6 +59,7 @@ public enum Command {
         // Tools must not ask questions, and their messages must be in English for our errors.
         var environment = ["LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LVM_SUPPRESS_FD_WARNINGS=1"]
         if let path = getenv("PATH").map({ String(cString: $0) }) { environment[1] = "PATH=\(path)" }
+        environment += extra
         var pid: pid_t = 0
         let status = withCStrings(argv) { args in
             withCStrings(environment) { env in

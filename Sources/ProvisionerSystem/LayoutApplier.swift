@@ -114,7 +114,7 @@ public struct LayoutApplier {
     func settle() { _ = try? Command.run(["udevadm", "settle", "--timeout=60"]) }
 
     func perform(_ action: LayoutAction) throws(SystemError) {
-        let lvm = StorageObserver.devicesArguments
+        let lvm = { (devices: [String]) in StorageObserver.devicesArguments(devices) }
         switch action.operation {
         case .deactivateVolumeGroup(let name, let devices):
             try Command.check(["lvm", "vgchange", "-an"] + lvm(devices) + [name], doing: "deactivating volume group", on: name)

@@ -18,7 +18,7 @@ struct Agent: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "provisioner-agent",
         abstract: "Makes this node's disks and OS match what the provisioning server says.",
-        subcommands: [Disks.self, Match.self, Plan.self, Apply.self, Layout.self, Sync.self, Capture.self, Boot.self]
+        subcommands: [Disks.self, Match.self, Plan.self, Apply.self, Layout.self, Sync.self, Capture.self, Boot.self, Modules.self]
     )
 }
 

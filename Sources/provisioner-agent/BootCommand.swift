@@ -39,13 +39,7 @@ extension Agent {
 
         func run() throws {
             let console = Console()
-            let settings: BootSettings
-            do {
-                settings = try BootSettings.parse(try readTextFile(cmdline, what: "kernel command line"))
-            } catch {
-                console.say("ERROR kernel command line: \(ExitStatus.of(error).1)")
-                throw ExitCode(ExitStatus.badInput.rawValue)
-            }
+            let settings = try console.bootSettings(from: cmdline)
             for option in settings.unknownOptions { console.say("warning: unknown option \(option) ignored") }
             guard !settings.servers.isEmpty else {
                 console.say("ERROR no provisioner.server= on the kernel command line; nothing to provision from")
@@ -77,6 +71,8 @@ final class BootRunner {
     var root: String { settings.root }
     /// The copy of the agent the booted system keeps, made while the boot goes on.
     let agentCopy = AgentCopy.start()
+    /// The layout's kernel modules, loading in the background from the disk step on.
+    var modulePreload: ModulePreload?
 
     init(settings: BootSettings, credentials: ImageCredentials, console: Console) {
         self.settings = settings

@@ -24,6 +24,7 @@ extension BootRunner {
     /// N1/N3: a RAM root when stateless, then the layout matched, observed and planned.
     func runDisks(_ task: DiskTask) -> BootDecision {
         let start = monotonicSeconds()
+        if modulePreload == nil && !task.kernelModules.isEmpty { modulePreload = ModulePreload(task.kernelModules) }
         if let size = task.ramRootSize {
             if !MountTable.read().isMountPoint(root) {
                 try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -71,6 +72,7 @@ extension BootRunner {
                 ? "the disks already match the layout: nothing written"
                 : "\(plan.actions.count) layout change(s) applied") + "; brought up in \(took(since: start))",
             step: "apply", seconds: monotonicSeconds() - start)
+        if let line = modulePreload?.status, !line.isEmpty { session?.event("disks", line, step: "apply") }
         return machine.stepSucceeded(.disksReady(changes: plan.actions.count, activation: plan.activation))
     }
 

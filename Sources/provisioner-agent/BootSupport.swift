@@ -1,3 +1,4 @@
+import ArgumentParser
 import ProvisionerAPI
 import ProvisionerBoot
 import ProvisionerClient
@@ -21,6 +22,16 @@ import Synchronization
 /// the journal and the console, which stamps each line with the time since power-on; stdio
 /// buffering would hold lines back).
 struct Console: Sendable {
+    /// The kernel command line's settings; a bad one is said on the console and exits 2.
+    func bootSettings(from cmdline: String) throws -> BootSettings {
+        do {
+            return try BootSettings.parse(try readTextFile(cmdline, what: "kernel command line"))
+        } catch {
+            say("ERROR kernel command line: \(ExitStatus.of(error).1)")
+            throw ExitCode(ExitStatus.badInput.rawValue)
+        }
+    }
+
     func say(_ message: String) {
         let line = Array("provisioner: \(message)\n".utf8)
         line.withUnsafeBytes { bytes in

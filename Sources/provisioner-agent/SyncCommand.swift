@@ -43,8 +43,11 @@ extension Agent {
         @Option(help: "Client key for https:// sources.")
         var key = ImageCredentials().key
 
-        @Option(help: "Threads for scanning and writing.")
+        @Option(help: "Threads for writing.")
         var threads: Int = 2
+
+        @Option(help: "Threads for walking the target (more than the cores help on a cold cache).")
+        var scanThreads: Int = SyncOptions().scanThreads
 
         @Option(help: .hidden)
         var interruptAfter: Int?
@@ -59,6 +62,7 @@ extension Agent {
                 }
             }
             guard threads >= 1 && threads <= 64 else { throw ValidationError("--threads must be 1 to 64") }
+            guard scanThreads >= 1 && scanThreads <= 64 else { throw ValidationError("--scan-threads must be 1 to 64") }
         }
 
         func run() throws {
@@ -69,6 +73,7 @@ extension Agent {
                 var options = SyncOptions()
                 options.verify = verify
                 options.threads = threads
+                options.scanThreads = scanThreads
                 options.interruptAfter = interruptAfter
                 options.warnings = printWarning
                 options.preserved = preserve.map { Array($0.utf8.drop(while: { $0 == UInt8(ascii: "/") })) }

@@ -25,7 +25,8 @@ import Testing
             "provisioner.server=https://a:1 provisioner.server-wait=5 provisioner.retries=2 provisioner.retry-delay=0 "
                 + "provisioner.fallback=no provisioner.tmpfs-size=8g provisioner.verify=content "
                 + "provisioner.preserve=/etc/ssh/ssh_host_ed25519_key,var/lib/slurm provisioner.local-boot "
-                + "provisioner.root=/newroot provisioner.tpm=no provisioner.colour=blue")
+                + "provisioner.root=/newroot provisioner.tpm=no provisioner.modules=md_mod,md-level-1,fs-xfs "
+                + "provisioner.colour=blue")
         #expect(s.serverWaitSeconds == 5)
         #expect(s.attempts == 2)
         #expect(s.retryDelaySeconds == 0)
@@ -36,6 +37,7 @@ import Testing
         #expect(s.localBoot)
         #expect(s.root == "/newroot")
         #expect(!s.useTPM)
+        #expect(s.modules == ["md_mod", "md-level-1", "fs-xfs"])
         #expect(s.unknownOptions == ["provisioner.colour"])
     }
 
@@ -51,6 +53,9 @@ import Testing
         ("provisioner.verify=hard", "provisioner.verify"),
         ("provisioner.preserve=../etc", "provisioner.preserve"),
         ("provisioner.root=relative", "provisioner.root"),
+        ("provisioner.modules=xfs,,vfat", "provisioner.modules"),
+        ("provisioner.modules=xfs;reboot", "provisioner.modules"),
+        ("provisioner.modules=../xfs", "provisioner.modules"),
     ])
     func badValuesNameTheOption(cmdline: String, field: String) {
         #expect(throws: ConfigError.self) { try BootSettings.parse(cmdline) }

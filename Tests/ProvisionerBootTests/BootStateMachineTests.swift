@@ -188,6 +188,28 @@ import Testing
         #expect(d.action == .runDisks(DiskTask(ramRootSize: nil, layout: try DiskLayout(parsing: Self.layoutYAML, source: "x"))))
     }
 
+    /// N1: the layout's kernel modules load in the background from the disk step on, except those
+    /// the kernel command line names (`provisioner.modules=`), which the initrd loaded already.
+    @Test func N1_theDiskStepLoadsTheModulesTheInitrdDidNot() throws {
+        guard case .runDisks(let all) = Self.assignedMachine().1.action else {
+            Issue.record("expected the disk step")
+            return
+        }
+        #expect(all.kernelModules == ["md_mod", "md-level-1", "dm_mod", "fs-vfat", "nls_cp437", "fs-ext4", "fs-xfs"])
+        var settings = Self.settings()
+        settings.modules = ["md_mod", "md-level-1", "dm_mod", "fs-xfs"]
+        guard case .runDisks(let rest) = Self.assignedMachine(settings: settings).1.action else {
+            Issue.record("expected the disk step")
+            return
+        }
+        #expect(rest.kernelModules == ["fs-vfat", "nls_cp437", "fs-ext4"])
+        guard case .runDisks(let stateless) = Self.assignedMachine(Self.node(mode: .stateless, layout: nil)).1.action else {
+            Issue.record("expected the disk step")
+            return
+        }
+        #expect(stateless.kernelModules.isEmpty)
+    }
+
     @Test(arguments: [Optional<String>.none, Optional("mirror: [ { type: floppy } ]")])
     func N2_statefulNodeWithoutAUsableLayoutGivesUp(layout: String?) {
         let (_, d) = Self.assignedMachine(Self.node(layout: layout))

@@ -376,6 +376,29 @@ import Testing
             #expect(pending.first?.facts.dmi.vendor == "Acme")
         }
     }
+
+    /// The kernel modules of the node's layout ride on its command line (provisioner.modules=), for
+    /// the initrd to load while it waits for the network; a node without a layout gets none.
+    @Test func iPXEScriptsNameTheLayoutsKernelModules() {
+        let layout = """
+            disks:
+              d0:
+                match: { type: nvme }
+                partitions:
+                  - { name: root, size: rest, filesystem: { type: xfs, mount: / } }
+            """
+        let files = BootFiles.serverDefault(reason: "test")
+        func script(_ node: NodeConfig) -> String {
+            IPXEScript.boot(
+                node: node, files: files, mac: "52:54:00:00:00:07", bootBase: "http://b", serverURL: "https://s:1",
+                mirrors: [])
+        }
+        let stateful = script(NodeConfig(name: "n7", macs: ["52:54:00:00:00:07"], layout: layout))
+        #expect(stateful.contains("provisioner.mac=52:54:00:00:00:07 provisioner.modules=fs-xfs\n"))
+        #expect(!script(NodeConfig(name: "n8", macs: ["52:54:00:00:00:07"])).contains("provisioner.modules"))
+        // A layout that does not parse boots without the list: the agent reports the layout's error.
+        #expect(!script(NodeConfig(name: "n9", macs: ["52:54:00:00:00:07"], layout: "disks: 7")).contains("provisioner.modules"))
+    }
 }
 
 extension RouteTests {

@@ -107,4 +107,7 @@ install() {
     inst_simple "$moddir/provisioner-boot.service" \
         "${systemdsystemunitdir}/provisioner-boot.service"
     $SYSTEMCTL -q --root "$initdir" enable provisioner-boot.service
+    inst_simple "$moddir/provisioner-modules.service" \
+        "${systemdsystemunitdir}/provisioner-modules.service"
+    $SYSTEMCTL -q --root "$initdir" enable provisioner-modules.service
 }
