@@ -341,6 +341,11 @@ public struct TreeScanner {
             throw SystemError.fromErrno("listing", displayPath(dirPath))
         }
         defer { closedir(dir) }
+        // The preserved paths that can be entries of this directory (usually none), so that each
+        // entry is checked against those only.
+        let preservedHere =
+            dirPath.isEmpty ? preserved : preserved.filter { $0.count > dirPath.count && PathRules.isWithin($0, dirPath) }
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         var children: [Work.Item] = []
         while true {
             errno = 0
@@ -348,16 +353,21 @@ public struct TreeScanner {
                 if errno != 0 { throw SystemError.fromErrno("listing", displayPath(dirPath)) }
                 break
             }
-            let name: [UInt8] = withUnsafeBytes(of: ent.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
-            if name == [0x2e] || name == [0x2e, 0x2e] { continue }
-            if dirPath.isEmpty && name == stateDirectoryName { continue }
-            var path = dirPath
+            // The entry's name as the dirent holds it (NUL-terminated, valid until the next
+            // readdir): the *at calls take it as it is, and only the path is built, once.
+            let cname = UnsafeRawPointer(ent).advanced(by: nameOffset).assumingMemoryBound(to: CChar.self)
+            let length = strlen(cname)
+            if cname[0] == 0x2e && (length == 1 || (length == 2 && cname[1] == 0x2e)) { continue }
+            let nameBytes = UnsafeRawBufferPointer(start: cname, count: length)
+            if dirPath.isEmpty && nameBytes.elementsEqual(stateDirectoryName) { continue }
+            var path: [UInt8] = []
+            path.reserveCapacity(dirPath.count + 1 + length)
+            path.append(contentsOf: dirPath)
             if !path.isEmpty { path.append(UInt8(ascii: "/")) }
-            path.append(contentsOf: name)
-            if !preserved.isEmpty && preserved.contains(where: { PathRules.isWithin(path, $0) }) { continue }
+            path.append(contentsOf: nameBytes)
+            if !preservedHere.isEmpty && preservedHere.contains(where: { PathRules.isWithin(path, $0) }) { continue }
             var st = stat()
-            let r = withCName(name) { fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }
-            if r != 0 {
+            if fstatat(fd, cname, &st, AT_SYMLINK_NOFOLLOW) != 0 {
                 if errno == ENOENT { continue }
                 throw SystemError.fromErrno("reading", displayPath(path))
             }
@@ -371,30 +381,35 @@ public struct TreeScanner {
                 }
                 if !descend && o.kind != .directory { continue }
             }
+            // Xattrs are not asked for when the ctime says nothing changed since the applied
+            // version was recorded (a directory's as a file's: setting one moves the ctime).
+            let unchanged =
+                unchangedBefore.map { (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)) < ($0.seconds, $0.nanoseconds) }
+                ?? false
             if o.kind == .directory {
-                let sub = withCName(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                let sub = openat(fd, cname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 if sub < 0 { throw SystemError.fromErrno("opening directory", displayPath(path)) }
-                do {
-                    o.xattrs = try Xattrs.read(dirfd: fd, name: name, fd: sub, path: path)
-                } catch {
-                    close(sub)
-                    throw error
+                if unchanged {
+                    o.xattrsRead = false
+                } else {
+                    do {
+                        o.xattrs = try Xattrs.read(dirfd: fd, name: Array(nameBytes), fd: sub, path: path)
+                    } catch {
+                        close(sub)
+                        throw error
+                    }
                 }
                 if descend { children.append(.init(path: path, fd: sub)) } else { close(sub) }
             } else {
-                if let t = unchangedBefore,
-                    (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)) < (t.seconds, t.nanoseconds)
-                {
+                if unchanged {
                     o.xattrsRead = false
                 } else {
-                    o.xattrs = try Xattrs.read(dirfd: xattrBase, name: name, path: path)
+                    o.xattrs = try Xattrs.read(dirfd: xattrBase, name: Array(nameBytes), path: path)
                 }
                 if o.kind == .symlink {
                     var buf = [UInt8](repeating: 0, count: 4096)
-                    let n = withCName(name) { cname in
-                        buf.withUnsafeMutableBytes {
-                            readlinkat(fd, cname, $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4096)
-                        }
+                    let n = buf.withUnsafeMutableBytes {
+                        readlinkat(fd, cname, $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4096)
                     }
                     if n < 0 { throw SystemError.fromErrno("reading symlink", displayPath(path)) }
                     o.target = Array(buf[0..<n])
