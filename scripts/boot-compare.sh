@@ -9,6 +9,11 @@
 #
 # Both initramfs builds must embed the CA in TLS (make initramfs-test does). The install uses B.
 # MODE=stateless compares scenario (e) instead: the same image into RAM, no disks, every boot a full sync.
+# With BASE_A and BASE_B (two base initramfs builds, make initramfs-test's initramfs-test-base.img),
+# the node boots as make demo's does: the image's own kernel and what the server's iPXE script names
+# (its kernel command line, provisioner.modules= included), with the side's base initramfs and the
+# server's modules initrd for that kernel. The server serves B's base, so the ESP's boot files stay
+# the same from boot to boot.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +32,7 @@ mac=52:54:00:00:00:01
 disks=(--disk "nvme,size=4000000000,serial=CMP-NVME-A,file=$work/nvme-a.img"
     --disk "nvme,size=4000000000,serial=CMP-NVME-B,file=$work/nvme-b.img")
 
-cluster_prepare "$KERNEL" "$INITRD_B"
+cluster_prepare "$KERNEL" "$INITRD_B" "${BASE_B:-}"
 server_start
 ctl image import debian --from "$IMAGES/debian.tar" --store "$STATE/images" > /dev/null
 if [[ $MODE == stateless ]]; then
@@ -40,11 +45,28 @@ else
         --kernel-arg provisioner-ready.poweroff > /dev/null
 fi
 cmdline=$(ipxe_cmdline "$mac")
+boot_kernel=$KERNEL
+if [[ -n ${BASE_A:-} && -n ${BASE_B:-} ]]; then
+    ipxe_boot "$mac" "$work/boot-files"
+    boot_kernel=$BOOT_KERNEL
+    cmdline=$BOOT_APPEND
+    script=$(curl -fsS -H "Host: 10.0.2.2:$BOOT_PORT" "http://127.0.0.1:$BOOT_PORT/boot/ipxe?mac=$mac")
+    modules=$(awk '$1 == "initrd" { print $NF }' <<< "$script" | sed -n 2p)
+    [[ -n $modules ]] || { echo "the iPXE script for $mac names no modules initrd" >&2; exit 1; }
+    curl -fsS -o "$work/modules.img" "${modules/http:\/\/10.0.2.2:$BOOT_PORT/http://127.0.0.1:$BOOT_PORT}"
+    for side in A B; do
+        base=BASE_$side
+        cp "${!base}" "$work/initrd-$side.img"
+        truncate -s %4 "$work/initrd-$side.img"
+        cat "$work/modules.img" >> "$work/initrd-$side.img"
+    done
+    INITRD_A=$work/initrd-A.img INITRD_B=$work/initrd-B.img
+fi
 
 # boot LABEL INITRD: one boot up to the image's multi-user.target and its own power-off (so the next
 # boot finds clean filesystems); console in $work/LABEL.log.
 boot() {
-    "$BIN/provisioner-vm" boot --kernel "$KERNEL" --initrd "$2" --append "$cmdline" \
+    "$BIN/provisioner-vm" boot --kernel "$boot_kernel" --initrd "$2" --append "$cmdline" \
         --uefi-vars "$work/n1-vars.fd" --mac "$mac" "${disks[@]}" --console "$work/$1.log" \
         --until 'PROVISIONER-READY: n1 reached multi-user.target' --grace 60 --timeout 900 \
         --fail-when 'giving up after|Entering emergency mode|Kernel panic' --show '^$' --work-dir "$work" > /dev/null
