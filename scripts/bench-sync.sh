@@ -125,8 +125,8 @@ rsync_run() { rsync "${RSYNC_OPTS[@]}" -e "$SSH" "$W/tree/" "root@127.0.0.1:$1/"
 rsync_wire() { awk '/^Total bytes sent:/ {gsub(",","",$4); s=$4} /^Total bytes received:/ {gsub(",","",$4); r=$4} END {print s + r}' "$W/last.out"; }
 # Ours over HTTPS from provisioner-server (mutual TLS), as a node syncs; and from the store directory.
 ours_run() {
-    "$AGENT" sync --source "https://127.0.0.1:$HTTPS_PORT" --ca "$TLS/ca.pem" --cert "$TLS/client.pem" \
-        --key "$TLS/client-key.pem" --image bench --to "$1" --json "${@:2}"
+    "$AGENT" sync --source "https://127.0.0.1:$HTTPS_PORT" --ca "$TLS/ca.pem" --cert "$TLS/bench-agent.pem" \
+        --key "$TLS/bench-agent-key.pem" --image bench --to "$1" --json "${@:2}"
 }
 ours_local() { "$AGENT" sync --source "$STORE" --image bench --to "$1" --json "${@:2}"; }
 ours_wire() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytesReceived"])' "$W/last.out"; }
@@ -147,6 +147,9 @@ STORE_BYTES=$(du -sb "$STORE" | cut -f1)
 
 # provisioner-server on loopback with a CA of its own; its CPU is added to ours (measure_server).
 "$CTL" ca init --dir "$TLS" --name localhost --ip 127.0.0.1 --admin bench > /dev/null
+# The agent as a mirror: ca init's client.pem is the bootstrap certificate, which may only
+# register and enroll (docs/certificates.md); a node's own certificate needs a node record.
+"$CTL" ca issue mirror bench-agent --dir "$TLS" > /dev/null
 "$SERVER" --state-dir "$STATE" --listen "127.0.0.1:$HTTPS_PORT" --boot-listen off --log-level warning \
     > "$W/server.log" 2>&1 &
 SERVER_PID=$!
@@ -260,7 +263,8 @@ locales) plus generated files: **$ENTRIES entries, $(mb "$TREE_BYTES")** (appare
 the first import: $(mb "$STORE_BYTES") (zstd level 3 objects).
 
 - **ours**: \`provisioner-agent sync --source https://127.0.0.1:$HTTPS_PORT\` (the static agent) from
-  **provisioner-server** on loopback, mutual TLS with certificates from \`provisionerctl ca init\`, serving
+  **provisioner-server** on loopback, mutual TLS with certificates from \`provisionerctl ca init\` (the agent presents a mirror
+  certificate from \`provisionerctl ca issue\`: the bootstrap one may only register), serving
   STATE/images. CPU includes the server's. "ours, local store" is the same agent reading the store
   directory (\`--source STORE\`), no server. Bytes on the wire are the HTTP bodies both ways as the
   agent counts them (manifest or its delta, pack requests, pack streams of stored objects), without
