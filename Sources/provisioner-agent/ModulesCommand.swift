@@ -22,7 +22,11 @@ extension Agent {
             let settings = try console.bootSettings(from: cmdline)
             guard !settings.modules.isEmpty else { return }
             let start = monotonicSeconds()
-            let result = try Command.run(["modprobe", "-q", "-a"] + settings.modules)
+            let result: CommandResult
+            do { result = try Command.run(["modprobe", "-q", "-a"] + settings.modules) } catch {
+                console.say("modules: not loaded (\(error)); each mount loads what it needs itself")
+                return
+            }
             let took = ProgressText.seconds(monotonicSeconds() - start)
             if result.status == 0 {
                 console.say("modules: \(settings.modules.joined(separator: " ")) loaded in \(took)")
