@@ -233,10 +233,14 @@ lane_b() {
             --flags startup-clear --daemon --pid file="$work/n3-tpm.pid" --log file="$work/n3-tpm.log"
         for _ in $(seq 1 50); do [[ -S $work/n3-tpm.sock ]] && break; sleep 0.1; done
     }
-    swtpm_start
-    ipxe_boot 52:54:00:00:00:03 "$work/boot-files-b"
-    boot n3 1 52:54:00:00:00:03 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
-        --tpm-socket "$work/n3-tpm.sock" --memory 2048 --until 'PROVISIONER-READY' --grace 60
+    # boot_n3 N: n3's Nth stateless boot, with its TPM, as the server's iPXE script says.
+    boot_n3() {
+        swtpm_start
+        ipxe_boot 52:54:00:00:00:03 "$work/boot-files-b"
+        boot n3 "$1" 52:54:00:00:00:03 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
+            --tpm-socket "$work/n3-tpm.sock" --memory 2048 --until 'PROVISIONER-READY' --grace 60
+    }
+    boot_n3 1
     log=$work/n3-1.log
     check "(e) n3 enrolled with a new key and keeps it in its TPM" \
         has "$log" 'node n3 enrolled \(first\) with the key made in TPM NV index 0x1500170'
@@ -251,10 +255,7 @@ lane_b() {
         has "$log" "PROVISIONER-READY: n3 .*kernel: $(re "$image_kernel"); isofs: loaded"
     record "(e) stateless into RAM" "$log" "full sync to tmpfs, image captured from n1"
     # The second stateless boot: a fresh RAM root, the key from the TPM, the same host keys.
-    swtpm_start
-    ipxe_boot 52:54:00:00:00:03 "$work/boot-files-b"
-    boot n3 2 52:54:00:00:00:03 --kernel "$BOOT_KERNEL" --initrd "$BOOT_INITRD" --append "$BOOT_APPEND" \
-        --tpm-socket "$work/n3-tpm.sock" --memory 2048 --until 'PROVISIONER-READY' --grace 60
+    boot_n3 2
     log=$work/n3-2.log
     check "(e2) the second stateless boot proved n3's identity with the key from its TPM" \
         has "$log" 'node n3 proved its identity with the key kept in TPM NV index 0x1500170'
