@@ -46,8 +46,9 @@ extension DiskLayout {
         let values = options.flatMap { $0.split(separator: ",") }.compactMap { option -> String? in
             guard option.hasPrefix(name + "=") else { return nil }
             let value = option.dropFirst(name.count + 1)
-            // A module name: letters, digits, '-' and '_' only (the value came from a layout).
-            guard !value.isEmpty, value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+            // A module name: letters, digits, '-' and '_' only, and short (the value came from a
+            // layout; `provisioner.modules=` takes names of at most 64 characters).
+            guard !value.isEmpty, value.count <= 32, value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
                 return nil
             }
             return String(value)

@@ -316,8 +316,9 @@ public struct StorageObserver {
                 ["lvm", "vgchange", "-ay", "--noudevsync"]
                     + Self.devicesArguments(existing, config: ["activation/verify_udev_operations=1"]) + down)
             if result.status != 0 { log("could not activate volume group(s) \(down.joined(separator: ", ")): \(result.lastMessage)") }
+            // A failed activation makes no links to wait for: udev settles what it did make.
             let links = inactive.joined().map(\.path)
-            if !Self.waitForPaths(links, seconds: 10) {
+            if result.status != 0 || !Self.waitForPaths(links, seconds: 10) {
                 _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
             }
             for (group, volumes) in zip(groups, inactive) {

@@ -41,6 +41,24 @@ import Testing
         #expect(s.unknownOptions == ["provisioner.colour"])
     }
 
+    /// Whatever a layout names, the server's `provisioner.modules=` is one the agent reads back:
+    /// a bad module list would stop the boot, so odd mount options never make one.
+    @Test func aLayoutsModulesAlwaysParse() throws {
+        let long = String(repeating: "x", count: 80)
+        let layout = try DiskLayout(
+            parsing: """
+                disks:
+                  d:
+                    match: { type: nvme }
+                    partitions:
+                      - { name: esp, size: 512MiB, type: esp, filesystem: { type: vfat, mount: /boot/efi, mount-options: ["codepage=\(long)", "iocharset=a,b"] } }
+                      - { name: root, size: rest, filesystem: { type: xfs, mount: / } }
+                """, source: "test")
+        let modules = layout.kernelModules
+        #expect(modules == ["fs-vfat", "nls_cp437", "nls_a", "fs-xfs"])
+        #expect(try BootSettings.parse("provisioner.modules=\(modules.joined(separator: ","))").modules == modules)
+    }
+
     @Test(arguments: [
         ("provisioner.server=http://a:1", "provisioner.server"),
         ("provisioner.server=", "provisioner.server"),
