@@ -119,3 +119,67 @@ put("cmdline", "seed-options", 'BOOT_IMAGE=/vmlinuz root=provisioner provisioner
 
 put("boot-query", "seed-full", "mac=52%3A54%3A00%3A12%3A34%3A56&uuid=4c4c4544-0042&serial=SN+123&manufacturer=QEMU&product=Standard%20PC")
 put("boot-query", "seed-short", "mac=525400123456")
+
+# lvm: 2048 bytes of label sectors, the 512-byte metadata area header, the group's text; with
+# LVM's checksums (CRC-32 from 0xf597a6cf, no inversions), so that the seeds are read as LVM would.
+import binascii, struct
+def lvm_crc(data, initial=0xf597a6cf):
+    return ~binascii.crc32(data, ~initial & 0xffffffff) & 0xffffffff
+pv_uuid = b"zdfd22DNWneOCVm090hM2yMn1oesoo6g"
+lvm_text = b'''data {
+id = "vZpAw3-N93S-ADAN-xLDz-pG92-65GG-WuDFXo"
+seqno = 3
+format = "lvm2"
+status = ["RESIZEABLE", "READ", "WRITE"]
+flags = []
+extent_size = 8192
+physical_volumes {
+pv0 {
+id = "zdfd22-DNWn-eOCV-m090-hM2y-Mn1o-esoo6g"
+device = "/dev/md127" # Hint only
+status = ["ALLOCATABLE"]
+flags = []
+pe_start = 2048
+pe_count = 100
+}
+}
+logical_volumes {
+root {
+id = "aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg"
+status = ["READ", "WRITE", "VISIBLE"]
+flags = []
+segment_count = 1
+segment1 {
+start_extent = 0
+extent_count = 10
+type = "striped"
+stripe_count = 1
+stripes = ["pv0", 0]
+}
+}
+}
+}
+contents = "Text Format Volume Group"
+version = 1
+'''
+def lvm_seed(text, offset=512, area_size=1044480):
+    sector = bytearray(512)
+    sector[0:8] = b"LABELONE"
+    sector[8:16] = struct.pack("<Q", 1)
+    sector[20:24] = struct.pack("<I", 32)
+    sector[24:32] = b"LVM2 001"
+    pv = pv_uuid + struct.pack("<Q", 1 << 30) + struct.pack("<QQ", 1 << 20, 0) + bytes(16) \
+        + struct.pack("<QQ", 4096, area_size) + bytes(16)
+    sector[32:32 + len(pv)] = pv
+    sector[16:20] = struct.pack("<I", lvm_crc(bytes(sector[20:512])))
+    label = bytes(512) + bytes(sector) + bytes(1024)
+    header = bytearray(512)
+    header[4:20] = b" LVM2 x[5A%r0N*>"
+    header[20:24] = struct.pack("<I", 1)
+    header[24:40] = struct.pack("<QQ", 4096, area_size)
+    header[40:64] = struct.pack("<QQII", offset, len(text), lvm_crc(text), 0)
+    header[0:4] = struct.pack("<I", lvm_crc(bytes(header[4:512])))
+    return label + bytes(header) + text
+put("lvm", "seed-group", lvm_seed(lvm_text + b"\0"))
+put("lvm", "seed-wrapped", lvm_seed(lvm_text, offset=1044480 - 100))
+put("lvm", "seed-orphan", lvm_seed(b"")[:2560])

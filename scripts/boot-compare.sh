@@ -8,6 +8,7 @@
 #       IMAGES=build/images scripts/boot-compare.sh
 #
 # Both initramfs builds must embed the CA in TLS (make initramfs-test does). The install uses B.
+# EXTRA_ARGS: more kernel arguments for the node, space-separated (provisioner.trace shows every tool run).
 # MODE=stateless compares scenario (e) instead: the same image into RAM, no disks, every boot a full sync.
 # With BASE_A and BASE_B (two base initramfs builds, make initramfs-test's initramfs-test-base.img),
 # the node boots as make demo's does: the image's own kernel and what the server's iPXE script names
@@ -35,14 +36,16 @@ disks=(--disk "nvme,size=4000000000,serial=CMP-NVME-A,file=$work/nvme-a.img"
 cluster_prepare "$KERNEL" "$INITRD_B" "${BASE_B:-}"
 server_start
 ctl image import debian --from "$IMAGES/debian.tar" --store "$STATE/images" > /dev/null
+extra=()
+for arg in ${EXTRA_ARGS:-}; do extra+=(--kernel-arg "$arg"); done
 if [[ $MODE == stateless ]]; then
     disks=()
     ctl nodes add n1 --mac "$mac" --image debian --mode stateless --plugin hostname \
-        --kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff > /dev/null
+        --kernel-arg console=ttyS0,115200 --kernel-arg provisioner-ready.poweroff "${extra[@]}" > /dev/null
 else
     ctl nodes add n1 --mac "$mac" --image debian --layout "$REPO/docs/examples/layout-simple-mirror.yaml" \
         --plugin hostname --plugin network --kernel-arg console=ttyS0,115200 \
-        --kernel-arg provisioner-ready.poweroff > /dev/null
+        --kernel-arg provisioner-ready.poweroff "${extra[@]}" > /dev/null
 fi
 cmdline=$(ipxe_cmdline "$mac")
 boot_kernel=$KERNEL

@@ -18,7 +18,7 @@ while getopts t: opt; do
 done
 shift $((OPTIND - 1))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(layout node-json cluster manifest zstd pack cmdline boot-query)
+[ ${#targets[@]} -gt 0 ] || targets=(layout node-json cluster manifest zstd pack cmdline boot-query lvm)
 
 scratch=$REPO/.build/fuzz
 out=$REPO/build/fuzz

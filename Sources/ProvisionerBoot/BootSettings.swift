@@ -43,6 +43,9 @@ public struct BootSettings: Hashable, Sendable {
     /// `provisioner.local-boot`: set by the loader entry the agent installs on the ESP, so the
     /// session says the machine booted from its disk rather than the network.
     public var localBoot = false
+    /// `provisioner.trace`: every tool the agent runs is shown on the console with its exit status
+    /// and how long it took (`trace: mdadm --assemble ... exited 0 in 0.24 s`): where a slow boot goes.
+    public var trace = false
     /// `provisioner.` options this agent does not know (reported as warnings, not fatal: an old
     /// agent must still boot a node whose iPXE script learned a new option).
     public var unknownOptions: [String] = []
@@ -58,7 +61,9 @@ public struct BootSettings: Hashable, Sendable {
             guard word.hasPrefix("provisioner.") else { continue }
             let (key, value) = KernelCommandLine.split(word)
             func need() throws(ConfigError) -> String {
-                guard let value, !value.isEmpty else { throw ConfigError(field: key, problem: "needs a value (\(key)=...)") }
+                guard let value, !value.isEmpty else {
+                    throw ConfigError(field: key, problem: "needs a value (\(key)=...)")
+                }
                 return value
             }
             func seconds(_ range: ClosedRange<Int>) throws(ConfigError) -> Int {
@@ -103,7 +108,10 @@ public struct BootSettings: Hashable, Sendable {
                 s.localBoot = flag
             case "provisioner.tmpfs-size":
                 let text = try need()
-                let body = text.hasSuffix("%") ? text.dropLast() : text.last.map { "kmgKMG".contains($0) } == true ? text.dropLast() : Substring(text)
+                let body =
+                    text.hasSuffix("%")
+                    ? text.dropLast()
+                    : text.last.map { "kmgKMG".contains($0) } == true ? text.dropLast() : Substring(text)
                 guard !body.isEmpty, body.allSatisfy({ $0.isASCII && $0.isNumber }) else {
                     throw ConfigError(field: key, problem: "\"\(text)\" is not a tmpfs size (75%, 8g, 512m)")
                 }
@@ -117,7 +125,8 @@ public struct BootSettings: Hashable, Sendable {
             case "provisioner.preserve":
                 for path in try need().split(separator: ",").map(String.init) {
                     let relative = path.drop(while: { $0 == "/" })
-                    guard !relative.isEmpty, !relative.split(separator: "/").contains(where: { $0 == ".." || $0 == "." })
+                    guard !relative.isEmpty,
+                        !relative.split(separator: "/").contains(where: { $0 == ".." || $0 == "." })
                     else { throw ConfigError(field: key, problem: "\"\(path)\" is not a path inside the root") }
                     s.preserve.append(String(relative))
                 }
@@ -128,6 +137,11 @@ public struct BootSettings: Hashable, Sendable {
                     else { throw ConfigError(field: key, problem: "\"\(name)\" is not a kernel module name") }
                     s.modules.append(String(name))
                 }
+            case "provisioner.trace":
+                guard let flag = KernelCommandLine.flag(value) else {
+                    throw ConfigError(field: key, problem: "\"\(value ?? "")\" is not yes or no")
+                }
+                s.trace = flag
             case "provisioner.test": continue  // the VM test harness's switch (initramfs/README.md)
             default: s.unknownOptions.append(key)
             }

@@ -30,6 +30,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case cmdline
     /// The boot listener's `GET /boot/ipxe?...` query (no credential needed).
     case bootQuery = "boot-query"
+    /// LVM metadata as the agent reads it from a disk: 2048 bytes of label sectors, a 512-byte
+    /// metadata area header, then the volume group's text.
+    case lvm
 
     /// Runs the target on one input: nil when the code behaved (accepted or refused it), else the
     /// broken invariant. A trap inside is a bug too, and libFuzzer reports it as a crash.
@@ -43,6 +46,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .pack: return Self.pack(data)
         case .cmdline: return Self.cmdline(data)
         case .bootQuery: return Self.bootQuery(data)
+        case .lvm: return Self.lvm(data)
         }
     }
 
@@ -141,6 +145,39 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         _ = try? BootSettings.parse(line)
         _ = KernelCommandLine.forLocalBoot(line)
         for word in KernelCommandLine.words(line) { _ = KernelCommandLine.split(word) }
+        return nil
+    }
+
+    static func lvm(_ data: [UInt8]) -> String? {
+        let label = try? LVMLabel.parse(Array(data.prefix(LVMLabel.scanBytes)))
+        let headerEnd = LVMLabel.scanBytes + LVMMetadataArea.headerSize
+        if data.count >= headerEnd,
+            let area = try? LVMMetadataArea.parseHeader(Array(data[LVMLabel.scanBytes..<headerEnd]), at: 4096),
+            let location = area.location
+        {
+            // The text is read from inside the area, after its header, and all of it.
+            let ranges = area.textRanges
+            let inside = ranges.allSatisfy {
+                $0.offset >= area.start + UInt64(LVMMetadataArea.headerSize) && $0.length <= area.size
+                    && $0.offset - area.start <= area.size - $0.length
+            }
+            guard inside else { return "a text range lies outside its metadata area: \(ranges)" }
+            guard ranges.reduce(0, { $0 + $1.length }) == location.length else {
+                return "the text ranges do not add up"
+            }
+        }
+        let text = String(decoding: data.count > headerEnd ? Array(data[headerEnd...]) : data, as: UTF8.self)
+        guard let group = try? LVMVolumeGroupMetadata(text: text) else { return nil }
+        guard group.allocatedExtents <= group.extentCount,
+            group.freeExtents == group.extentCount - group.allocatedExtents
+        else { return "a group's volumes use more extents than it has" }
+        let own =
+            label ?? LVMLabel(pvUUID: group.physicalVolumes.first?.uuid ?? "", deviceSizeBytes: 0, metadataAreas: [])
+        if let view = try? LVMView.build([.init(path: "/dev/fuzz", label: own, texts: [text])]) {
+            guard view.groups.count == 1, view.physicalVolumes.count == 1 else {
+                return "one device gave \(view.groups.count) groups"
+            }
+        }
         return nil
     }
 

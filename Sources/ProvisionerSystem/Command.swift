@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -22,6 +24,12 @@ public struct CommandResult: Sendable {
 /// Runs the system tools the agent drives (sfdisk, mdadm, lvm, mkfs.*),
 /// without a shell: arguments go to the program exactly as given.
 public enum Command {
+    /// Told of every finished run: the command as shown, its exit status and its seconds
+    /// (`provisioner.trace` puts them on the agent's console). Set once, before the tools run.
+    public typealias Tracer = @Sendable (_ command: String, _ status: Int32, _ seconds: Double) -> Void
+    private static let tracer = Mutex<Tracer?>(nil)
+    public static func trace(with body: Tracer?) { tracer.withLock { $0 = body } }
+
     /// Runs `argv` to completion, capturing stdout and stderr.
     /// The corresponding C functions are `posix_spawnp`, `poll` and `waitpid`.
     ///
@@ -57,6 +65,7 @@ public enum Command {
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
 
         // Tools must not ask questions, and their messages must be in English for our errors.
+        let started = ContinuousClock.now
         var environment = ["LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LVM_SUPPRESS_FD_WARNINGS=1"]
         if let path = getenv("PATH").map({ String(cString: $0) }) { environment[1] = "PATH=\(path)" }
         environment += extra
@@ -88,8 +97,10 @@ public enum Command {
 
         var out: [UInt8] = []
         var err: [UInt8] = []
-        var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
+            pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0),
+        ]
         var open = 2
         var buffer = [UInt8](repeating: 0, count: 65536)
         while open > 0 {
@@ -119,6 +130,10 @@ public enum Command {
         var wstatus: Int32 = 0
         while waitpid(pid, &wstatus, 0) < 0 && errno == EINTR {}
         let exit: Int32 = (wstatus & 0x7f) == 0 ? (wstatus >> 8) & 0xff : 128 + (wstatus & 0x7f)
+        if let trace = tracer.withLock({ $0 }) {
+            let elapsed = ContinuousClock.now - started
+            trace(shown, exit, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        }
         return CommandResult(
             status: exit, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
     }

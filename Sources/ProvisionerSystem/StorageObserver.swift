@@ -52,18 +52,27 @@ public struct StorageObserver {
         let clock = ContinuousClock()
         let arraysStarted = clock.now
         let members = candidates
-        let examined = try concurrently(members.count) { i throws(SystemError) in
-            try Command.run(["mdadm", "--examine", "--export", members[i]])
+        // Each member's superblock read directly; mdadm examines whatever that does not describe.
+        let examined = try concurrently(members.count) {
+            i throws(SystemError) -> Result<[String: String], SystemError> in
+            if let superblock = MDSuperblockReader.examine(members[i]) { return .success(superblock.exported) }
+            let result = try Command.run(["mdadm", "--examine", "--export", members[i]])
+            guard result.status == 0 else {
+                return .failure(SystemError("examining", members[i], cause: result.lastMessage))
+            }
+            return .success(Self.keyValues(result.stdout))
         }
         var byUUID: [String: ObservedArray] = [:]
         var order: [String] = []
         var uuidOfMember: [String: String] = [:]
         for (path, result) in zip(candidates, examined) {
-            guard result.status == 0 else {
-                log("mdadm --examine \(path): \(result.lastMessage); treated as not an array member")
+            let info: [String: String]
+            switch result {
+            case .success(let values): info = values
+            case .failure(let error):
+                log("mdadm --examine \(path): \(error.cause); treated as not an array member")
                 continue
             }
-            let info = Self.keyValues(result.stdout)
             guard let uuid = info["MD_UUID"] else { continue }
             uuidOfMember[path] = uuid
             if byUUID[uuid] == nil {
@@ -129,8 +138,16 @@ public struct StorageObserver {
         // LVM, only on our devices.
         let lvmStarted = clock.now
         let lvmDevices = Array(ourPaths).sorted() + observed.arrays.compactMap(\.device)
-        try readLVM(into: &observed, devices: lvmDevices, activate: activate, mounts: mounts)
-        log("LVM: \(observed.volumeGroups.count) volume group(s) in \(Self.seconds(clock.now - lvmStarted))")
+        // Where LVM itself looks for labels: not in a disk with partitions, not in an array's member.
+        let arrayMembers = Set(candidates)
+        let labelled =
+            disks.flatMap { disk in disk.partitions.isEmpty ? [disk.path] : disk.partitions.compactMap(\.path) }
+            .filter { !arrayMembers.contains($0) } + observed.arrays.compactMap(\.device)
+        let steps = try readLVM(
+            into: &observed, devices: lvmDevices, labelled: labelled, activate: activate, mounts: mounts)
+        log(
+            "LVM: \(observed.volumeGroups.count) volume group(s) in \(Self.seconds(clock.now - lvmStarted))"
+                + (steps.isEmpty ? "" : " (\(steps.joined(separator: ", ")))"))
         return observed
     }
 
@@ -153,12 +170,14 @@ public struct StorageObserver {
                     guard group.logicalVolumes.contains(where: { access($0.path, F_OK) == 0 }) else { continue }
                     try Command.check(
                         ["lvm", "vgchange", "-an"] + Self.devicesArguments(group.physicalVolumes) + [group.name],
-                        doing: "deactivating volume group \(group.name), activated on array \(name) since it was assembled,",
+                        doing:
+                            "deactivating volume group \(group.name), activated on array \(name) since it was assembled,",
                         on: group.name)
                     log("deactivated volume group \(group.name) (udev had activated it) again")
                 }
                 try Command.check(
-                    ["mdadm", "--stop", device], doing: "stopping array \(name), which observing assembled, at", on: device)
+                    ["mdadm", "--stop", device], doing: "stopping array \(name), which observing assembled, at",
+                    on: device)
                 log("stopped array \(name) (\(device)) again")
             }
         }
@@ -185,7 +204,9 @@ public struct StorageObserver {
         var result: [String: LiveArray] = [:]
         for name in Self.directory("/sys/block") where name.hasPrefix("md") {
             let sys = "/sys/block/\(name)"
-            guard let state = readSysfs("\(sys)/md/array_state"), state != "clear", state != "inactive" else { continue }
+            guard let state = readSysfs("\(sys)/md/array_state"), state != "clear", state != "inactive" else {
+                continue
+            }
             let members = Self.directory("\(sys)/slaves").filter { !$0.hasPrefix(".") }.map { "/dev/\($0)" }.sorted()
             guard let uuid = members.lazy.compactMap({ uuidOfMember[$0] }).first else { continue }
             let component = readSysfs("\(sys)/md/component_size").flatMap { UInt64($0) }.map { bytes($0, of: 1024) }
@@ -270,16 +291,93 @@ public struct StorageObserver {
     /// `--devices a,b,c`: LVM sees only these; everything else looks absent to it. `config`: more
     /// settings for the same `--config` (LVM reads one).
     public static func devicesArguments(_ devices: [String], config: [String] = []) -> [String] {
-        ["--devices", devices.joined(separator: ","), "--config", (["devices/use_devicesfile=0"] + config).joined(separator: " ")]
+        [
+            "--devices", devices.joined(separator: ","), "--config",
+            (["devices/use_devicesfile=0"] + config).joined(separator: " "),
+        ]
     }
 
-    func readLVM(into observed: inout ObservedStorage, devices: [String], activate: Bool, mounts: MountTable)
-        throws(SystemError)
-    {
+    /// Returns how long each step took, for the log (`metadata 0.02 s`, `activation 0.45 s`, ...).
+    /// `devices` are every device of these disks (LVM's `--devices`); `labelled`, those that can hold
+    /// a physical volume as LVM sees them: no disk with partitions, no array member.
+    func readLVM(
+        into observed: inout ObservedStorage, devices: [String], labelled: [String], activate: Bool, mounts: MountTable
+    ) throws(SystemError) -> [String] {
         let existing = devices.filter { access($0, F_OK) == 0 }
-        guard !existing.isEmpty else { return }
-        // Two reports at once (read-only, they share LVM's lock): the physical volumes with their
-        // group's facts, and the logical volumes. A group is known from its physical volumes.
+        guard !existing.isEmpty else { return [] }
+        let clock = ContinuousClock()
+        var mark = clock.now
+        var steps: [String] = []
+        func lap(_ what: String) {
+            steps.append("\(what) \(Self.seconds(clock.now - mark))")
+            mark = clock.now
+        }
+        let groups: [ObservedVolumeGroup]
+        do {
+            groups = try readMetadata(into: &observed, devices: labelled)
+            lap("metadata")
+        } catch {
+            log("LVM: \(error.reason); asking lvm")
+            groups = try readReports(into: &observed, devices: existing)
+            lap("reports")
+        }
+        // Groups with a volume down are activated in one run, to look inside the volumes.
+        let inactive = groups.map { $0.logicalVolumes.filter { access($0.path, F_OK) != 0 } }
+        let down = zip(groups, inactive).filter { !$0.1.isEmpty }.map(\.0.name)
+        if activate && !down.isEmpty {
+            // Without LVM's wait for udev, which it makes for one volume after another (most of a
+            // 1.1 s activation of four volumes under TCG): LVM checks the volumes' nodes and links
+            // once they are up and makes those udev has not made yet (its verify_udev_operations),
+            // and udev makes the same ones when it gets to the volumes' events.
+            let result = try Command.run(
+                ["lvm", "vgchange", "-ay", "--noudevsync"]
+                    + Self.devicesArguments(existing, config: ["activation/verify_udev_operations=1"]) + down)
+            if result.status != 0 {
+                log("could not activate volume group(s) \(down.joined(separator: ", ")): \(result.lastMessage)")
+            }
+            // A failed activation makes no links to wait for: udev settles what it did make.
+            let links = inactive.joined().map(\.path)
+            if result.status != 0 || !Self.waitForPaths(links, seconds: 10) {
+                _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
+            }
+            for (group, volumes) in zip(groups, inactive) {
+                let activated = volumes.filter { access($0.path, F_OK) == 0 }.map(\.name)
+                if !activated.isEmpty {
+                    observed.broughtUp.append(.logicalVolumes(group: group.name, names: activated, devices: existing))
+                }
+            }
+            lap("activation")
+        }
+        let present = groups.flatMap(\.logicalVolumes).map(\.path).filter { access($0, F_OK) == 0 }
+        try readContents(into: &observed, devices: present)
+        lap("contents")
+        for path in present { markInUse(&observed, path, mounts.mountpoints(ofDevice: path), []) }
+        observed.volumeGroups = groups
+        return steps
+    }
+
+    /// The groups from the volumes' labels and metadata, read from the devices themselves.
+    func readMetadata(into observed: inout ObservedStorage, devices: [String]) throws(LVMView.Unsupported)
+        -> [ObservedVolumeGroup]
+    {
+        let view = try LVMReader.read(devices.filter { access($0, F_OK) == 0 })
+        for (device, group) in view.physicalVolumes { observed.physicalVolumes[realPath(device)] = group }
+        return view.groups.map { group in
+            ObservedVolumeGroup(
+                name: group.name, uuid: group.uuid, extentSizeBytes: group.extentSizeBytes,
+                extentCount: group.extentCount, freeExtents: group.freeExtents,
+                physicalVolumes: group.devices.map(realPath).sorted(),
+                logicalVolumes: group.logicalVolumes.map {
+                    ObservedLogicalVolume(name: $0.name, sizeBytes: $0.sizeBytes, path: "/dev/\(group.name)/\($0.name)")
+                })
+        }
+    }
+
+    /// The groups from LVM's own reports (two at once: read-only, they share LVM's lock): the
+    /// physical volumes with their group's facts, and the logical volumes.
+    func readReports(into observed: inout ObservedStorage, devices existing: [String]) throws(SystemError)
+        -> [ObservedVolumeGroup]
+    {
         let reports = [
             ("pvs", "pv_name,vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count"),
             ("lvs", "vg_name,lv_name,lv_size,lv_path"),
@@ -304,34 +402,7 @@ public struct StorageObserver {
             }
             groups.append(group)
         }
-        // Groups with a volume down are activated in one run, to look inside the volumes.
-        let inactive = groups.map { $0.logicalVolumes.filter { access($0.path, F_OK) != 0 } }
-        let down = zip(groups, inactive).filter { !$0.1.isEmpty }.map(\.0.name)
-        if activate && !down.isEmpty {
-            // Without LVM's wait for udev, which it makes for one volume after another (most of a
-            // 1.1 s activation of four volumes under TCG): LVM checks the volumes' nodes and links
-            // once they are up and makes those udev has not made yet (its verify_udev_operations),
-            // and udev makes the same ones when it gets to the volumes' events.
-            let result = try Command.run(
-                ["lvm", "vgchange", "-ay", "--noudevsync"]
-                    + Self.devicesArguments(existing, config: ["activation/verify_udev_operations=1"]) + down)
-            if result.status != 0 { log("could not activate volume group(s) \(down.joined(separator: ", ")): \(result.lastMessage)") }
-            // A failed activation makes no links to wait for: udev settles what it did make.
-            let links = inactive.joined().map(\.path)
-            if result.status != 0 || !Self.waitForPaths(links, seconds: 10) {
-                _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
-            }
-            for (group, volumes) in zip(groups, inactive) {
-                let activated = volumes.filter { access($0.path, F_OK) == 0 }.map(\.name)
-                if !activated.isEmpty {
-                    observed.broughtUp.append(.logicalVolumes(group: group.name, names: activated, devices: existing))
-                }
-            }
-        }
-        let present = groups.flatMap(\.logicalVolumes).map(\.path).filter { access($0, F_OK) == 0 }
-        try readContents(into: &observed, devices: present)
-        for path in present { markInUse(&observed, path, mounts.mountpoints(ofDevice: path), []) }
-        observed.volumeGroups = groups
+        return groups
     }
 
     /// Waits until every path exists (polling every 10 ms), at most `seconds`: true when they all do.
@@ -360,4 +431,3 @@ public func realPath(_ path: String) -> String {
     defer { free(resolved) }
     return String(cString: resolved)
 }
-

@@ -41,6 +41,11 @@ extension Agent {
             let console = Console()
             let settings = try console.bootSettings(from: cmdline)
             for option in settings.unknownOptions { console.say("warning: unknown option \(option) ignored") }
+            if settings.trace {
+                Command.trace { command, status, seconds in
+                    console.say("trace: \(command) exited \(status) in \(Int((seconds * 1000).rounded())) ms")
+                }
+            }
             guard !settings.servers.isEmpty else {
                 console.say("ERROR no provisioner.server= on the kernel command line; nothing to provision from")
                 throw ExitCode(ExitStatus.badInput.rawValue)

@@ -17,6 +17,7 @@ import Testing
         #expect(s.fallback)
         #expect(!s.localBoot)
         #expect(s.useTPM)
+        #expect(!s.trace)
         #expect(s.unknownOptions.isEmpty)
     }
 
@@ -26,7 +27,7 @@ import Testing
                 + "provisioner.fallback=no provisioner.tmpfs-size=8g provisioner.verify=content "
                 + "provisioner.preserve=/etc/ssh/ssh_host_ed25519_key,var/lib/slurm provisioner.local-boot "
                 + "provisioner.root=/newroot provisioner.tpm=no provisioner.modules=md_mod,md-level-1,fs-xfs "
-                + "provisioner.colour=blue")
+                + "provisioner.trace provisioner.colour=blue")
         #expect(s.serverWaitSeconds == 5)
         #expect(s.attempts == 2)
         #expect(s.retryDelaySeconds == 0)
@@ -38,6 +39,7 @@ import Testing
         #expect(s.root == "/newroot")
         #expect(!s.useTPM)
         #expect(s.modules == ["md_mod", "md-level-1", "fs-xfs"])
+        #expect(s.trace)
         #expect(s.unknownOptions == ["provisioner.colour"])
     }
 
@@ -66,6 +68,7 @@ import Testing
         ("provisioner.server-wait=soon", "provisioner.server-wait"),
         ("provisioner.retries=0", "provisioner.retries"),
         ("provisioner.fallback=maybe", "provisioner.fallback"),
+        ("provisioner.trace=loud", "provisioner.trace"),
         ("provisioner.tpm=sometimes", "provisioner.tpm"),
         ("provisioner.tmpfs-size=lots", "provisioner.tmpfs-size"),
         ("provisioner.verify=hard", "provisioner.verify"),
