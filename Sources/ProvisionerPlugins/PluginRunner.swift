@@ -44,7 +44,8 @@ public struct PluginRunner {
         for entry in entries {
             let changed: Bool
             switch entry {
-            case .file(let path, let content, let mode): changed = try ensureFile(path, Array(content.utf8), mode, owner: nil)
+            case .file(let path, let content, let mode):
+                changed = try ensureFile(path, Array(content.utf8), mode, owner: nil)
             case .ownedFile(let path, let content, let mode, let uid, let gid):
                 changed = try ensureFile(path, content, mode, owner: (uid, gid))
             case .symlink(let path, let target): changed = try ensureSymlink(path, target)
@@ -73,7 +74,8 @@ public struct PluginRunner {
             if lstat(current, &st) == 0 {
                 guard (st.st_mode & S_IFMT) == S_IFDIR else {
                     // A link or file where a directory should be: never follow it out of the root.
-                    throw WriteError(path: current, operation: "not a directory (a link is not followed):", errno: ENOTDIR)
+                    throw WriteError(
+                        path: current, operation: "not a directory (a link is not followed):", errno: ENOTDIR)
                 }
             } else if mkdir(current, 0o755) != 0 && errno != EEXIST {
                 throw WriteError(path: current, operation: "creating directory", errno: errno)
@@ -101,7 +103,9 @@ public struct PluginRunner {
     }
 
     /// Writes `content` with `mode` (and `owner`, when given) unless the file already is exactly that.
-    func ensureFile(_ path: String, _ content: [UInt8], _ mode: UInt16, owner: (UInt32, UInt32)?) throws(WriteError) -> Bool {
+    func ensureFile(_ path: String, _ content: [UInt8], _ mode: UInt16, owner: (UInt32, UInt32)?) throws(WriteError)
+        -> Bool
+    {
         try prepareParent(path)
         let target = full(path)
         var st = stat()
@@ -140,7 +144,9 @@ public struct PluginRunner {
             throw WriteError(path: temporary, operation: "syncing", errno: code)
         }
         close(fd)
-        guard rename(temporary, target) == 0 else { throw WriteError(path: target, operation: "replacing", errno: errno) }
+        guard rename(temporary, target) == 0 else {
+            throw WriteError(path: target, operation: "replacing", errno: errno)
+        }
         return true
     }
 
@@ -154,8 +160,12 @@ public struct PluginRunner {
         }
         let temporary = target + ".provisioner-new"
         unlink(temporary)
-        guard symlink(destination, temporary) == 0 else { throw WriteError(path: temporary, operation: "linking", errno: errno) }
-        guard rename(temporary, target) == 0 else { throw WriteError(path: target, operation: "replacing", errno: errno) }
+        guard symlink(destination, temporary) == 0 else {
+            throw WriteError(path: temporary, operation: "linking", errno: errno)
+        }
+        guard rename(temporary, target) == 0 else {
+            throw WriteError(path: target, operation: "replacing", errno: errno)
+        }
         return true
     }
 
@@ -164,5 +174,34 @@ public struct PluginRunner {
         guard lstat(full(path), &st) == 0 else { return false }
         guard unlink(full(path)) == 0 else { throw WriteError(path: full(path), operation: "removing", errno: errno) }
         return true
+    }
+}
+
+extension PluginRunner {
+    /// The paths the plugins write, relative to the root, so that the image sync leaves them to
+    /// the plugins (a plugin's file rewritten by the sync and back by the plugin on every boot
+    /// would be two needless writes): the built-in plugins' files, the overlay files, the admin
+    /// plugins' stamps and what they recorded writing. Best effort before the image is there: a
+    /// plugin that needs the image's unit files to know its paths contributes what it can.
+    public func ownedPaths(
+        _ configs: [PluginConfig], node: NodeConfig, mounts: [MountedFilesystem], swaps: [MountedFilesystem]
+    ) -> [String] {
+        var paths: [String] = []
+        for config in configs {
+            guard
+                let entries = try? BuiltinPlugins.entries(
+                    for: config, node: node, mounts: mounts, swaps: swaps, wantedBy: wantedBy)
+            else { continue }
+            paths += entries.map { String($0.path.drop(while: { $0 == "/" })) }
+        }
+        for file in node.files ?? [] {
+            paths.append(String(file.path.drop(while: { $0 == "/" })))
+            if file.run != nil { paths.append(String(AdminPlugins.stampPath(for: file.path).dropFirst())) }
+        }
+        paths.append(String(AdminPlugins.outputsPath.dropFirst()))
+        if let recorded = read(AdminPlugins.outputsPath) {
+            paths += recorded.split(separator: "\n").map(String.init)
+        }
+        return paths
     }
 }

@@ -11,9 +11,11 @@ import ProvisionerCore
 #endif
 
 /// Reads what is above the partitions on the disks a layout covers: MD arrays
-/// (mdadm), LVM (its JSON reports, limited with `--devices` to these disks so
-/// that no other disk's metadata is ever read or touched), and the
-/// filesystems on arrays and logical volumes (libblkid).
+/// (their superblocks read directly, `mdadm --examine` for any other format),
+/// LVM (labels and metadata read directly, or LVM's JSON reports for what that
+/// does not describe, limited with `--devices` to these disks so that no other
+/// disk's metadata is ever read or touched), and the filesystems on arrays and
+/// logical volumes (libblkid).
 ///
 /// To look inside arrays and volume groups it assembles the arrays whose
 /// members are all on these disks and activates the volume groups whose

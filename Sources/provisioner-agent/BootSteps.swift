@@ -85,7 +85,10 @@ extension BootRunner {
         var options = SyncOptions()
         options.verify = VerifyLevel(rawValue: task.verify.rawValue) ?? .metadata
         options.threads = 2
-        let preserved = task.preserved + PluginFiles.paths(task.plugins, node: currentNode, root: root, activation: activation)
+        let (mounts, swaps) = PluginFiles.mounted(activation)
+        let preserved =
+            task.preserved
+            + PluginRunner(root: root).ownedPaths(task.plugins, node: currentNode, mounts: mounts, swaps: swaps)
         options.preserved = preserved.map { Array($0.utf8) }
         options.seeded = task.seeded.map { Array($0.utf8) }
         options.mountPoints = task.mountPoints.map { Array($0.utf8) }
@@ -102,7 +105,8 @@ extension BootRunner {
         defer { for message in warned.drain() { session?.event("image", message, level: .warning, quiet: true) } }
         session?.event(
             "image",
-            "syncing \(task.image)@\(task.version) from \(task.mirrors.joined(separator: ", ")) (verify \(options.verify.rawValue))")
+            "syncing \(task.image)@\(task.version) from \(task.mirrors.joined(separator: ", ")) (verify \(options.verify.rawValue))"
+        )
 
         let network = MirrorSource(sources, preferred: task.preferredMirrors, warnings: sink)
         // Objects that came by multicast first (M5); the rest, and any damaged copy, over HTTPS.
@@ -127,7 +131,8 @@ extension BootRunner {
                 "image",
                 "multicast: \(received.servedFromReceived) objects came from the multicast, "
                     + "\(received.fetchedFromNetwork) over HTTPS"
-                    + (received.damagedReceived > 0 ? " (\(received.damagedReceived) received copies were damaged and fetched again)" : ""))
+                    + (received.damagedReceived > 0
+                        ? " (\(received.damagedReceived) received copies were damaged and fetched again)" : ""))
         }
         for (i, line) in Agent.Sync.summary(report, seconds: seconds).split(separator: "\n").enumerated() {
             session?.event("image", String(line), progress: 1, seconds: i == 0 ? seconds : nil)
@@ -199,15 +204,18 @@ extension BootRunner {
             session?.event(
                 "plugins",
                 "overlays \(currentNode.overlays.joined(separator: ", ")): "
-                    + (changed.isEmpty ? "nothing to change (\(files.count) file(s) already right)" : "wrote \(changed.joined(separator: ", "))"))
+                    + (changed.isEmpty
+                        ? "nothing to change (\(files.count) file(s) already right)"
+                        : "wrote \(changed.joined(separator: ", "))"))
         }
         if !secrets.isEmpty {
             let secretPaths = Set(secrets.map(\.path))
             let changed = report.changed.filter { secretPaths.contains($0) }
             session?.event(
                 "plugins",
-                "secrets: " + (changed.isEmpty
-                    ? "\(secrets.count) already in place" : "wrote \(changed.joined(separator: ", "))"))
+                "secrets: "
+                    + (changed.isEmpty
+                        ? "\(secrets.count) already in place" : "wrote \(changed.joined(separator: ", "))"))
         }
         if let failure = runAdminPlugins(files, runner: runner) { return failure }
         let names = configs.map(\.name).joined(separator: ", ")
@@ -237,7 +245,8 @@ extension BootRunner {
         let environment = AdminPlugins.environment(currentNode)
         for plugin in AdminPlugins.plan(files, node: currentNode, stamps: stamps) {
             guard let reason = plugin.reason else {
-                session?.event("plugins", "plugin \(plugin.path) (overlay \(plugin.overlay)): skipped, inputs unchanged")
+                session?.event(
+                    "plugins", "plugin \(plugin.path) (overlay \(plugin.overlay)): skipped, inputs unchanged")
                 continue
             }
             let start = monotonicSeconds()
@@ -254,7 +263,9 @@ extension BootRunner {
             let output = (result.stdout + result.stderr).split(separator: "\n").suffix(20).joined(separator: "\n")
             if !output.isEmpty { session?.event("plugins", "plugin \(plugin.path) output:\n\(output)") }
             guard result.status == 0 else {
-                let why = result.status == 124 ? "timed out after \(plugin.timeoutSeconds) s" : "exited with status \(result.status)"
+                let why =
+                    result.status == 124
+                    ? "timed out after \(plugin.timeoutSeconds) s" : "exited with status \(result.status)"
                 return failed(
                     .plugins, .configuration,
                     "plugin \(plugin.path) (overlay \(plugin.overlay)) \(why): \(result.lastMessage)")
@@ -264,7 +275,8 @@ extension BootRunner {
                 _ = try runner.apply([
                     .file(
                         path: AdminPlugins.outputsPath,
-                        content: AdminPlugins.mergeOutputs(recorded: runner.read(AdminPlugins.outputsPath), written: written),
+                        content: AdminPlugins.mergeOutputs(
+                            recorded: runner.read(AdminPlugins.outputsPath), written: written),
                         mode: 0o600),
                     .file(path: plugin.stampPath, content: plugin.digest + "\n", mode: 0o600),
                 ])
@@ -298,10 +310,14 @@ extension BootRunner {
 final class WarningQueue: Sendable {
     private let messages = Mutex<[String]>([])
     func append(_ message: String) { messages.withLock { $0.append(message) } }
-    func drain() -> [String] { messages.withLock { m in defer { m.removeAll() }; return m } }
+    func drain() -> [String] {
+        messages.withLock { m in
+            defer { m.removeAll() }; return m
+        }
+    }
 }
 
-/// The plugins' view of what the layout mounted, and the files they write.
+/// The plugins' view of what the layout mounted (each filesystem's UUID read with libblkid).
 enum PluginFiles {
     static func mounted(_ activation: Activation?) -> (mounts: [MountedFilesystem], swaps: [MountedFilesystem]) {
         func uuid(_ device: String) -> String? {
@@ -315,33 +331,6 @@ enum PluginFiles {
             MountedFilesystem(device: $0, uuid: uuid($0), mountPoint: "none", type: .swap, options: [])
         }
         return (mounts, swaps)
-    }
-
-    /// The paths the plugins write, relative to the root, so that the image sync leaves them to
-    /// the plugins (a plugin's file rewritten by the sync and back by the plugin on every boot
-    /// would be two needless writes). Best effort before the image is there: a plugin that needs
-    /// the image's unit files to know its paths contributes what it can.
-    static func paths(_ configs: [PluginConfig], node: NodeConfig, root: String, activation: Activation?) -> [String] {
-        let runner = PluginRunner(root: root)
-        let (mounts, swaps) = mounted(activation)
-        var paths: [String] = []
-        for config in configs {
-            guard
-                let entries = try? BuiltinPlugins.entries(
-                    for: config, node: node, mounts: mounts, swaps: swaps, wantedBy: runner.wantedBy)
-            else { continue }
-            paths += entries.map { String($0.path.drop(while: { $0 == "/" })) }
-        }
-        // Overlay files, the admin plugins' stamps and what they wrote are the node's too.
-        for file in node.files ?? [] {
-            paths.append(String(file.path.drop(while: { $0 == "/" })))
-            if file.run != nil { paths.append(String(AdminPlugins.stampPath(for: file.path).dropFirst())) }
-        }
-        paths.append(String(AdminPlugins.outputsPath.dropFirst()))
-        if let recorded = runner.read(AdminPlugins.outputsPath) {
-            paths += recorded.split(separator: "\n").map(String.init)
-        }
-        return paths
     }
 }
 
@@ -396,4 +385,3 @@ final class ProgressReporter: @unchecked Sendable {
         }
     }
 }
-

@@ -16,7 +16,8 @@ import Testing
         "compute": Profile(
             name: "compute", profiles: ["base"],
             fields: NodeFields(syncVerify: .stamp, overlays: ["site"], vars: ["rack": "r1"])),
-        "gpu": Profile(name: "gpu", fields: NodeFields(image: ImageRef(name: "cuda"), kernelArgs: ["nouveau.modeset=0"])),
+        "gpu": Profile(
+            name: "gpu", fields: NodeFields(image: ImageRef(name: "cuda"), kernelArgs: ["nouveau.modeset=0"])),
         "loopA": Profile(name: "loopA", profiles: ["loopB"]),
         "loopB": Profile(name: "loopB", profiles: ["loopA"]),
         "self": Profile(name: "self", profiles: ["self"]),
@@ -27,25 +28,38 @@ import Testing
         ([], NodeFields(), [("mode", "\"stateful\"", "default"), ("image", "null", "default")]),
         (
             ["base"], NodeFields(),
-            [("mode", "\"stateless\"", "profile base"), ("image", "{\"name\":\"debian12\"}", "profile base"),
-             ("overlays.hosts", "\"hosts\"", "profile base")]
+            [
+                ("mode", "\"stateless\"", "profile base"), ("image", "{\"name\":\"debian12\"}", "profile base"),
+                ("overlays.hosts", "\"hosts\"", "profile base"),
+            ]
         ),
         (
             ["compute"], NodeFields(mode: .stateful),
-            [("mode", "\"stateful\"", "node"), ("syncVerify", "\"stamp\"", "profile compute"),
-             ("vars.rack", "\"r1\"", "profile compute"), ("vars.site", "\"a\"", "profile base"),
-             ("overlays.site", "\"site\"", "profile compute")]
+            [
+                ("mode", "\"stateful\"", "node"), ("syncVerify", "\"stamp\"", "profile compute"),
+                ("vars.rack", "\"r1\"", "profile compute"), ("vars.site", "\"a\"", "profile base"),
+                ("overlays.site", "\"site\"", "profile compute"),
+            ]
         ),
         (
             ["compute", "gpu"], NodeFields(vars: ["rack": "r9"]),
-            [("image", "{\"name\":\"cuda\"}", "profile gpu"), ("kernelArgs", "[\"nouveau.modeset=0\"]", "profile gpu"),
-             ("vars.rack", "\"r9\"", "node")]
+            [
+                ("image", "{\"name\":\"cuda\"}", "profile gpu"),
+                ("kernelArgs", "[\"nouveau.modeset=0\"]", "profile gpu"),
+                ("vars.rack", "\"r9\"", "node"),
+            ]
         ),
         (
             ["gpu", "compute"], NodeFields(),
-            [("image", "{\"name\":\"debian12\"}", "profile base"), ("kernelArgs", "[\"console=ttyS0\"]", "profile base")]
+            [
+                ("image", "{\"name\":\"debian12\"}", "profile base"),
+                ("kernelArgs", "[\"console=ttyS0\"]", "profile base"),
+            ]
         ),
-        (["base"], NodeFields(overlays: ["mine", "hosts"]), [("overlays.mine", "\"mine\"", "node"), ("overlays.hosts", "\"hosts\"", "profile base")]),
+        (
+            ["base"], NodeFields(overlays: ["mine", "hosts"]),
+            [("overlays.mine", "\"mine\"", "node"), ("overlays.hosts", "\"hosts\"", "profile base")]
+        ),
     ]
 
     @Test(arguments: merges.indices)
@@ -75,7 +89,10 @@ import Testing
     @Test(arguments: refusals)
     func refusesUnknownProfilesAndCycles(_ names: [String], _ problem: ProfileError.Problem, _ message: String) {
         let node = NodeDefinition(name: "n1", profiles: names)
-        #expect(throws: ProfileError(problem: problem, subject: "node n1", detail: String(message.dropFirst("node n1: ".count)))) {
+        #expect(
+            throws: ProfileError(
+                problem: problem, subject: "node n1", detail: String(message.dropFirst("node n1: ".count)))
+        ) {
             try ProfileMerge.resolve(node, profiles: Self.profiles)
         }
     }
@@ -113,9 +130,11 @@ import Testing
 }
 
 @Suite struct AdminPluginTests {
-    static let node = NodeConfig(name: "n001", macs: ["52:54:00:00:00:01"], profiles: ["compute"], vars: ["ip": "10.1.0.1"])
+    static let node = NodeConfig(
+        name: "n001", macs: ["52:54:00:00:00:01"], profiles: ["compute"], vars: ["ip": "10.1.0.1"])
     static let script = RenderedFile(
-        overlay: "site", path: "/usr/local/sbin/setup.sh", mode: 0o755, uid: 0, gid: 0, data: Array("#!/bin/sh\n".utf8).data,
+        overlay: "site", path: "/usr/local/sbin/setup.sh", mode: 0o755, uid: 0, gid: 0,
+        data: Array("#!/bin/sh\n".utf8).data,
         run: PluginRun(when: .changed, timeoutSeconds: 30))
 
     @Test func changedPluginsRunOnlyWhenTheirInputsChange() {
@@ -139,7 +158,11 @@ import Testing
         let plan = AdminPlugins.plan([Self.script], node: Self.node, stamps: [:])[0]
         #expect(plan.stampPath == "/var/lib/provisioner/plugin-stamps/usr_local_sbin_setup.sh")
         let argv = AdminPlugins.command(root: "/sysroot", plugin: plan, environment: ["A=1"])
-        #expect(argv == ["timeout", "-k", "5", "30", "chroot", "/sysroot", "/usr/bin/env", "-i", "A=1", "/usr/local/sbin/setup.sh"])
+        #expect(
+            argv == [
+                "timeout", "-k", "5", "30", "chroot", "/sysroot", "/usr/bin/env", "-i", "A=1",
+                "/usr/local/sbin/setup.sh",
+            ])
     }
 
     @Test func overlayFilesKeepOwnerAndModeAndRefuseEscapes() throws {
@@ -148,7 +171,9 @@ import Testing
         file.gid = 100
         #expect(
             try OverlayFiles.entries([file]) == [
-                .ownedFile(path: "/usr/local/sbin/setup.sh", content: Array("#!/bin/sh\n".utf8), mode: 0o755, uid: 1000, gid: 100)
+                .ownedFile(
+                    path: "/usr/local/sbin/setup.sh", content: Array("#!/bin/sh\n".utf8), mode: 0o755, uid: 1000,
+                    gid: 100)
             ])
         file.path = "/etc/../../x"
         #expect(throws: PluginError.self) { try OverlayFiles.entries([file]) }
@@ -191,5 +216,32 @@ extension Array where Element == UInt8 {
             ])
         #expect(merged == "etc/site-check\nopt/tool/config\nvar/lib/app/state\n")
         #expect(AdminPlugins.mergeOutputs(recorded: nil, written: []) == "")
+    }
+}
+
+/// The paths the sync leaves to the plugins (rows N8 and N10 of docs/boot.md).
+@Suite struct OwnedPathsTests {
+    @Test func everyPathAPluginWritesIsTheNodes() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("owned-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(
+            atPath: root + "/var/lib/provisioner", withIntermediateDirectories: true)
+        // What an admin plugin wrote on an earlier boot, as recorded.
+        try "etc/slurm/slurm.conf\nopt/site/ready\n".write(
+            toFile: root + AdminPlugins.outputsPath, atomically: true, encoding: .utf8)
+        var node = AdminPluginTests.node
+        node.files = [
+            AdminPluginTests.script,
+            RenderedFile(overlay: "site", path: "/etc/motd", mode: 0o644, uid: 0, gid: 0, data: Data("hi\n".utf8)),
+        ]
+        let paths = PluginRunner(root: root).ownedPaths(
+            [PluginConfig(name: "hostname")], node: node, mounts: [], swaps: [])
+        #expect(paths.contains("etc/hostname"))
+        #expect(paths.contains("usr/local/sbin/setup.sh"))
+        #expect(paths.contains(String(AdminPlugins.stampPath(for: "/usr/local/sbin/setup.sh").dropFirst())))
+        #expect(paths.contains("etc/motd"))
+        #expect(!paths.contains(String(AdminPlugins.stampPath(for: "/etc/motd").dropFirst())))
+        #expect(paths.contains(String(AdminPlugins.outputsPath.dropFirst())))
+        #expect(paths.contains("etc/slurm/slurm.conf") && paths.contains("opt/site/ready"))
     }
 }
