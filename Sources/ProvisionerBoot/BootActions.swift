@@ -70,6 +70,22 @@ public enum BootAction: Hashable, Sendable {
 }
 
 /// One decision: the action, the table rows that led to it, and warnings to show with it.
+extension BootAction {
+    /// The phase an action's events and warnings belong to (a failure's own phase for a retry).
+    public var phase: BootPhase {
+        switch self {
+        case .register, .backOff, .poll, .fallBack, .enroll, .awaitApproval: .register
+        case .runDisks, .applyDisks: .disks
+        case .askMulticast, .waitForMulticast, .receiveMulticast, .runSync: .image
+        case .runPlugins: .plugins
+        case .installLocalBoot: .bootloader
+        case .planInstalled, .activateInstalled, .pivotInstalled: .fallback
+        case .retry(let failure, _, _), .giveUp(let failure, _): failure.phase
+        case .pivot: .bootloader
+        }
+    }
+}
+
 public struct BootDecision: Hashable, Sendable, CustomStringConvertible {
     public var action: BootAction
     /// The rows that decided, in order: `[.R7, .E1]` is "assigned without a config, which is a

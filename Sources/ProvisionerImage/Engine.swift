@@ -74,6 +74,7 @@ public struct SyncReport: Sendable {
     public var conflicts: [String] = []
     /// Seconds spent in each phase, in order (resolve, fetch, decode, scan, diff, rehash, apply, record).
     public var phases: [(String, Double)] = []
+    public init() {}
 }
 
 func monotonicNow() -> Double {

@@ -92,8 +92,8 @@ final class BootRunner {
         while true {
             // What the last step said goes to the server in one request, before the next step.
             session?.flush()
-            for warning in decision.warnings { warn(warning, phase: Self.phase(of: decision.action)) }
-            for note in decision.notes { session?.event(Self.phase(of: decision.action).rawValue, note) }
+            for warning in decision.warnings { warn(warning, phase: decision.action.phase) }
+            for note in decision.notes { session?.event(decision.action.phase.rawValue, note) }
             switch decision.action {
             case .register(let attempt, let cleanRoot):
                 decision = register(attempt: attempt, cleanRoot: cleanRoot)
@@ -128,7 +128,8 @@ final class BootRunner {
             case .retry(let failure, let seconds, let attempt):
                 report(failure)
                 console.say(
-                    "trying again in \(seconds) s (attempt \(attempt) of \(settings.attempts); rule \(decision.rules.map(\.rawValue).joined(separator: ", ")))")
+                    "trying again in \(seconds) s (attempt \(attempt) of \(settings.attempts); rule \(decision.rules.map(\.rawValue).joined(separator: ", ")))"
+                )
                 sleep(UInt32(seconds))
                 decision = register(attempt: attempt, cleanRoot: true)
             case .giveUp(let failure, let attempts):
@@ -136,7 +137,8 @@ final class BootRunner {
                 session?.finish(succeeded: false, message: failure.description)
                 console.say(
                     "giving up after \(attempts) attempt\(attempts == 1 ? "" : "s") (rule "
-                        + "\(decision.rules.map(\.rawValue).joined(separator: ", "))); the initrd's emergency policy follows")
+                        + "\(decision.rules.map(\.rawValue).joined(separator: ", "))); the initrd's emergency policy follows"
+                )
                 return false
             case .pivot(let report):
                 console.say(agentCopy.finish())
@@ -156,22 +158,12 @@ final class BootRunner {
         }
     }
 
-    /// The phase a decision's warnings belong to.
-    static func phase(of action: BootAction) -> BootPhase {
-        switch action {
-        case .register, .backOff, .poll, .fallBack, .enroll, .awaitApproval: .register
-        case .runDisks, .applyDisks: .disks
-        case .askMulticast, .waitForMulticast, .receiveMulticast, .runSync: .image
-        case .runPlugins: .plugins
-        case .installLocalBoot: .bootloader
-        case .planInstalled, .activateInstalled, .pivotInstalled: .fallback
-        case .retry(let failure, _, _), .giveUp(let failure, _): failure.phase
-        case .pivot: .bootloader
-        }
-    }
-
     func warn(_ message: String, phase: BootPhase) {
-        if let session { session.event(phase.rawValue, message, level: .warning) } else { console.say("warning: \(message)") }
+        if let session {
+            session.event(phase.rawValue, message, level: .warning)
+        } else {
+            console.say("warning: \(message)")
+        }
     }
 
     func report(_ failure: BootFailure) {
@@ -192,7 +184,9 @@ final class BootRunner {
     func register(attempt: Int, cleanRoot: Bool) -> BootDecision {
         // A retry starts from a clean root: whatever an earlier attempt mounted comes off.
         if cleanRoot {
-            for mountPoint in MountTable.read().mountPoints(under: root) { _ = try? Command.run(["umount", mountPoint]) }
+            for mountPoint in MountTable.read().mountPoints(under: root) {
+                _ = try? Command.run(["umount", mountPoint])
+            }
         }
         inventory = try? DiskInventoryReader().read()
         let facts = MachineFacts.read(inventory: inventory)
@@ -223,7 +217,7 @@ final class BootRunner {
                 "register",
                 "session \(response.sessionID) opened" + (settings.localBoot ? " (booted from the local disk)" : ""))
             return answered(response)
-        } catch where isUnreachable(error) {
+        } catch  where isUnreachable(error) {
             let decision = machine.serverUnreachable(
                 waitedSeconds: Console.uptime() - registerStarted, detail: "\(error)")
             if case .backOff(let seconds, let fallbackIn) = decision.action {

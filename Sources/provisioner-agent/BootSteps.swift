@@ -134,14 +134,10 @@ extension BootRunner {
                     + (received.damagedReceived > 0
                         ? " (\(received.damagedReceived) received copies were damaged and fetched again)" : ""))
         }
-        for (i, line) in Agent.Sync.summary(report, seconds: seconds).split(separator: "\n").enumerated() {
+        for (i, line) in report.summary(seconds: seconds).split(separator: "\n").enumerated() {
             session?.event("image", String(line), progress: 1, seconds: i == 0 ? seconds : nil)
         }
-        var changed =
-            report.upToDate
-            ? 0
-            : report.filesWritten + report.directoriesCreated + report.othersCreated + report.linksMade
-                + report.metadataFixed + report.deleted + report.removed
+        var changed = report.changedEntries
         do {
             if try ensureMachineID() { changed += 1 }
             // What this node owns, for a later `provisioner-agent capture` on the running system

@@ -84,7 +84,7 @@ extension Agent {
                 if output.json {
                     try printJSON(SyncSummary(report, seconds: seconds))
                 } else {
-                    print(Self.summary(report, seconds: seconds))
+                    print(report.summary(seconds: seconds))
                 }
             }
         }
@@ -92,28 +92,6 @@ extension Agent {
         static func split(_ image: String) -> (String, String) {
             guard let at = image.firstIndex(of: "@") else { return (image, "latest") }
             return (String(image[..<at]), String(image[image.index(after: at)...]))
-        }
-
-        static func summary(_ r: SyncReport, seconds: Double) -> String {
-            let time = "\(Int(seconds * 1000)) ms"
-            let phases = r.phases.map { "\($0.0) \(Int($0.1 * 1000)) ms" }.joined(separator: ", ")
-            if r.upToDate {
-                return "\(r.image)@\(r.version.hex.prefix(12)): up to date (verify \(r.verify.rawValue), "
-                    + "\(r.entries) entries, \(time))" + (phases.isEmpty ? "" : "\n  phases: \(phases)")
-            }
-            var lines = [
-                "\(r.image)@\(r.version.hex.prefix(12)): applied \(r.entries) entries in \(time)"
-                    + (r.recovered ? " (previous sync was interrupted: contents rehashed)" : ""),
-                "  files written \(r.filesWritten), directories created \(r.directoriesCreated), other entries \(r.othersCreated), "
-                    + "links \(r.linksMade), metadata fixed \(r.metadataFixed), deleted \(r.deleted), replaced \(r.removed)",
-                "  chunks fetched \(r.chunksFetched), reused from the node \(r.chunksReused), refetched \(r.objectsRefetched); "
-                    + "received \(r.bytesReceived) bytes, wrote \(r.bytesWritten) bytes",
-            ]
-            for c in r.conflicts { lines.append("  left alone: \(c)") }
-            if !r.phases.isEmpty {
-                lines.append("  phases: " + r.phases.map { "\($0.0) \(Int($0.1 * 1000)) ms" }.joined(separator: ", "))
-            }
-            return lines.joined(separator: "\n")
         }
     }
 }

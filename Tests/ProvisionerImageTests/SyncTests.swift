@@ -352,3 +352,29 @@ import Testing
         try expectSameTree(src, dst)
     }
 }
+
+/// What the sync says it did: the agent's console and the boot session's events read this.
+@Suite struct SyncReportTextTests {
+    @Test func oneLineWhenNothingChangedElseWhatWasDone() {
+        var r = SyncReport()
+        r.image = "debian"
+        r.upToDate = true
+        r.entries = 12265
+        r.phases = [("resolve", 0.0), ("scan", 1.143)]
+        #expect(r.changedEntries == 0)
+        #expect(
+            r.summary(seconds: 1.498)
+                == "debian@\(String(ObjectHash.zero.hex.prefix(12))): up to date (verify metadata, 12265 entries, 1498 ms)\n"
+                + "  phases: resolve 0 ms, scan 1143 ms")
+        r.upToDate = false
+        r.filesWritten = 3
+        r.deleted = 1
+        r.metadataFixed = 2
+        r.conflicts = ["etc/x: a directory in the image, a file on the node"]
+        #expect(r.changedEntries == 6)
+        let lines = r.summary(seconds: 2).split(separator: "\n")
+        #expect(lines.count == 5)
+        #expect(lines[1].contains("files written 3") && lines[1].contains("metadata fixed 2") && lines[1].contains("deleted 1"))
+        #expect(lines[3] == "  left alone: etc/x: a directory in the image, a file on the node")
+    }
+}

@@ -105,7 +105,9 @@ struct LVMReaderTests {
         let loops = try Loops(3)
         defer { loops.detach() }
         let (a, b, c) = (loops.devices[0], loops.devices[1], loops.devices[2])
-        try loops.run(["pvcreate", "-q", a, b, c])
+        // b keeps a second copy of the metadata at its end.
+        try loops.run(["pvcreate", "-q", a, c])
+        try loops.run(["pvcreate", "-q", "--metadatacopies", "2", b])
         try loops.run(["vgcreate", "-q", "-s", "1m", "data", a, b])
         // c: a physical volume in no group.
         try restore(
@@ -132,6 +134,8 @@ struct LVMReaderTests {
         #expect(group.logicalVolumes.map(\.name) == ["root", "wide"])
         #expect(group.logicalVolumes.map(\.sizeBytes) == [17 << 20, 8 << 20])
         #expect(pvs.0[c] == "")
+        let device = try LVMReader.device(b)
+        #expect(device.label?.metadataAreas.count == 2 && device.texts.count == 2)
     }
 
     /// Many commits wrap the text around the end of a small metadata area's circular buffer.
