@@ -1,3 +1,4 @@
+import ProvisionerAPI
 import ProvisionerCore
 
 /// The fallback boot path on a stateful node's ESP (docs/boot.md, "Fallback boot"):
@@ -60,6 +61,47 @@ public enum LocalBoot {
             \(lines)options \(options)
 
             """
+    }
+
+    /// A boot file as it lives on the ESP: its name in `files.etag`, the server's path for it and
+    /// where it goes under the ESP.
+    public struct ESPFile: Hashable, Sendable {
+        public var name: String
+        public var remote: String
+        public var local: String
+        public init(name: String, remote: String, local: String) {
+            self.name = name
+            self.remote = remote
+            self.local = local
+        }
+    }
+
+    /// The kernel and the initrds of a boot, in order.
+    public static func files(_ boot: BootFiles) -> [ESPFile] {
+        [ESPFile(name: "kernel", remote: boot.kernel.apiPath, local: kernel)]
+            + boot.initrds.enumerated().map {
+                ESPFile(name: "initrd\($0.offset)", remote: $0.element.apiPath, local: initrd($0.offset))
+            }
+    }
+
+    /// What a boot changes among the ESP's boot files (N11): the files whose ETag on the server
+    /// differs from the one recorded next to them, or that are missing, are fetched again; the
+    /// initrds an earlier boot named and this one does not (the modules of an image kernel, when
+    /// the node now boots the server's) are removed.
+    public struct Refresh: Hashable, Sendable {
+        public var fetch: [ESPFile]
+        public var remove: [String]
+    }
+
+    /// `current`: the server's ETag of each file by name; `recorded`: `files.etag`'s; `present`:
+    /// which of the ESP's boot files (relative paths) exist.
+    public static func refresh(
+        _ files: [ESPFile], current: [String: String], recorded: [String: String], present: Set<String>
+    ) -> Refresh {
+        let fetch = files.filter { current[$0.name] != recorded[$0.name] || !present.contains($0.local) }
+        let named = files.count - 1
+        let remove = (named..<8).map(initrd).filter { present.contains($0) }
+        return Refresh(fetch: fetch, remove: remove)
     }
 
     /// `files.etag`: one `NAME ETAG` line per file (`kernel`, `initrd0`, `initrd1`...).

@@ -38,7 +38,8 @@ extension BootRunner {
         }
         do {
             guard let loader = FileManager.default.contents(atPath: systemdBootPath) else {
-                session.event("bootloader", "this initramfs has no \(systemdBootPath): no local boot path", level: .warning)
+                session.event(
+                    "bootloader", "this initramfs has no \(systemdBootPath): no local boot path", level: .warning)
                 return machine.stepSucceeded(.localBootInstalled(changedFiles: []))
             }
             try put(LocalBoot.removableLoader, Array(loader))
@@ -54,36 +55,38 @@ extension BootRunner {
                 let recorded =
                     FileManager.default.contents(atPath: dir + "/" + LocalBoot.etags)
                     .map { LocalBoot.parseETags(String(decoding: $0, as: UTF8.self)) } ?? [:]
-                let files =
-                    [(name: "kernel", remote: boot.kernel.apiPath, local: LocalBoot.kernel)]
-                    + boot.initrds.enumerated().map {
-                        (name: "initrd\($0.offset)", remote: $0.element.apiPath, local: LocalBoot.initrd($0.offset))
-                    }
-                var etags: [(name: String, etag: String)] = []
+                let files = LocalBoot.files(boot)
+                var current: [String: String] = [:]
                 for file in files {
-                    let current: String?
-                    do { current = try session.etag(file.remote) } catch {
+                    let etag: String?
+                    do { etag = try session.etag(file.remote) } catch {
                         throw BootFailure(.bootloader, .transient, "asking for \(file.remote): \(error)")
                     }
-                    guard let current else {
-                        session.event("bootloader", "the server has no \(file.remote): no local boot path", level: .warning)
+                    guard let etag else {
+                        session.event(
+                            "bootloader", "the server has no \(file.remote): no local boot path", level: .warning)
                         return machine.stepSucceeded(.localBootInstalled(changedFiles: changed))
                     }
-                    if current != recorded[file.name] || !FileManager.default.fileExists(atPath: dir + "/" + file.local) {
-                        try? FileManager.default.createDirectory(atPath: dir + "/provisioner", withIntermediateDirectories: true)
-                        let got = try session.download(file.remote, to: dir + "/" + file.local)
-                        changed.append(file.local)
-                        etags.append((file.name, got ?? current))
-                    } else {
-                        etags.append((file.name, current))
+                    current[file.name] = etag
+                }
+                let present = Set(
+                    (files.map(\.local) + (0..<8).map(LocalBoot.initrd)).filter {
+                        FileManager.default.fileExists(atPath: dir + "/" + $0)
+                    })
+                let refresh = LocalBoot.refresh(files, current: current, recorded: recorded, present: present)
+                for file in refresh.fetch {
+                    try? FileManager.default.createDirectory(
+                        atPath: dir + "/provisioner", withIntermediateDirectories: true)
+                    if let got = try session.download(file.remote, to: dir + "/" + file.local) {
+                        current[file.name] = got
                     }
+                    changed.append(file.local)
                 }
-                // Initrds a previous boot named and this one does not (the modules of an image kernel
-                // when the node now boots the server's).
-                for index in boot.initrds.count..<8 where FileManager.default.fileExists(atPath: dir + "/" + LocalBoot.initrd(index)) {
-                    try? FileManager.default.removeItem(atPath: dir + "/" + LocalBoot.initrd(index))
-                    changed.append("-" + LocalBoot.initrd(index))
+                for stale in refresh.remove {
+                    try? FileManager.default.removeItem(atPath: dir + "/" + stale)
+                    changed.append("-" + stale)
                 }
+                let etags = files.map { (name: $0.name, etag: current[$0.name]!) }
                 try put(LocalBoot.etags, Array(LocalBoot.etagsText(etags).utf8))
 
                 let cmdline = (try? readTextFile("/proc/cmdline", what: "kernel command line")) ?? ""
@@ -92,7 +95,8 @@ extension BootRunner {
                     LocalBoot.entry,
                     Array(
                         LocalBoot.entryText(
-                            node: currentNode.name, options: KernelCommandLine.forLocalBoot(cmdline), release: boot.release,
+                            node: currentNode.name, options: KernelCommandLine.forLocalBoot(cmdline),
+                            release: boot.release,
                             initrds: boot.initrds.count
                         ).utf8))
             }
@@ -106,10 +110,13 @@ extension BootRunner {
         }
 
         let entryNote = ensureUEFIEntry(partitions: task.espPartitions)
-        let kernel = task.boot.release.map { "kernel \($0) (\(task.boot.reason))" } ?? "the server's kernel \(task.boot.kernel.name)"
+        let kernel =
+            task.boot.release.map { "kernel \($0) (\(task.boot.reason))" }
+            ?? "the server's kernel \(task.boot.kernel.name)"
         session.event(
             "bootloader",
-            (changed.isEmpty ? "local boot path unchanged" : "local boot path written: \(changed.joined(separator: ", "))")
+            (changed.isEmpty
+                ? "local boot path unchanged" : "local boot path written: \(changed.joined(separator: ", "))")
                 + "; boots \(kernel); \(entryNote); in \(took(since: start))", seconds: monotonicSeconds() - start)
         return machine.stepSucceeded(.localBootInstalled(changedFiles: changed))
     }
@@ -135,14 +142,17 @@ extension BootRunner {
         var added: [String] = []
         for partition in partitions {
             let name = String(realPath(partition).split(separator: "/").last ?? "")
-            guard let number = (try? readTextFile("/sys/class/block/\(name)/partition", what: "partition number"))?.trimmed,
+            guard
+                let number = (try? readTextFile("/sys/class/block/\(name)/partition", what: "partition number"))?
+                    .trimmed,
                 let disk = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/sys/class/block/\(name)"))
                     .flatMap({ $0.split(separator: "/").dropLast().last.map(String.init) })
             else { continue }
             do {
                 let after = try Command.check(
                     [
-                        "efibootmgr", "--create", "--disk", "/dev/\(disk)", "--part", number, "--label", LocalBoot.label,
+                        "efibootmgr", "--create", "--disk", "/dev/\(disk)", "--part", number, "--label",
+                        LocalBoot.label,
                         "--loader", LocalBoot.loaderEFIPath,
                     ],
                     doing: "creating a UEFI boot entry for", on: "/dev/\(disk) partition \(number)")
@@ -155,7 +165,8 @@ extension BootRunner {
         guard !added.isEmpty else { return "no UEFI boot entry could be written" }
         let newOrder = LocalBoot.bootOrder(before: order, added: added)
         _ = try? Command.run(["efibootmgr", "--bootorder", newOrder.joined(separator: ",")])
-        return "UEFI boot entr\(added.count == 1 ? "y" : "ies") \(added.joined(separator: ", ")) added after the network boot"
+        return
+            "UEFI boot entr\(added.count == 1 ? "y" : "ies") \(added.joined(separator: ", ")) added after the network boot"
     }
 
     // MARK: The fallback
@@ -177,7 +188,8 @@ extension BootRunner {
         for disk in inventory.disks {
             for partition in disk.partitions where partition.typeUUID?.lowercased() == espTypeUUID {
                 guard let path = partition.path,
-                    (try? Command.run(["mount", "-t", "vfat", "-o", "ro,nodev,nosuid,noexec", path, mountPoint]))?.status
+                    (try? Command.run(["mount", "-t", "vfat", "-o", "ro,nodev,nosuid,noexec", path, mountPoint]))?
+                        .status
                         == 0
                 else { continue }
                 let data = FileManager.default.contents(atPath: mountPoint + "/" + LocalBoot.nodeConfig)
