@@ -99,7 +99,8 @@ public enum LocalBoot {
         _ files: [ESPFile], current: [String: String], recorded: [String: String], present: Set<String>
     ) -> Refresh {
         let fetch = files.filter { current[$0.name] != recorded[$0.name] || !present.contains($0.local) }
-        let named = files.count - 1
+        // Slots past the last one named (a server naming more than 8 initrds leaves none to clear).
+        let named = min(max(files.count - 1, 0), 8)
         let remove = (named..<8).map(initrd).filter { present.contains($0) }
         return Refresh(fetch: fetch, remove: remove)
     }

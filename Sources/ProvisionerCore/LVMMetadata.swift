@@ -61,6 +61,8 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
         func count(_ value: LVMValue?, _ key: String, in section: String) throws(LVMFormatError) -> UInt64 {
             let n = try need(value?.integer, key, in: section)
             guard n >= 0 else { throw LVMFormatError("\(section): \"\(key)\" is negative") }
+            // LVM keeps every count and extent number in 32 bits; larger is not LVM's.
+            guard n <= Int64(UInt32.max) else { throw LVMFormatError("\(section): \"\(key)\" \(n) is out of range") }
             return UInt64(n)
         }
         self.name = name
@@ -151,6 +153,10 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
         }
         guard allocatedExtents <= extentCount else {
             throw LVMFormatError("\(name): volumes use \(allocatedExtents) extents of \(extentCount)")
+        }
+        // Every size in bytes is at most this, so none of them overflows.
+        guard !extentCount.multipliedReportingOverflow(by: extentSizeBytes).overflow else {
+            throw LVMFormatError("\(name): \(extentCount) extents of \(extentSizeBytes) bytes is out of range")
         }
         self.unsupported = unsupported.isEmpty ? nil : unsupported.joined(separator: ", ")
     }

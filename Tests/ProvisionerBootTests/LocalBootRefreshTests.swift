@@ -44,4 +44,13 @@ import Testing
         #expect(r.fetch.map(\.name) == ["kernel"])
         #expect(r.remove == [LocalBoot.modules, "provisioner/initrd-3.img"])
     }
+
+    /// More initrds than the ESP has slots for: nothing to remove, and no trap.
+    @Test func aBootWithManyInitrds() {
+        let many = BootFiles(
+            kernel: .kernel("k"), initrds: (0..<10).map { .initramfs("i\($0)") }, source: .files, reason: "r")
+        let r = LocalBoot.refresh(LocalBoot.files(many), current: [:], recorded: [:], present: Self.all)
+        #expect(r.fetch.count == 8)  // all but the three already there (no ETags either side)
+        #expect(r.remove.isEmpty)
+    }
 }

@@ -125,10 +125,20 @@ import Testing
         ("pe_count = 100", "pe_count = 10", "data: volumes use 16 extents of 10"),
         ("extent_size = 8192", "extent_size = 0", "data: extent_size 0 is out of range"),
         ("seqno = 7", "seqno = \"7\"", "data: \"seqno\" is missing or of the wrong kind"),
+        ("pe_count = 100", "pe_count = 4294967296", "data/pv0: \"pe_count\" 4294967296 is out of range"),
     ])
     func malformedGroups(from: String, to: String, problem: String) {
         let text = Self.group.replacingFirst(from, with: to)
         #expect(throws: LVMFormatError(problem)) { try LVMVolumeGroupMetadata(text: text) }
+    }
+
+    /// Sizes in bytes that would not fit in 64 bits are refused, not computed.
+    @Test func sizesThatOverflowAreRefused() {
+        let text = Self.group.replacingFirst("extent_size = 8192", with: "extent_size = 4294967295")
+            .replacingFirst("pe_count = 100", with: "pe_count = 4294967295")
+        #expect(throws: LVMFormatError("data: 4294967295 extents of 2199023255040 bytes is out of range")) {
+            try LVMVolumeGroupMetadata(text: text)
+        }
     }
 
     // MARK: the view
