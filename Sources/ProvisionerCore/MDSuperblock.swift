@@ -27,6 +27,17 @@ public struct MDSuperblock: Hashable, Sendable {
         return result
     }
 
+    /// Where a version 0.90 superblock would be (64 KiB-aligned, 64 KiB before the end): one
+    /// there beside a version 1 superblock leaves the choice to mdadm.
+    public static func version090Offset(deviceSizeBytes: UInt64) -> UInt64? {
+        let sectors = deviceSizeBytes / 512
+        guard sectors >= 256 else { return nil }
+        return ((sectors & ~UInt64(127)) - 128) * 512
+    }
+
+    /// The block starts with the MD magic (any version).
+    public static func hasMagic(_ block: [UInt8]) -> Bool { block.count >= 4 && le32(block, 0) == magic }
+
     static let levels: [Int32: String] = [
         -1: "linear", 0: "raid0", 1: "raid1", 4: "raid4", 5: "raid5", 6: "raid6", 10: "raid10", -4: "multipath",
         -5: "faulty",

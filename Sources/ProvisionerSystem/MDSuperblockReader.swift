@@ -36,6 +36,16 @@ public enum MDSuperblockReader {
             else { continue }
             found.append(superblock)
         }
+        // A 0.90 superblock as well (a disk reused without `mdadm --zero-superblock`): mdadm decides.
+        if let old = MDSuperblock.version090Offset(deviceSizeBytes: UInt64(size)),
+            old + UInt64(MDSuperblock.blockSize) <= UInt64(size)
+        {
+            var n: Int
+            repeat {
+                n = pread(fd.rawValue, buffer.baseAddress, buffer.count, off_t(old))
+            } while n < 0 && errno == EINTR
+            if n != buffer.count || MDSuperblock.hasMagic(Array(buffer)) { return nil }
+        }
         return found.count == 1 ? found[0] : nil
     }
 }

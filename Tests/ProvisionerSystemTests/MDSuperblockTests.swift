@@ -118,4 +118,23 @@ struct MDSuperblockTests {
             #expect(MDSuperblockReader.examine(device) == nil)
         }
     }
+
+    /// A leftover 0.90 superblock beside a version 1 one: mdadm chooses, not the agent.
+    @Test func aLeftoverVersion090SuperblockIsLeftToMdadm() throws {
+        let size: UInt64 = 64 << 20
+        let old = try #require(MDSuperblock.version090Offset(deviceSizeBytes: size))
+        #expect(old == size - 65536)
+        let magic = (0..<4).map { UInt8(truncatingIfNeeded: MDSuperblock.magic >> (8 * UInt32($0))) }
+        let file = "/tmp/md-superblock-090-\(getpid()).img"
+        let fd = open(file, O_CREAT | O_RDWR | O_TRUNC, 0o600)
+        #expect(ftruncate(fd, off_t(size)) == 0)
+        _ = Self.system12.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 4096) }
+        _ = magic.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4, off_t(old)) }
+        close(fd)
+        defer { unlink(file) }
+        let loop = try Command.run(["losetup", "--find", "--show", "--read-only", file])
+        try #require(loop.status == 0)
+        defer { _ = try? Command.run(["losetup", "--detach", loop.stdout.trimmed]) }
+        #expect(MDSuperblockReader.examine(loop.stdout.trimmed) == nil)
+    }
 }
