@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import Synchronization
 
 /// Requests on connections kept open between them (HTTP/1.1 keep-alive), at most `width` at once.
@@ -73,6 +74,33 @@ public final class ClientPool: Sendable {
         _ request: ClientRequest,
         _ handle: @escaping @Sendable (ClientResponseHead, ResponseBody) async throws -> Result
     ) async throws -> Result {
+        try await run(request, checked: true, handle)
+    }
+
+    /// `ProvisionerClient.send` on a kept-alive connection: the answer buffered (at most the
+    /// client's `maxBufferedBodyBytes`), whatever its status.
+    public func send(_ request: ClientRequest) async throws -> ClientResponse {
+        let limit = client.configuration.maxBufferedBodyBytes
+        return try await run(request, checked: false) { head, body in
+            ClientResponse(head: head, body: try await body.collect(upTo: limit))
+        }
+    }
+
+    /// `ProvisionerClient.json` on a kept-alive connection: `body` as JSON (or nothing), a JSON
+    /// answer decoded; a non-2xx answer throws `ClientError.status` with the server's error body.
+    public func json<Response: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Empty>.none,
+        as type: Response.Type = Response.self
+    ) async throws -> Response {
+        let request = try ClientRequest.json(method, path, body: body)
+        return try ClientResponse.decodeJSON(Response.self, try await send(request), request: request)
+    }
+
+    /// Queues `request` for the next free connection; `checked`: non-2xx answers throw before `handle`.
+    private func run<Result: Sendable>(
+        _ request: ClientRequest, checked: Bool,
+        _ handle: @escaping @Sendable (ClientResponseHead, ResponseBody) async throws -> Result
+    ) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
             let job = Job(
                 run: { connection, reused in
@@ -80,7 +108,7 @@ public final class ClientPool: Sendable {
                     do {
                         let result = try await connection.execute(request) { head, body in
                             answered = true
-                            try await ProvisionerClient.check(head, body, of: request)
+                            if checked { try await ProvisionerClient.check(head, body, of: request) }
                             return try await handle(head, body)
                         }
                         continuation.resume(returning: result)

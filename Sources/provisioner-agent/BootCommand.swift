@@ -199,6 +199,7 @@ final class BootRunner {
             return failed(.register, .transient, "this machine has no network interface with a MAC")
         }
         console.say("registering with \(settings.servers.joined(separator: ", ")) as \(macs.joined(separator: ", "))")
+        session?.close()
         do {
             session = try BootSession(servers: settings.servers, credentials: credentials, console: console)
         } catch {

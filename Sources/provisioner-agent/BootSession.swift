@@ -16,13 +16,17 @@ import ProvisionerSystem
 
 /// The agent's side of a boot session on the server: open, poll, events, finish, downloads.
 ///
+/// Every request goes on one kept-alive connection (`ClientPool`): a boot makes some twenty
+/// requests (the session, an event batch after each step, identity, boot file ETags), and under
+/// QEMU's TCG each new mutual-TLS handshake costs the node tens of milliseconds of CPU.
+///
 /// Events are also the console's lines, printed at once and sent after each step (`flush`).
 /// Sending them is best effort: a server that stops
 /// answering in the middle of a boot must not fail the boot, so undelivered events wait in a
 /// queue and go with the next batch.
 final class BootSession: @unchecked Sendable {
-    /// The bootstrap certificate's client until the node enrolls, then the node's own.
-    private(set) var client: ProvisionerClient
+    /// The bootstrap certificate's connection until the node enrolls, then the node's own.
+    private var client: ClientPool
     let console: Console
     let endpoints: [Endpoint]
     private(set) var id: String?
@@ -46,11 +50,14 @@ final class BootSession: @unchecked Sendable {
         }
     }
 
-    static func client(_ endpoints: [Endpoint], _ tls: ClientTLS) throws -> ProvisionerClient {
-        try ProvisionerClient(
+    /// Width 1: the boot asks one thing at a time. A connection idle for 20 s is closed (the
+    /// server's own limit is 60 s), so a kept one is rarely found closed by the server.
+    static func client(_ endpoints: [Endpoint], _ tls: ClientTLS) throws -> ClientPool {
+        let client = try ProvisionerClient(
             ClientConfiguration(
                 servers: endpoints, tls: tls, connectTimeout: .seconds(5), readTimeout: .seconds(60),
                 userAgent: "provisioner-agent"))
+        return ClientPool(client, width: 1, idle: .seconds(20))
     }
 
     /// `POST sessions/{id}/enroll` with the bootstrap certificate.
@@ -64,8 +71,13 @@ final class BootSession: @unchecked Sendable {
 
     /// From now on, every request goes with the node's own certificate.
     func adopt(tls: ClientTLS) throws {
+        let old = client
         client = try Self.client(endpoints, tls)
+        old.close()
     }
+
+    /// Closes the kept connection (the boot is over).
+    func close() { client.close() }
 
     func open(_ request: SessionOpenRequest) throws -> SessionResponse {
         let client = self.client
@@ -139,6 +151,7 @@ final class BootSession: @unchecked Sendable {
         } catch {
             console.say("could not report the end of the session to the server: \(error)")
         }
+        close()
     }
 
     /// The ETag of a file on the server (`HEAD`), nil when the server does not have it.
@@ -157,7 +170,8 @@ final class BootSession: @unchecked Sendable {
         let temporary = path + ".provisioner-new"
         let file: OwnedDescriptor
         do {
-            file = try OwnedDescriptor(opening: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o644)
+            file = try OwnedDescriptor(
+                opening: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o644)
         } catch {
             throw BootFailure(.bootloader, .transient, "\(error)")
         }
