@@ -4,6 +4,7 @@ import PackageDescription
 // Layers, from pure to impure:
 //   ProvisionerCore   models, parsing, validation, matching: no I/O, tested with tables
 //   CYAML, CBlkid     C shims for libyaml and libblkid (prefixed symbols, one header each)
+//   CDeviceMapper     device-mapper's ioctls with the kernel's own struct dm_ioctl
 //   ProvisionerSystem everything that touches Linux: sysfs, /dev, libblkid
 //   provisioner-agent the thin executable that wires them together
 //   VMHarness         boots our initramfs in QEMU for device tests (provisioner-vm runs it by hand)
@@ -52,9 +53,10 @@ let package = Package(
             name: "CBlkid",
             linkerSettings: [.linkedLibrary("blkid")]
         ),
+        .target(name: "CDeviceMapper"),
         .target(
             name: "ProvisionerSystem",
-            dependencies: ["ProvisionerCore", "CBlkid"]
+            dependencies: ["ProvisionerCore", "CBlkid", "CDeviceMapper"]
         ),
         // Images: manifest, chunking, store, pack, differ and the sync engine (agent-safe:
         // FoundationEssentials only). SHA-256 from libcrypto, zstd from libzstd, both static in the agent.

@@ -22,13 +22,19 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
     public var allocatedExtents: UInt64
     public var unsupported: String?
 
+    /// False when the group's status lacks WRITE: its volumes are activated read-only.
+    public var writable = true
+
     public struct PhysicalVolume: Hashable, Sendable {
         /// The UUID without dashes, as the label has it.
         public var uuid: String
         public var extents: UInt64
-        public init(uuid: String, extents: UInt64) {
+        /// Where its first extent starts on the device, in 512-byte sectors (`pe_start`).
+        public var extentStartSector: UInt64?
+        public init(uuid: String, extents: UInt64, extentStartSector: UInt64? = nil) {
             self.uuid = uuid
             self.extents = extents
+            self.extentStartSector = extentStartSector
         }
     }
     public struct LogicalVolume: Hashable, Sendable {
@@ -36,6 +42,40 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
         public var extents: UInt64
         /// Hidden volumes (a pool's parts, a mirror's legs) are not listed by `lvs`.
         public var visible: Bool
+        /// With dashes, as `lv_uuid` shows it (nil when the text has none).
+        public var id: String?
+        /// False when the status lacks WRITE.
+        public var writable = true
+        /// An explicit `read_ahead` (sectors); nil for LVM's default, "auto".
+        public var readAhead: Int64?
+        /// Its segments in order; only plain (`striped`) ones when the group is supported.
+        public var segments: [Segment] = []
+    }
+
+    /// Extents `start..<start+count` of a volume, laid over `areas` (one area is linear; more are
+    /// striped in chunks of `stripeSectors`).
+    public struct Segment: Hashable, Sendable {
+        public var startExtent: UInt64
+        public var extentCount: UInt64
+        /// The chunk size of a striped segment in sectors (0 for one area).
+        public var stripeSectors: UInt64
+        public var areas: [Area]
+        public struct Area: Hashable, Sendable {
+            /// The index into `physicalVolumes`.
+            public var physicalVolume: Int
+            /// The first extent of the area on that physical volume.
+            public var extent: UInt64
+            public init(physicalVolume: Int, extent: UInt64) {
+                self.physicalVolume = physicalVolume
+                self.extent = extent
+            }
+        }
+        public init(startExtent: UInt64, extentCount: UInt64, stripeSectors: UInt64, areas: [Area]) {
+            self.startExtent = startExtent
+            self.extentCount = extentCount
+            self.stripeSectors = stripeSectors
+            self.areas = areas
+        }
     }
 
     public var extentCount: UInt64 { physicalVolumes.reduce(0) { $0 + $1.extents } }
@@ -82,6 +122,7 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
         if let odd = status.first(where: { !Self.groupStatus.contains($0) }) {
             unsupported.append("group status \(odd)")
         }
+        writable = status.contains("WRITE")
         if let flags = vg["flags"]?.strings, !flags.isEmpty {
             unsupported.append("group flags \(flags.joined(separator: ","))")
         }
@@ -105,7 +146,15 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
             }
             guard pvKeys[key] == nil else { throw LVMFormatError("\(what) is listed twice") }
             pvKeys[key] = physicalVolumes.count
-            physicalVolumes.append(PhysicalVolume(uuid: uuid, extents: try count(pv["pe_count"], "pe_count", in: what)))
+            var start: UInt64?
+            if pv["pe_start"] != nil {
+                let sectors = try need(pv["pe_start"]?.integer, "pe_start", in: what)
+                guard sectors >= 0 else { throw LVMFormatError("\(what): \"pe_start\" is negative") }
+                start = UInt64(sectors)
+            }
+            physicalVolumes.append(
+                PhysicalVolume(
+                    uuid: uuid, extents: try count(pv["pe_count"], "pe_count", in: what), extentStartSector: start))
         }
         for (lvName, lv) in vg["logical_volumes"]?.section?.sections ?? [] {
             let what = "\(name)/\(lvName)"
@@ -124,6 +173,7 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
             }
             var extents: UInt64 = 0
             var next: UInt64 = 0
+            var parsed: [Segment] = []
             for (segmentName, segment) in segments {
                 let where_ = "\(what)/\(segmentName)"
                 let start = try count(segment["start_extent"], "start_extent", in: where_)
@@ -138,18 +188,28 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
                     guard case .array(let areas) = try need(segment["stripes"], "stripes", in: where_),
                         stripes > 0, areas.count == 2 * Int(stripes), length % stripes == 0
                     else { throw LVMFormatError("\(where_): stripes do not match stripe_count") }
+                    var laid: [Segment.Area] = []
                     for pair in stride(from: 0, to: areas.count, by: 2) {
-                        guard let pv = areas[pair].string, pvKeys[pv] != nil,
-                            areas[pair + 1].integer.map({ $0 >= 0 }) == true
+                        guard let pv = areas[pair].string, let index = pvKeys[pv],
+                            let extent = areas[pair + 1].integer, extent >= 0
                         else {
                             throw LVMFormatError("\(where_): a stripe names no physical volume of the group")
                         }
+                        laid.append(Segment.Area(physicalVolume: index, extent: UInt64(extent)))
                     }
+                    let chunk = stripes > 1 ? try count(segment["stripe_size"], "stripe_size", in: where_) : 0
+                    parsed.append(
+                        Segment(startExtent: start, extentCount: length, stripeSectors: chunk, areas: laid))
                 }
                 extents += length
             }
             allocatedExtents += extents
-            logicalVolumes.append(LogicalVolume(name: lvName, extents: extents, visible: lvStatus.contains("VISIBLE")))
+            var volume = LogicalVolume(name: lvName, extents: extents, visible: lvStatus.contains("VISIBLE"))
+            volume.id = lv["id"]?.string
+            volume.writable = lvStatus.contains("WRITE")
+            volume.readAhead = lv["read_ahead"]?.integer
+            volume.segments = parsed
+            logicalVolumes.append(volume)
         }
         guard allocatedExtents <= extentCount else {
             throw LVMFormatError("\(name): volumes use \(allocatedExtents) extents of \(extentCount)")
@@ -173,6 +233,10 @@ public struct LVMView: Hashable, Sendable {
 
     var volumes: [Volume]
     struct Volume: Hashable, Sendable { var device: String; var group: String }
+    /// Each group's metadata, by name, and the device of each physical volume, by UUID: what
+    /// activating a group from here needs (`deviceMapperVolumes(of:numbers:)`).
+    var metadata: [String: LVMVolumeGroupMetadata] = [:]
+    var deviceOf: [String: String] = [:]
 
     public struct Group: Hashable, Sendable {
         public var name: String
@@ -234,11 +298,13 @@ public struct LVMView: Hashable, Sendable {
             }
         }
         var view = LVMView(groups: [], volumes: [])
+        view.deviceOf = deviceOf
         var groupOf: [String: String] = [:]
         for group in metadata.values.sorted(by: { $0.name < $1.name }) {
             if view.groups.contains(where: { $0.name == group.name }) {
                 throw Unsupported("two volume groups are named \(group.name)")
             }
+            view.metadata[group.name] = group
             var paths: [String] = []
             for pv in group.physicalVolumes {
                 guard let path = deviceOf[pv.uuid] else {

@@ -315,31 +315,42 @@ public struct StorageObserver {
             mark = clock.now
         }
         let groups: [ObservedVolumeGroup]
+        var view: LVMView?
         do {
-            groups = try readMetadata(into: &observed, devices: labelled)
+            (groups, view) = try readMetadata(into: &observed, devices: labelled)
             lap("metadata")
         } catch {
             log("LVM: \(error.reason); asking lvm")
             groups = try readReports(into: &observed, devices: existing)
             lap("reports")
         }
-        // Groups with a volume down are activated in one run, to look inside the volumes.
+        // Groups with a volume down are activated, to look inside the volumes.
         let inactive = groups.map { $0.logicalVolumes.filter { access($0.path, F_OK) != 0 } }
         let down = zip(groups, inactive).filter { !$0.1.isEmpty }.map(\.0.name)
         if activate && !down.isEmpty {
-            // Without LVM's wait for udev, which it makes for one volume after another (most of a
-            // 1.1 s activation of four volumes under TCG): LVM checks the volumes' nodes and links
-            // once they are up and makes those udev has not made yet (its verify_udev_operations),
-            // and udev makes the same ones when it gets to the volumes' events.
-            let result = try Command.run(
-                ["lvm", "vgchange", "-ay", "--noudevsync"]
-                    + Self.devicesArguments(existing, config: ["activation/verify_udev_operations=1"]) + down)
-            if result.status != 0 {
-                log("could not activate volume group(s) \(down.joined(separator: ", ")): \(result.lastMessage)")
+            var succeeded = false
+            var how = "vgchange"
+            do throws(SystemError) {
+                try activateDirectly(inactive.joined().map(\.path), in: down, view: view)
+                succeeded = true
+                how = "device-mapper"
+            } catch {
+                log("LVM: \(error); activating with vgchange")
+                // Without LVM's wait for udev, which it makes for one volume after another (most of a
+                // 1.1 s activation of four volumes under TCG): LVM checks the volumes' nodes and links
+                // once they are up and makes those udev has not made yet (its verify_udev_operations),
+                // and udev makes the same ones when it gets to the volumes' events.
+                let result = try Command.run(
+                    ["lvm", "vgchange", "-ay", "--noudevsync"]
+                        + Self.devicesArguments(existing, config: ["activation/verify_udev_operations=1"]) + down)
+                if result.status != 0 {
+                    log("could not activate volume group(s) \(down.joined(separator: ", ")): \(result.lastMessage)")
+                }
+                succeeded = result.status == 0
             }
             // A failed activation makes no links to wait for: udev settles what it did make.
             let links = inactive.joined().map(\.path)
-            if result.status != 0 || !Self.waitForPaths(links, seconds: 10) {
+            if !succeeded || !Self.waitForPaths(links, seconds: 10) {
                 _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
             }
             for (group, volumes) in zip(groups, inactive) {
@@ -348,7 +359,7 @@ public struct StorageObserver {
                     observed.broughtUp.append(.logicalVolumes(group: group.name, names: activated, devices: existing))
                 }
             }
-            lap("activation")
+            lap("activation (\(how))")
         }
         let present = groups.flatMap(\.logicalVolumes).map(\.path).filter { access($0, F_OK) == 0 }
         try readContents(into: &observed, devices: present)
@@ -358,13 +369,38 @@ public struct StorageObserver {
         return steps
     }
 
+    /// Loads the volumes at `paths` of the groups `names` into device-mapper from the metadata
+    /// already read, as `vgchange -ay` would (`LVMView.deviceMapperVolumes`, `DeviceMapper`): three
+    /// ioctls a volume instead of an LVM run that scans every device again. Throws, having changed
+    /// nothing, for whatever it leaves to `vgchange`: no metadata read here, no udev to make the
+    /// links, a volume LVM would load differently.
+    func activateDirectly(_ paths: [String], in names: [String], view: LVMView?) throws(SystemError) {
+        guard let view else {
+            throw SystemError("activating", names.joined(separator: ", "), cause: "LVM's reports were used")
+        }
+        guard DeviceMapper.udevIsRunning else {
+            throw SystemError(
+                "activating", names.joined(separator: ", "), cause: "udev is not running to make the links")
+        }
+        var volumes: [DeviceMapperVolume] = []
+        for name in names {
+            do {
+                volumes += try view.deviceMapperVolumes(of: name, number: DeviceMapper.number(of:))
+                    .filter { paths.contains($0.path) }
+            } catch {
+                throw SystemError("activating volume group", name, cause: error.reason)
+            }
+        }
+        try DeviceMapper.activate(volumes)
+    }
+
     /// The groups from the volumes' labels and metadata, read from the devices themselves.
     func readMetadata(into observed: inout ObservedStorage, devices: [String]) throws(LVMView.Unsupported)
-        -> [ObservedVolumeGroup]
+        -> ([ObservedVolumeGroup], LVMView)
     {
         let view = try LVMReader.read(devices.filter { access($0, F_OK) == 0 })
         for (device, group) in view.physicalVolumes { observed.physicalVolumes[realPath(device)] = group }
-        return view.groups.map { group in
+        let groups = view.groups.map { group in
             ObservedVolumeGroup(
                 name: group.name, uuid: group.uuid, extentSizeBytes: group.extentSizeBytes,
                 extentCount: group.extentCount, freeExtents: group.freeExtents,
@@ -373,6 +409,7 @@ public struct StorageObserver {
                     ObservedLogicalVolume(name: $0.name, sizeBytes: $0.sizeBytes, path: "/dev/\(group.name)/\($0.name)")
                 })
         }
+        return (groups, view)
     }
 
     /// The groups from LVM's own reports (two at once: read-only, they share LVM's lock): the

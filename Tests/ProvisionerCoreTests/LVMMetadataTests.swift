@@ -59,7 +59,17 @@ import Testing
         #expect(group.id == "vZpAw3-N93S-ADAN-xLDz-pG92-65GG-WuDFXo")
         #expect(group.seqno == 7)
         #expect(group.extentSizeBytes == 4 << 20)
-        #expect(group.physicalVolumes == [.init(uuid: "zdfd22DNWneOCVm090hM2yMn1oesoo6g", extents: 100)])
+        #expect(
+            group.physicalVolumes == [
+                .init(uuid: "zdfd22DNWneOCVm090hM2yMn1oesoo6g", extents: 100, extentStartSector: 2048)
+            ])
+        #expect(group.logicalVolumes[0].id == "aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg")
+        #expect(group.logicalVolumes.map(\.writable) == [true, true])
+        #expect(
+            group.logicalVolumes[0].segments == [
+                .init(startExtent: 0, extentCount: 10, stripeSectors: 0, areas: [.init(physicalVolume: 0, extent: 0)]),
+                .init(startExtent: 10, extentCount: 5, stripeSectors: 0, areas: [.init(physicalVolume: 0, extent: 20)]),
+            ])
         #expect(group.logicalVolumes.map(\.name) == ["root", "pool_tmeta"])
         #expect(group.logicalVolumes.map(\.extents) == [15, 1])
         #expect(group.logicalVolumes.map(\.visible) == [true, false])

@@ -96,7 +96,7 @@ struct LVMReaderTests {
         let observer = StorageObserver()
         var a = ObservedStorage()
         var b = ObservedStorage()
-        let fromMetadata = try observer.readMetadata(into: &a, devices: loops.devices)
+        let (fromMetadata, _) = try observer.readMetadata(into: &a, devices: loops.devices)
         let fromReports = try observer.readReports(into: &b, devices: loops.devices)
         return (fromMetadata, fromReports.sorted { $0.name < $1.name }, (a.physicalVolumes, b.physicalVolumes))
     }

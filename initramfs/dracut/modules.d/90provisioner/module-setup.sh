@@ -88,6 +88,20 @@ install() {
     mkdir -p "${initdir}/etc/cmdline.d"
     echo "rd.md=0 rd.lvm=0 rd.dm=0 rd.luks=0" > "${initdir}/etc/cmdline.d/90provisioner.conf"
 
+    # dracut's dm and mdraid modules add 59-persistent-storage-{dm,md}.rules for systems whose
+    # own rules lack them. Debian's 60-persistent-storage-dm.rules and 63-md-raid-arrays.rules
+    # are here too and make the same links, so each array and volume the agent brings up would
+    # run dmsetup or mdadm --detail and blkid twice: under QEMU's TCG about 0.1 s a device,
+    # which the agent's wait for udev before the mounts pays.
+    local ours theirs
+    for pair in 59-persistent-storage-dm.rules:60-persistent-storage-dm.rules \
+        59-persistent-storage-md.rules:63-md-raid-arrays.rules; do
+        ours=${pair%%:*} theirs=${pair#*:}
+        if [[ -e ${initdir}/usr/lib/udev/rules.d/$theirs || -e ${initdir}/lib/udev/rules.d/$theirs ]]; then
+            rm -f "${initdir}/etc/udev/rules.d/$ours"
+        fi
+    done
+
     # root=provisioner is accepted by dracut-cmdline.
     inst_hook cmdline 90 "$moddir/parse-provisioner.sh"
 
