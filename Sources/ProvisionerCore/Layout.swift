@@ -424,8 +424,12 @@ extension DiskLayout {
             guard type != .swap else { throw mountNode.error("swap is not mounted; remove mount") }
         }
         let mkfs = try fields.optional("mkfs-options")?.list().map { n throws(ConfigError) in try n.string() } ?? []
-        let mountOptions =
-            try fields.optional("mount-options")?.list().map { n throws(ConfigError) in try n.string() } ?? []
+        let mountOptionsNode = fields.optional("mount-options")
+        let mountOptions = try mountOptionsNode?.list().map { n throws(ConfigError) in try n.string() } ?? []
+        if let mountOptionsNode {
+            // Read as the mount will read them, so a refused one stops the layout before any disk.
+            do { _ = try MountOptions(mountOptions) } catch { throw mountOptionsNode.error("\(error)") }
+        }
         try fields.finish()
         return FilesystemSpec(
             type: type, label: label, mount: mount.map(normalizeMount), mkfsOptions: mkfs,

@@ -30,6 +30,13 @@ public enum Command {
     private static let tracer = Mutex<Tracer?>(nil)
     public static func trace(with body: Tracer?) { tracer.withLock { $0 = body } }
 
+    /// Tells the tracer of a call made without a tool (`mount(2) ...`), begun at `started`.
+    public static func traced(_ shown: String, status: Int32, since started: ContinuousClock.Instant) {
+        guard let trace = tracer.withLock({ $0 }) else { return }
+        let elapsed = ContinuousClock.now - started
+        trace(shown, status, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+
     /// Runs `argv` to completion, capturing stdout and stderr.
     /// The corresponding C functions are `posix_spawnp`, `poll` and `waitpid`.
     ///

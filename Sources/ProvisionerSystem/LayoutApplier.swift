@@ -22,7 +22,9 @@ public struct LayoutApplier {
     /// Runs the actions in order. Refuses the whole plan, writing nothing, if it has refusals.
     public func apply(_ plan: LayoutPlan) throws(SystemError) {
         guard plan.refusals.isEmpty else {
-            throw SystemError("applying the layout to", "the matched disks", cause: "the plan is refused: " + plan.refusals.joined(separator: "; "))
+            throw SystemError(
+                "applying the layout to", "the matched disks",
+                cause: "the plan is refused: " + plan.refusals.joined(separator: "; "))
         }
         for (index, action) in plan.actions.enumerated() {
             try step("op(\(index + 1)/\(plan.actions.count))", action.summary) { () throws(SystemError) in
@@ -82,9 +84,7 @@ public struct LayoutApplier {
     static func mount(_ mount: Activation.Mount, on target: String) throws(SystemError) {
         try makeDirectories(target)
         if !MountTable.read().isMountPoint(target) {
-            var argv = ["mount", "-t", mount.type.rawValue]
-            if !mount.options.isEmpty { argv += ["-o", mount.options.joined(separator: ",")] }
-            try Command.check(argv + [mount.device, target], doing: "mounting \(mount.device) on", on: target)
+            try Mounter.mount(mount.device, on: target, type: mount.type.rawValue, options: mount.options)
         }
         if mount.grow {
             switch mount.type {
@@ -117,42 +117,57 @@ public struct LayoutApplier {
         let lvm = { (devices: [String]) in StorageObserver.devicesArguments(devices) }
         switch action.operation {
         case .deactivateVolumeGroup(let name, let devices):
-            try Command.check(["lvm", "vgchange", "-an"] + lvm(devices) + [name], doing: "deactivating volume group", on: name)
+            try Command.check(
+                ["lvm", "vgchange", "-an"] + lvm(devices) + [name], doing: "deactivating volume group", on: name)
         case .stopArray(_, let device):
             try Command.check(["mdadm", "--stop", device], doing: "stopping array", on: device)
         case .failArrayMember(let array, let member):
             try Command.check(
-                ["mdadm", array, "--fail", member, "--remove", member], doing: "removing \(member) from array", on: array)
+                ["mdadm", array, "--fail", member, "--remove", member], doing: "removing \(member) from array",
+                on: array)
         case .removeVolumeGroup(let name, let devices):
-            try Command.check(["lvm", "vgremove", "-ff", "-y"] + lvm(devices) + [name], doing: "removing volume group", on: name)
-            try Command.check(["lvm", "pvremove", "-ff", "-y"] + lvm(devices) + devices, doing: "removing physical volumes of", on: name)
+            try Command.check(
+                ["lvm", "vgremove", "-ff", "-y"] + lvm(devices) + [name], doing: "removing volume group", on: name)
+            try Command.check(
+                ["lvm", "pvremove", "-ff", "-y"] + lvm(devices) + devices, doing: "removing physical volumes of",
+                on: name)
         case .removeLogicalVolume(let group, let name, let devices):
             let path = "/dev/\(group)/\(name)"
             if access(path, F_OK) == 0 {
                 try Command.check(["wipefs", "--all", "--force", path], doing: "wiping", on: path)
             }
-            try Command.check(["lvm", "lvremove", "-f", "-y"] + lvm(devices) + ["\(group)/\(name)"], doing: "removing logical volume", on: path)
+            try Command.check(
+                ["lvm", "lvremove", "-f", "-y"] + lvm(devices) + ["\(group)/\(name)"], doing: "removing logical volume",
+                on: path)
         case .wipe(let device):
             guard access(device, F_OK) == 0 else { return }
             try Command.check(["wipefs", "--all", "--force", device], doing: "wiping signatures on", on: device)
         case .writePartitionTable(let disk, let partitions):
             let script = "label: gpt\n" + partitions.map { sfdiskLine($0, disk: disk) }.joined()
-            try Command.check(["sfdisk", "--wipe", "always", "--wipe-partitions", "always", disk], input: script,
-                              doing: "writing a GPT on", on: disk)
+            try Command.check(
+                ["sfdisk", "--wipe", "always", "--wipe-partitions", "always", disk], input: script,
+                doing: "writing a GPT on", on: disk)
             try rereadPartitions(disk)
         case .addPartitions(let disk, let partitions):
             let script = partitions.map { sfdiskLine($0, disk: disk) }.joined()
-            try Command.check(["sfdisk", "--append", "--wipe-partitions", "always", disk], input: script,
-                              doing: "adding partitions to", on: disk)
+            try Command.check(
+                ["sfdisk", "--append", "--wipe-partitions", "always", disk], input: script,
+                doing: "adding partitions to", on: disk)
             try rereadPartitions(disk)
         case .setPartitionName(let disk, let number, let name):
-            try Command.check(["sfdisk", "--part-label", disk, String(number), name], doing: "naming partition \(number) of", on: disk)
+            try Command.check(
+                ["sfdisk", "--part-label", disk, String(number), name], doing: "naming partition \(number) of", on: disk
+            )
         case .setPartitionType(let disk, let number, let guid):
-            try Command.check(["sfdisk", "--part-type", disk, String(number), guid], doing: "setting the type of partition \(number) of", on: disk)
+            try Command.check(
+                ["sfdisk", "--part-type", disk, String(number), guid],
+                doing: "setting the type of partition \(number) of", on: disk)
         case .createArray(let name, let level, let metadata, let members):
             try Command.check(
-                ["mdadm", "--create", "/dev/md/\(name)", "--run", "--level=\(level.rawValue)",
-                 "--raid-devices=\(members.count)", "--metadata=\(metadata)", "--name=\(name)", "--homehost=any"]
+                [
+                    "mdadm", "--create", "/dev/md/\(name)", "--run", "--level=\(level.rawValue)",
+                    "--raid-devices=\(members.count)", "--metadata=\(metadata)", "--name=\(name)", "--homehost=any",
+                ]
                     + members,
                 doing: "creating array", on: "/dev/md/\(name)")
             settle()
@@ -160,12 +175,16 @@ public struct LayoutApplier {
             _ = try? Command.run(["mdadm", "--readwrite", device])
             try Command.check(["mdadm", device, "--add", member], doing: "adding \(member) to array", on: device)
         case .createPhysicalVolume(let device):
-            try Command.check(["lvm", "pvcreate", "-y"] + lvm([device]) + [device], doing: "creating a physical volume on", on: device)
+            try Command.check(
+                ["lvm", "pvcreate", "-y"] + lvm([device]) + [device], doing: "creating a physical volume on", on: device
+            )
         case .createVolumeGroup(let name, let devices):
-            try Command.check(["lvm", "vgcreate", "-y"] + lvm(devices) + [name] + devices, doing: "creating volume group", on: name)
+            try Command.check(
+                ["lvm", "vgcreate", "-y"] + lvm(devices) + [name] + devices, doing: "creating volume group", on: name)
         case .createLogicalVolume(let group, let name, let size, let devices):
             try Command.check(
-                ["lvm", "lvcreate", "-y", "--wipesignatures", "y", "--zero", "y", "-n", name] + sizeArguments(size, extend: false)
+                ["lvm", "lvcreate", "-y", "--wipesignatures", "y", "--zero", "y", "-n", name]
+                    + sizeArguments(size, extend: false)
                     + lvm(devices) + [group],
                 doing: "creating logical volume", on: "/dev/\(group)/\(name)")
             settle()

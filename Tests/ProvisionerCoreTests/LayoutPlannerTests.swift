@@ -395,6 +395,8 @@ enum LayoutFixture {
          "disks.a.partitions[0].filesystem", "a/p has a filesystem but is also used by volume group vg"),
         ("disks:\n  a: { match: {}, partitions: [{ name: p, size: 256MiB, filesystem: xfs }] }",
          "disks.a.partitions[0].filesystem", "xfs needs at least 300 MiB"),
+        ("disks:\n  a: { match: {}, partitions: [{ name: p, size: 1GiB, filesystem: { type: ext4, mount: /x, mount-options: [noatime, bind] } }] }",
+         "disks.a.partitions[0].filesystem.mount-options", "mount option \"bind\" is not for mounting a filesystem"),
         ("disks:\n  a: { match: {}, partitions: [{ name: p, size: 1GiB }] }\nwipe: always",
          "wipe", "\"always\" is not a wipe policy"),
         ("disks:\n  a: { match: {}, partitions: [{ name: p, size: 1GiB, filesystem: { type: swap, mount: /s } }] }",
