@@ -168,7 +168,8 @@ public final class SyncEngine: @unchecked Sendable {
         var preserved = options.preserved
         preserved += Differ.seededNow(options.seeded) { path in
             var st = stat()
-            return String(decoding: path, as: UTF8.self).withCString { fstatat(rootfd, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+            return String(decoding: path, as: UTF8.self).withCString { fstatat(rootfd, $0, &st, AT_SYMLINK_NOFOLLOW) }
+                == 0
         }
         for mount in options.mountPoints where !mount.isEmpty {
             let imageHasIt = manifest.entries.contains { PathRules.isWithin($0.path, mount) }
@@ -210,8 +211,20 @@ public final class SyncEngine: @unchecked Sendable {
         try run.apply(plan, previous: previousManifest)
         phase("apply")
 
+        // Durable before the record says so: the root's filesystem and each one mounted in it (a
+        // layout's /var is its own filesystem; syncfs flushes one). Without this, a node cut off
+        // after the pivot lost what went to /var while its record said the version was applied.
         guard CImageSys_syncfs(root.rawValue) == 0 else {
             throw SystemError.fromErrno("flushing the filesystem of", target)
+        }
+        for mount in options.mountPoints where !mount.isEmpty {
+            let path = String(decoding: mount, as: UTF8.self)
+            let fd = openat(root.rawValue, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { continue }  // not there: nothing was written into it
+            defer { close(fd) }
+            guard CImageSys_syncfs(fd) == 0 else {
+                throw SystemError.fromErrno("flushing the filesystem of", target + "/" + path)
+            }
         }
         try state.write("manifest", Zstd.compress(bytes, level: 3))
         try state.write("applied", Array(KeptManifest.record(image: image, version: id).utf8))

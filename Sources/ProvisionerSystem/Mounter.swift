@@ -14,17 +14,30 @@ public enum Mounter {
         let operation = "mounting \(device) (\(type)) on"
         let parsed: MountOptions
         do { parsed = try MountOptions(options) } catch { throw SystemError(operation, target, cause: "\(error)") }
+        let source = canonicalSource(device)
         let started = ContinuousClock.now
         let result =
             parsed.data.isEmpty
-            ? Glibc.mount(device, target, type, parsed.flags, nil)
-            : parsed.data.withCString { Glibc.mount(device, target, type, parsed.flags, $0) }
+            ? Glibc.mount(source, target, type, parsed.flags, nil)
+            : parsed.data.withCString { Glibc.mount(source, target, type, parsed.flags, $0) }
         let code = result == 0 ? 0 : errno
         let shown = "mount(2) -t \(type)" + (options.isEmpty ? "" : " -o \(options.joined(separator: ","))")
         Command.traced("\(shown) \(device) \(target)", status: code, since: started)
         guard result == 0 else {
             throw SystemError(operation, target, cause: explanation(code, type: type), errno: code)
         }
+    }
+
+    /// The name the mount table shows for `device`, as libmount gives it to the kernel: the real
+    /// path, and a device-mapper device by its /dev/mapper name (`/dev/system/root` →
+    /// `/dev/mapper/system-root`, `/dev/md/md-esp` → `/dev/md127`).
+    static func canonicalSource(_ device: String) -> String {
+        let real = realPath(device)
+        guard real.hasPrefix("/dev/dm-"),
+            let name = try? DeviceMapper.readSmallFile("/sys/block/\(real.dropFirst(5))/dm/name").trimmed,
+            !name.isEmpty
+        else { return real }
+        return "/dev/mapper/" + name
     }
 
     /// mount(8)'s words for the common failures, with the errno.
