@@ -202,6 +202,7 @@ final class BootRunner {
         session?.close()
         do {
             session = try BootSession(servers: settings.servers, credentials: credentials, console: console)
+            session?.trace = settings.trace
         } catch {
             return failed(.register, .configuration, "\(error)")
         }

@@ -31,6 +31,26 @@ final class BootSession: @unchecked Sendable {
     let endpoints: [Endpoint]
     private(set) var id: String?
     private var pending: [AgentEvent] = []
+    /// `provisioner.trace`: every request on the console with its time (`trace: POST ... in 12 ms`).
+    var trace = false
+
+    /// `blocking`, timed on the console when tracing.
+    private func request<T: Sendable>(_ what: String, _ work: @escaping @Sendable () async throws -> T) throws -> T {
+        guard trace else { return try blocking(work) }
+        let started = ContinuousClock.now
+        func ms() -> Int {
+            let elapsed = ContinuousClock.now - started
+            return Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+        }
+        do {
+            let result = try blocking(work)
+            console.say("trace: \(what) answered in \(ms()) ms")
+            return result
+        } catch {
+            console.say("trace: \(what) failed in \(ms()) ms: \(error)")
+            throw error
+        }
+    }
 
     init(servers: [String], credentials: ImageCredentials, console: Console) throws {
         self.console = console
@@ -64,7 +84,7 @@ final class BootSession: @unchecked Sendable {
     func enroll(csr: String) throws -> EnrollResult {
         guard let id else { throw BootFailure(.register, .transient, "no session") }
         let client = self.client
-        return try blocking {
+        return try request("POST sessions/\(id)/enroll") {
             try await client.json(.POST, "\(APIVersion.prefix)/sessions/\(id)/enroll", body: EnrollRequest(csr: csr))
         }
     }
@@ -81,7 +101,7 @@ final class BootSession: @unchecked Sendable {
 
     func open(_ request: SessionOpenRequest) throws -> SessionResponse {
         let client = self.client
-        let response: SessionResponse = try blocking {
+        let response: SessionResponse = try self.request("POST sessions") {
             try await client.json(.POST, "\(APIVersion.prefix)/sessions", body: request)
         }
         id = response.sessionID
@@ -91,7 +111,7 @@ final class BootSession: @unchecked Sendable {
     func poll() throws -> SessionResponse {
         guard let id else { throw BootFailure(.register, .transient, "no session") }
         let client = self.client
-        return try blocking {
+        return try request("GET sessions/\(id)") {
             try await client.json(.GET, "\(APIVersion.prefix)/sessions/\(id)", body: Optional<Empty>.none)
         }
     }
@@ -100,7 +120,7 @@ final class BootSession: @unchecked Sendable {
     func multicast(image: String, version: String) throws -> MulticastAnswer {
         guard let id else { throw BootFailure(.image, .transient, "no session") }
         let client = self.client
-        return try blocking {
+        return try request("GET sessions/\(id)/multicast") {
             try await client.json(
                 .GET, "\(APIVersion.prefix)/sessions/\(id)/multicast?image=\(image)&version=\(version)",
                 body: Optional<Empty>.none)
@@ -130,7 +150,7 @@ final class BootSession: @unchecked Sendable {
         let batch = EventBatch(events: Array(pending.prefix(1000)))
         let client = self.client
         do {
-            let _: EventsAccepted = try blocking {
+            let _: EventsAccepted = try request("POST sessions/\(id)/events (\(batch.events.count))") {
                 try await client.json(.POST, "\(APIVersion.prefix)/sessions/\(id)/events", body: batch)
             }
             pending.removeFirst(batch.events.count)
@@ -145,7 +165,7 @@ final class BootSession: @unchecked Sendable {
         let client = self.client
         let body = SessionFinish(succeeded: succeeded, message: message)
         do {
-            let _: SessionSummary = try blocking {
+            let _: SessionSummary = try request("POST sessions/\(id)/finish") {
                 try await client.json(.POST, "\(APIVersion.prefix)/sessions/\(id)/finish", body: body)
             }
         } catch {
@@ -157,7 +177,7 @@ final class BootSession: @unchecked Sendable {
     /// The ETag of a file on the server (`HEAD`), nil when the server does not have it.
     func etag(_ path: String) throws -> String? {
         let client = self.client
-        let response = try blocking { try await client.send(ClientRequest(method: .HEAD, path: path)) }
+        let response = try request("HEAD \(path)") { try await client.send(ClientRequest(method: .HEAD, path: path)) }
         if response.status == 404 { return nil }
         guard (200..<300).contains(response.status) else {
             throw BootFailure(.bootloader, .transient, "HEAD \(path): HTTP \(response.status)")
@@ -180,7 +200,7 @@ final class BootSession: @unchecked Sendable {
         let client = self.client
         let result: Result<String?, any Error>
         do {
-            let etag: String? = try blocking {
+            let etag: String? = try request("GET \(remote)") {
                 try await client.stream(.get(remote)) { head, body in
                     while let chunk = try await body.next() {
                         var offset = 0
