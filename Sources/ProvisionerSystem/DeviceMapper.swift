@@ -24,31 +24,26 @@ public enum DeviceMapper {
     /// it is not; this path leaves that case to LVM).
     public static var udevIsRunning: Bool { access("/run/udev/control", F_OK) == 0 }
 
-    /// Activates `volumes`, in order, and returns each one's device node by its path
-    /// (`/dev/vg/lv` → `/dev/dm-3`): the kernel's node is there at once, udev's links a little
-    /// later. On a failure the volumes this call made are removed again (what was active before
-    /// stays), and the error names the volume and the call that failed.
-    public static func activate(_ volumes: [DeviceMapperVolume]) throws(SystemError) -> [String: String] {
+    /// Activates `volumes`, in order. On a failure the volumes this call made are removed again
+    /// (what was active before stays), and the error names the volume and the call that failed.
+    public static func activate(_ volumes: [DeviceMapperVolume]) throws(SystemError) {
         let fd = open(control, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError.fromErrno("opening", control) }
         defer { close(fd) }
         var made: [String] = []
-        var nodes: [String: String] = [:]
         for volume in volumes {
             do throws(SystemError) {
-                let number = try activate(volume, control: fd) { made.append(volume.name) }
-                nodes[volume.path] = "/dev/dm-\(number.minor)"
+                try activate(volume, control: fd) { made.append(volume.name) }
             } catch {
                 for name in made.reversed() { _ = CDM_remove(fd, name) }
                 throw error
             }
         }
-        return nodes
     }
 
     static func activate(
         _ volume: DeviceMapperVolume, control fd: Int32, created: () -> Void
-    ) throws(SystemError) -> DeviceNumber {
+    ) throws(SystemError) {
         let what = "\(volume.path) (device-mapper \(volume.name))"
         var major: UInt32 = 0
         var minor: UInt32 = 0
@@ -72,9 +67,7 @@ public enum DeviceMapper {
         guard CDM_resume(fd, volume.name, UInt32(volume.udevFlags) << 16, &uevent) == 0 else {
             throw SystemError.fromErrno("resuming", what)
         }
-        let number = DeviceNumber(major: major, minor: minor)
-        setReadAhead(volume, device: number)
-        return number
+        setReadAhead(volume, device: DeviceNumber(major: major, minor: minor))
     }
 
     /// LVM's read-ahead (libdm sets it the same way, through sysfs, and only raises it). Best

@@ -26,8 +26,6 @@ public struct LayoutApplier {
                 "applying the layout to", "the matched disks",
                 cause: "the plan is refused: " + plan.refusals.joined(separator: "; "))
         }
-        // Observing may have left udev making the links of volumes it activated: the actions name them.
-        if !plan.actions.isEmpty { settle() }
         for (index, action) in plan.actions.enumerated() {
             try step("op(\(index + 1)/\(plan.actions.count))", action.summary) { () throws(SystemError) in
                 try perform(action)

@@ -242,14 +242,9 @@ public struct StorageObserver {
     }
 
     /// What libblkid finds on each device, probed side by side (each probe waits on the device).
-    /// The signatures on each device, read through `nodes[device]` when given (its kernel node).
-    func readContents(into observed: inout ObservedStorage, devices: [String], nodes: [String: String] = [:])
-        throws(SystemError)
-    {
+    func readContents(into observed: inout ObservedStorage, devices: [String]) throws(SystemError) {
         guard !devices.isEmpty else { return }
-        let found = try concurrently(devices.count) { i throws(SystemError) in
-            try Self.contents(nodes[devices[i]] ?? devices[i])
-        }
+        let found = try concurrently(devices.count) { i throws(SystemError) in try Self.contents(devices[i]) }
         for (device, signatures) in zip(devices, found) { observed.contents[device] = signatures }
     }
 
@@ -331,15 +326,12 @@ public struct StorageObserver {
         }
         // Groups with a volume down are activated, to look inside the volumes.
         let inactive = groups.map { $0.logicalVolumes.filter { access($0.path, F_OK) != 0 } }
-        // Volumes activated here by device-mapper, by path: their kernel nodes, read while udev makes
-        // the links (the mounts wait for udev; LayoutApplier.activate).
-        var nodes: [String: String] = [:]
         let down = zip(groups, inactive).filter { !$0.1.isEmpty }.map(\.0.name)
         if activate && !down.isEmpty {
             var succeeded = false
             var how = "vgchange"
             do throws(SystemError) {
-                nodes = try activateDirectly(inactive.joined().map(\.path), in: down, view: view)
+                try activateDirectly(inactive.joined().map(\.path), in: down, view: view)
                 succeeded = true
                 how = "device-mapper"
             } catch {
@@ -357,20 +349,20 @@ public struct StorageObserver {
                 succeeded = result.status == 0
             }
             // A failed activation makes no links to wait for: udev settles what it did make.
-            let links = inactive.joined().map(\.path).filter { nodes[$0] == nil }
+            let links = inactive.joined().map(\.path)
             if !succeeded || !Self.waitForPaths(links, seconds: 10) {
                 _ = try? Command.run(["udevadm", "settle", "--timeout=30"])
             }
             for (group, volumes) in zip(groups, inactive) {
-                let activated = volumes.filter { nodes[$0.path] != nil || access($0.path, F_OK) == 0 }.map(\.name)
+                let activated = volumes.filter { access($0.path, F_OK) == 0 }.map(\.name)
                 if !activated.isEmpty {
                     observed.broughtUp.append(.logicalVolumes(group: group.name, names: activated, devices: existing))
                 }
             }
             lap("activation (\(how))")
         }
-        let present = groups.flatMap(\.logicalVolumes).map(\.path).filter { nodes[$0] != nil || access($0, F_OK) == 0 }
-        try readContents(into: &observed, devices: present, nodes: nodes)
+        let present = groups.flatMap(\.logicalVolumes).map(\.path).filter { access($0, F_OK) == 0 }
+        try readContents(into: &observed, devices: present)
         lap("contents")
         for path in present { markInUse(&observed, path, mounts.mountpoints(ofDevice: path), []) }
         observed.volumeGroups = groups
@@ -382,9 +374,7 @@ public struct StorageObserver {
     /// ioctls a volume instead of an LVM run that scans every device again. Throws, having changed
     /// nothing, for whatever it leaves to `vgchange`: no metadata read here, no udev to make the
     /// links, a volume LVM would load differently.
-    func activateDirectly(_ paths: [String], in names: [String], view: LVMView?) throws(SystemError)
-        -> [String: String]
-    {
+    func activateDirectly(_ paths: [String], in names: [String], view: LVMView?) throws(SystemError) {
         guard let view else {
             throw SystemError("activating", names.joined(separator: ", "), cause: "LVM's reports were used")
         }
@@ -401,7 +391,7 @@ public struct StorageObserver {
                 throw SystemError("activating volume group", name, cause: error.reason)
             }
         }
-        return try DeviceMapper.activate(volumes)
+        try DeviceMapper.activate(volumes)
     }
 
     /// The groups from the volumes' labels and metadata, read from the devices themselves.
