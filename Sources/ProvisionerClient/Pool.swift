@@ -127,6 +127,19 @@ public final class ClientPool: Sendable {
         }
     }
 
+    /// Opens a connection now, ahead of the first request, so that its TCP and TLS handshakes
+    /// overlap whatever the caller does meanwhile; it then waits like any idle one. Nothing when
+    /// the pool is at its width or closed. A failure to connect is kept for nobody: the next
+    /// request connects again and gets its own error.
+    public func prewarm() {
+        let start = state.withLock { state -> Bool in
+            guard !state.closed, state.lanes < width else { return false }
+            state.lanes += 1
+            return true
+        }
+        if start { Task { await self.lane(starting: nil) } }
+    }
+
     /// Closes idle connections now and refuses new requests; requests running finish.
     public func close() {
         let (waiters, queued) = state.withLock { state in
@@ -175,19 +188,26 @@ public final class ClientPool: Sendable {
     }
 
     /// One connection after another, each carrying requests until it closes; ends when no
-    /// request is left for it.
-    private func lane(starting first: Job) async {
+    /// request is left for it. Without a first request (`prewarm`), the first connection is opened
+    /// and then waits for one.
+    private func lane(starting first: Job?) async {
         var next: Job? = first
-        while let job = next {
+        var warming = first == nil
+        while warming || next != nil {
+            let warm = warming
+            warming = false
+            var current: Job? = next
             next = nil
-            var current: Job? = job
             do {
                 try await client.withConnection { connection in
                     state.withLock { state in
                         state.opened += 1
                         state.peak = max(state.peak, state.lanes)
                     }
-                    var reused = false
+                    // A warmed connection may have waited: its first request is treated as reused
+                    // (asked again on a new connection if the server had closed it).
+                    var reused = warm
+                    if warm { current = await waitForJob() }
                     while let now = current {
                         current = nil
                         switch await now.run(connection, reused) {
@@ -202,8 +222,10 @@ public final class ClientPool: Sendable {
                     }
                 }
             } catch {
-                // No connection could be made: the request it was opened for fails with the reason.
-                current?.fail(error)
+                // No connection could be made: the request it was opened for fails with the reason
+                // (for a warmed connection, the first request that waited for it).
+                let waited = warm ? state.withLock { $0.queue.isEmpty ? nil : $0.queue.removeFirst() } : nil
+                (current ?? waited)?.fail(error)
             }
             if next == nil { next = takeQueuedOrRetire() }
         }

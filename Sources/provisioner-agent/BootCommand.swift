@@ -188,6 +188,15 @@ final class BootRunner {
                 _ = try? Command.run(["umount", mountPoint])
             }
         }
+        // The connection to the server is made while the machine's facts are read.
+        session?.close()
+        do {
+            session = try BootSession(servers: settings.servers, credentials: credentials, console: console)
+            session?.trace = settings.trace
+            session?.connect()
+        } catch {
+            return failed(.register, .configuration, "\(error)")
+        }
         inventory = try? DiskInventoryReader().read()
         let facts = MachineFacts.read(inventory: inventory)
         var macs = facts.nics.map(\.mac)
@@ -199,13 +208,6 @@ final class BootRunner {
             return failed(.register, .transient, "this machine has no network interface with a MAC")
         }
         console.say("registering with \(settings.servers.joined(separator: ", ")) as \(macs.joined(separator: ", "))")
-        session?.close()
-        do {
-            session = try BootSession(servers: settings.servers, credentials: credentials, console: console)
-            session?.trace = settings.trace
-        } catch {
-            return failed(.register, .configuration, "\(error)")
-        }
         request = SessionOpenRequest(macs: macs, facts: facts, agentVersion: agentVersion)
         registerStarted = Console.uptime()
         return open()

@@ -93,8 +93,12 @@ final class BootSession: @unchecked Sendable {
     func adopt(tls: ClientTLS) throws {
         let old = client
         client = try Self.client(endpoints, tls)
+        client.prewarm()
         old.close()
     }
+
+    /// Opens the connection ahead of the first request (`ClientPool.prewarm`).
+    func connect() { client.prewarm() }
 
     /// Closes the kept connection (the boot is over).
     func close() { client.close() }

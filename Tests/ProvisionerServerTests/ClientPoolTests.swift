@@ -122,4 +122,66 @@ import Testing
         }
         #expect(pool.connectionsOpened == 0)
     }
+
+    /// A warmed connection carries the first request (one handshake in all), buffered `send` and
+    /// `json` answer any status on it, and a warmed connection the server closed meanwhile is
+    /// replaced for a request that is safe to repeat.
+    @Test func aWarmedConnectionCarriesTheFirstRequests() async throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let pki = try TestPKI(writingTo: dir.path + "/tls")
+        try dir.write("files/kernels/default", Self.content)
+        // A connection with no request yet is closed after the header timeout, a kept one after idle.
+        let server = try await LiveServer.start(stateDir: dir.path) {
+            $0.timeouts.idle = .seconds(1)
+            $0.timeouts.header = .seconds(1)
+        }
+        do {
+            let pool = ClientPool(
+                try pki.client(port: server.apiPort, credential: try pki.enrolled()), width: 1, idle: .seconds(60))
+            pool.prewarm()
+            pool.prewarm()  // at its width: nothing more
+            let head = try await pool.send(ClientRequest(method: .HEAD, path: "/files/kernels/default"))
+            #expect(head.status == 200)
+            let missing = try await pool.send(ClientRequest(method: .HEAD, path: "/files/kernels/missing"))
+            #expect(missing.status == 404)
+            #expect(pool.connectionsOpened == 1)
+            pool.close()
+
+            let later = ClientPool(
+                try pki.client(port: server.apiPort, credential: try pki.enrolled()), width: 1, idle: .seconds(60))
+            later.prewarm()
+            try await Task.sleep(for: .milliseconds(2500))  // the server closes it after 1 s
+            let ten = try await later.stream(.get("/files/kernels/default", from: 0, through: 9)) { _, body in
+                try await body.collect(upTo: 100).readableBytes
+            }
+            #expect(ten == 10)
+            #expect(later.connectionsOpened == 2)
+            later.close()
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+
+    /// A warmed connection that cannot be made fails the request that waited for it, with the
+    /// connection's own error; the pool then connects again for the next.
+    @Test func aWarmedConnectionThatFailsFailsTheWaitingRequest() async throws {
+        let dir = try TempDir()
+        defer { dir.remove() }
+        let pki = try TestPKI(writingTo: dir.path + "/tls")
+        let port = try await ServerBootstrapHelper.bindAndClose()
+        let pool = ClientPool(try pki.client(port: port, credential: pki.node), width: 1)
+        pool.prewarm()
+        for _ in 0..<2 {
+            await #expect {
+                _ = try await pool.send(ClientRequest(method: .HEAD, path: "/files/kernels/default"))
+            } throws: { error in
+                guard case .connect = error as? ClientError else { return false }
+                return true
+            }
+        }
+        #expect(pool.connectionsOpened == 0)
+    }
 }
