@@ -20,6 +20,10 @@ public struct PluginRunner {
     public struct Report: Hashable, Sendable {
         public var changed: [String] = []
         public var unchanged: [String] = []
+        public init(changed: [String] = [], unchanged: [String] = []) {
+            self.changed = changed
+            self.unchanged = unchanged
+        }
     }
 
     public struct WriteError: Error, CustomStringConvertible {
@@ -203,5 +207,40 @@ extension PluginRunner {
             paths += recorded.split(separator: "\n").map(String.init)
         }
         return paths
+    }
+}
+
+extension PluginRunner.Report {
+    /// What the overlays' files and the secrets changed (docs/boot.md, N10), a line for each the
+    /// node has (secrets by path only): `overlays` are the node's overlay names, `overlayFiles` and
+    /// `secretFiles` the paths each wrote through this report.
+    public func fileLines(overlays: [String], overlayFiles: [String], secretFiles: [String]) -> [String] {
+        var lines: [String] = []
+        if !overlayFiles.isEmpty {
+            let wanted = Set(overlayFiles)
+            let wrote = changed.filter { wanted.contains($0) }
+            lines.append(
+                "overlays \(overlays.joined(separator: ", ")): "
+                    + (wrote.isEmpty
+                        ? "nothing to change (\(overlayFiles.count) file(s) already right)"
+                        : "wrote \(wrote.joined(separator: ", "))"))
+        }
+        if !secretFiles.isEmpty {
+            let wanted = Set(secretFiles)
+            let wrote = changed.filter { wanted.contains($0) }
+            lines.append(
+                "secrets: "
+                    + (wrote.isEmpty
+                        ? "\(secretFiles.count) already in place" : "wrote \(wrote.joined(separator: ", "))"))
+        }
+        return lines
+    }
+
+    /// The step's last line: the built-in plugins (`plugins`, by name) and every file written.
+    public func summary(plugins: [String], took: String) -> String {
+        let names = plugins.joined(separator: ", ")
+        return changed.isEmpty
+            ? "\(names): nothing to change (\(unchanged.count) file(s) already right); in \(took)"
+            : "\(names): wrote \(changed.joined(separator: ", ")); in \(took)"
     }
 }

@@ -154,16 +154,15 @@ extension BootRunner {
     /// A node gets its own machine id once, on its first install (the image's is not synced).
     func ensureMachineID() throws -> Bool {
         let path = root + "/etc/machine-id"
-        if let data = FileManager.default.contents(atPath: path) {
-            let text = String(decoding: data, as: UTF8.self).trimmed
-            if text.count == 32 && text.allSatisfy({ $0.isHexDigit }) { return false }
+        if let data = FileManager.default.contents(atPath: path),
+            MachineID.isValid(String(decoding: data, as: UTF8.self))
+        {
+            return false
         }
-        var bytes = [UInt8](repeating: 0, count: 16)
-        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }  // the system's CSPRNG (getrandom)
-        let hex = bytes.map { b in String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
-            .joined()
-        try writeFileIfDifferent(path, Array((hex + "\n").utf8), mode: 0o444)
-        session?.event("image", "new machine id \(hex) written to /etc/machine-id")
+        // The system's CSPRNG (getrandom).
+        let text = MachineID.text(random: (0..<16).map { _ in UInt8.random(in: 0...255) })
+        try writeFileIfDifferent(path, Array(text.utf8), mode: 0o444)
+        session?.event("image", "new machine id \(text.dropLast()) written to /etc/machine-id")
         return true
     }
 
@@ -194,37 +193,15 @@ extension BootRunner {
         do { report = try runner.apply(entries) } catch {
             return failed(.plugins, .transient, "\(error)")
         }
-        if !files.isEmpty {
-            let overlayPaths = Set(files.map(\.path))
-            let changed = report.changed.filter { overlayPaths.contains($0) }
-            session?.event(
-                "plugins",
-                "overlays \(currentNode.overlays.joined(separator: ", ")): "
-                    + (changed.isEmpty
-                        ? "nothing to change (\(files.count) file(s) already right)"
-                        : "wrote \(changed.joined(separator: ", "))"))
-        }
-        if !secrets.isEmpty {
-            let secretPaths = Set(secrets.map(\.path))
-            let changed = report.changed.filter { secretPaths.contains($0) }
-            session?.event(
-                "plugins",
-                "secrets: "
-                    + (changed.isEmpty
-                        ? "\(secrets.count) already in place" : "wrote \(changed.joined(separator: ", "))"))
+        for line in report.fileLines(
+            overlays: currentNode.overlays, overlayFiles: files.map(\.path), secretFiles: secrets.map(\.path))
+        {
+            session?.event("plugins", line)
         }
         if let failure = runAdminPlugins(files, runner: runner) { return failure }
-        let names = configs.map(\.name).joined(separator: ", ")
-        if report.changed.isEmpty {
-            session?.event(
-                "plugins",
-                "\(names): nothing to change (\(report.unchanged.count) file(s) already right); in \(took(since: start))",
-                seconds: monotonicSeconds() - start)
-        } else {
-            session?.event(
-                "plugins", "\(names): wrote \(report.changed.joined(separator: ", ")); in \(took(since: start))",
-                seconds: monotonicSeconds() - start)
-        }
+        session?.event(
+            "plugins", report.summary(plugins: configs.map(\.name), took: took(since: start)),
+            seconds: monotonicSeconds() - start)
         return machine.stepSucceeded(.pluginsRan(changedFiles: report.changed))
     }
 }
