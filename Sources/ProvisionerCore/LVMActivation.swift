@@ -87,6 +87,15 @@ extension LVMVolumeGroupMetadata {
             }
     }
 
+    /// An LVM id without its dashes: 32 of LVM's 64 id characters (`a-z A-Z 0-9 ! #`).
+    static func isID(_ id: String) -> Bool {
+        id.utf8.count == 32
+            && id.utf8.allSatisfy { c in
+                (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) || (c >= 0x30 && c <= 0x39) || c == 0x21
+                    || c == 0x23
+            }
+    }
+
     /// See `LVMView.deviceMapperVolumes(of:number:)`; `device` gives a physical volume's (by UUID
     /// without dashes) path and number.
     func deviceMapperVolumes(
@@ -96,7 +105,7 @@ extension LVMVolumeGroupMetadata {
         if let unsupported { throw Unsupported("volume group \(name) has \(unsupported)") }
         guard Self.isPlainName(name) else { throw Unsupported("volume group name \(name) needs mangling") }
         let groupID = id.filter { $0 != "-" }
-        guard groupID.count == 32 else { throw Unsupported("volume group \(name) has no UUID") }
+        guard Self.isID(groupID) else { throw Unsupported("volume group \(name) has no valid UUID") }
         let extentSectors = extentSizeBytes / 512
         var places: [(path: String, number: DeviceNumber, start: UInt64)] = []
         for pv in physicalVolumes {
@@ -115,7 +124,7 @@ extension LVMVolumeGroupMetadata {
             guard Self.isPlainName(lv.name) else { throw Unsupported("volume name \(what) needs mangling") }
             guard lv.readAhead == nil else { throw Unsupported("\(what) has its own read_ahead") }
             let volumeID = (lv.id ?? "").filter { $0 != "-" }
-            guard volumeID.count == 32 else { throw Unsupported("\(what) has no UUID") }
+            guard Self.isID(volumeID) else { throw Unsupported("\(what) has no valid UUID") }
             let dmName = name.replacing("-", with: "--") + "-" + lv.name.replacing("-", with: "--")
             guard dmName.utf8.count < 128 else { throw Unsupported("\(what): the device-mapper name is too long") }
             var targets: [DeviceMapperVolume.Target] = []

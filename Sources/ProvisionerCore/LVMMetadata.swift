@@ -135,7 +135,7 @@ public struct LVMVolumeGroupMetadata: Hashable, Sendable {
         for (key, pv) in try need(vg["physical_volumes"]?.section, "physical_volumes", in: name).sections {
             let what = "\(name)/\(key)"
             let uuid = try need(pv["id"]?.string, "id", in: what).filter { $0 != "-" }
-            guard uuid.count == 32 else { throw LVMFormatError("\(what): id \"\(uuid)\" is not a UUID") }
+            guard Self.isID(uuid) else { throw LVMFormatError("\(what): id \"\(uuid)\" is not a UUID") }
             if let odd = (try need(pv["status"]?.strings, "status", in: what)).first(where: {
                 !Self.volumeStatus.contains($0)
             }) {

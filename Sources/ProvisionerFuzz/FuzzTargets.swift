@@ -177,6 +177,25 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             guard view.groups.count == 1, view.physicalVolumes.count == 1 else {
                 return "one device gave \(view.groups.count) groups"
             }
+            // What device-mapper would be given: every table covers its volume exactly, in order,
+            // and names fit the kernel's fields.
+            let number = DeviceNumber(major: 9, minor: 127)
+            if let volumes = try? view.deviceMapperVolumes(of: view.groups[0].name, number: { _ in number }) {
+                let sectors = group.extentSizeBytes / 512
+                for (volume, lv) in zip(volumes, group.logicalVolumes) {
+                    guard volume.name.utf8.count < 128, volume.uuid.utf8.count == 68 else {
+                        return "device-mapper name or UUID out of bounds: \(volume.name) \(volume.uuid)"
+                    }
+                    var next: UInt64 = 0
+                    for target in volume.targets {
+                        guard target.startSector == next, target.sectors > 0 else {
+                            return "the table of \(volume.name) has a gap or an empty line"
+                        }
+                        next = target.startSector + target.sectors
+                    }
+                    guard next == lv.extents * sectors else { return "the table of \(volume.name) does not cover it" }
+                }
+            }
         }
         return nil
     }

@@ -120,6 +120,8 @@ import Testing
             "no id", Self.root.replacing(#"id = "aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg""#, with: ""),
             "pe_start = 2048", "UUID"
         ),
+        // Found by the lvm fuzz target: an id of 32 characters that are not all ASCII.
+        ("odd id", Self.root.replacing("aaaaaa-bbbb", with: "aaaaaa-bb\u{e9}b"), "pe_start = 2048", "UUID"),
         (
             "thin",
             Self.root.replacing(
