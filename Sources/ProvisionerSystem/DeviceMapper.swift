@@ -25,7 +25,8 @@ public enum DeviceMapper {
     public static var udevIsRunning: Bool { access("/run/udev/control", F_OK) == 0 }
 
     /// Activates `volumes`, in order. On a failure the volumes this call made are removed again
-    /// (what was active before stays), and the error names the volume and the call that failed.
+    /// (what was active before stays), and the error names the volume and the call that failed,
+    /// and any volume that could not be removed again.
     public static func activate(_ volumes: [DeviceMapperVolume]) throws(SystemError) {
         let fd = open(control, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError.fromErrno("opening", control) }
@@ -35,7 +36,18 @@ public enum DeviceMapper {
             do throws(SystemError) {
                 try activate(volume, control: fd) { made.append(volume.name) }
             } catch {
-                for name in made.reversed() { _ = CDM_remove(fd, name) }
+                // Undone, last first; a volume that cannot be removed is named, not hidden.
+                var left: [String] = []
+                for name in made.reversed() where CDM_remove(fd, name) != 0 {
+                    left.append("\(name) (\(String(cString: strerror(errno))))")
+                }
+                guard left.isEmpty else {
+                    var failed = error
+                    failed.cause +=
+                        "; and the volumes made before could not all be removed again: "
+                        + left.joined(separator: ", ")
+                    throw failed
+                }
                 throw error
             }
         }

@@ -131,9 +131,9 @@ extension StorageObserver {
 
     /// Loads the volumes at `paths` of the groups `names` into device-mapper from the metadata
     /// already read, as `vgchange -ay` would (`LVMView.deviceMapperVolumes`, `DeviceMapper`): three
-    /// ioctls a volume instead of an LVM run that scans every device again. Throws, having changed
-    /// nothing, for whatever it leaves to `vgchange`: no metadata read here, no udev to make the
-    /// links, a volume LVM would load differently.
+    /// ioctls a volume instead of an LVM run that scans every device again. Throws, having undone
+    /// what it made (or saying what it could not), for whatever it leaves to `vgchange`: no metadata
+    /// read here, no udev to make the links, a volume LVM would load differently.
     func activateDirectly(_ paths: [String], in names: [String], view: LVMView?) throws(SystemError) {
         guard let view else {
             throw SystemError("activating", names.joined(separator: ", "), cause: "LVM's reports were used")
