@@ -1,4 +1,5 @@
 import CImageSys
+import Dispatch
 import ProvisionerSystem
 import Synchronization
 
@@ -142,23 +143,18 @@ public final class SyncEngine: @unchecked Sendable {
             return report
         }
 
-        // The manifest: as a delta from the one applied last, when there is one.
-        let previous = state.previousManifest()
-        // The node keeps the manifest it applied last: the same version needs no transfer at all.
-        let bytes =
-            previous?.id == id ? previous!.bytes : try source.manifest(image: image, version: id, previous: previous)
-        phase("fetch")
-        guard ObjectHash.of(bytes) == id else {
-            throw SourceError(
-                source: source.label, what: "manifest \(image)@\(id.hex)",
-                cause: "damaged: its hash is not the version id")
+        // The manifest is fetched and decoded on a thread of its own while the target is walked:
+        // the walk waits on the disk, the decode on the CPU. Only the filesystems mounted in the
+        // target wait for the manifest, which says whether the image has anything there.
+        let kept = state.keptManifest()
+        let source = self.source
+        let fetched = Background { () throws -> (previous: (id: ObjectHash, bytes: [UInt8])?, ManifestFetch) in
+            let started = monotonicNow()
+            let previous = kept.flatMap(Self.unpackKept)
+            var fetch = try Self.manifest(image: image, id: id, source: source, previous: previous)
+            fetch.fetch += monotonicNow() - started - fetch.fetch - fetch.decode  // the kept one's unpacking too
+            return (previous, fetch)
         }
-        let manifest: Manifest
-        do { manifest = try ManifestCodec.decode(bytes) } catch {
-            throw SourceError(source: source.label, what: "manifest \(image)@\(id.hex)", cause: "\(error)")
-        }
-        report.entries = manifest.entries.count
-        phase("decode")
 
         var verify = options.verify == .stamp ? VerifyLevel.metadata : options.verify
         if interrupted && verify == .metadata {
@@ -171,16 +167,42 @@ public final class SyncEngine: @unchecked Sendable {
             return String(decoding: path, as: UTF8.self).withCString { fstatat(rootfd, $0, &st, AT_SYMLINK_NOFOLLOW) }
                 == 0
         }
-        for mount in options.mountPoints where !mount.isEmpty {
-            let imageHasIt = manifest.entries.contains { PathRules.isWithin($0.path, mount) }
-            if !imageHasIt && !preserved.contains(mount) { preserved.append(mount) }
-        }
+        let mountPoints = options.mountPoints.filter { !$0.isEmpty }
         var scanner = TreeScanner(preserved: preserved, threads: options.scanThreads)
         if !interrupted, applied.map({ $0.0 == image && $0.1 == id }) == true, let recorded = state.appliedTime() {
             scanner.unchangedBefore = recorded  // xattrs set by that sync are still there unless the ctime moved
         }
-        let observed = try scanner.scan(rootfd: rootfd)
-        phase("scan")
+        if !mountPoints.isEmpty {
+            let deferred = Set(mountPoints)
+            scanner.choose = { path, isDirectory in
+                isDirectory && deferred.contains(path) ? .withoutContents : .include
+            }
+        }
+        let scanStarted = monotonicNow()
+        let walked = Result { try scanner.scan(rootfd: rootfd) }
+        let walkSeconds = monotonicNow() - scanStarted
+        let (previous, (bytes, manifest, fetchSeconds, decodeSeconds)) = try fetched.wait()
+        var observed = try walked.get()
+        report.entries = manifest.entries.count
+        phases.append(("fetch", fetchSeconds))
+        phases.append(("decode", decodeSeconds))
+
+        // The mounted filesystems, outermost first: one the image has nothing at or under is left
+        // alone like a preserved path (a data volume, the ESP); one it has content for is walked.
+        let mountStarted = monotonicNow()
+        for mount in mountPoints.sorted(by: { $0.count < $1.count }) {
+            let imageHasIt = manifest.entries.contains { PathRules.isWithin($0.path, mount) }
+            if !imageHasIt {
+                if !preserved.contains(mount) { preserved.append(mount) }
+                observed[TreePath(mount)] = nil
+            } else if observed[TreePath(mount)]?.kind == .directory {
+                scanner.preserved = preserved
+                let below = try scanner.scan(rootfd: rootfd, below: mount)
+                observed.merge(below) { _, found in found }
+            }
+        }
+        phases.append(("scan", walkSeconds + monotonicNow() - mountStarted))
+        mark = monotonicNow()
         var plan = Differ.plan(manifest: manifest, observed: observed, preserved: preserved, verify: verify)
         phase("diff")
         report.conflicts = plan.conflicts
@@ -237,6 +259,42 @@ public final class SyncEngine: @unchecked Sendable {
     }
 }
 
+extension SyncEngine {
+    /// The version's manifest, checked against its id and decoded, with the seconds each took: the
+    /// kept one when it is that version (no transfer), else from the source, as a delta from the
+    /// kept one when there is one.
+    typealias ManifestFetch = (bytes: [UInt8], manifest: Manifest, fetch: Double, decode: Double)
+
+    /// The kept manifest's bytes and their hash (its version id); nil when it is damaged.
+    static func unpackKept(_ stored: [UInt8]) -> (id: ObjectHash, bytes: [UInt8])? {
+        guard
+            let bytes = try? stored.withUnsafeBytes({
+                try Zstd.decompress($0, expectedSize: nil, subject: "the previous manifest")
+            })
+        else { return nil }
+        return (ObjectHash.of(bytes), bytes)
+    }
+
+    static func manifest(
+        image: String, id: ObjectHash, source: any ObjectSource, previous: (id: ObjectHash, bytes: [UInt8])?
+    ) throws -> ManifestFetch {
+        let started = monotonicNow()
+        let bytes =
+            previous?.id == id ? previous!.bytes : try source.manifest(image: image, version: id, previous: previous)
+        let fetched = monotonicNow()
+        guard ObjectHash.of(bytes) == id else {
+            throw SourceError(
+                source: source.label, what: "manifest \(image)@\(id.hex)",
+                cause: "damaged: its hash is not the version id")
+        }
+        let manifest: Manifest
+        do { manifest = try ManifestCodec.decode(bytes) } catch {
+            throw SourceError(source: source.label, what: "manifest \(image)@\(id.hex)", cause: "\(error)")
+        }
+        return (bytes, manifest, fetched - started, monotonicNow() - fetched)
+    }
+}
+
 /// `.provisioner-state/` in the target, open for as long as the sync runs.
 struct StateDirectory: ~Copyable {
     let dir: OwnedDescriptor
@@ -281,15 +339,9 @@ struct StateDirectory: ~Copyable {
         return KeptManifest.parseRecord(String(decoding: bytes, as: UTF8.self)).map { ($0.image, $0.version) }
     }
 
-    /// The manifest applied last (kept for deltas and for reusing content already on the node).
-    func previousManifest() -> (id: ObjectHash, bytes: [UInt8])? {
-        guard let stored = read("manifest"),
-            let bytes = try? stored.withUnsafeBytes({
-                try Zstd.decompress($0, expectedSize: nil, subject: "the previous manifest")
-            })
-        else { return nil }
-        return (ObjectHash.of(bytes), bytes)
-    }
+    /// The manifest applied last (kept for deltas and for reusing content already on the node),
+    /// as stored: `KeptManifest.unpack` makes it usable.
+    func keptManifest() -> [UInt8]? { read("manifest") }
 
     func write(_ name: String, _ bytes: [UInt8]) throws {
         let tmp = "\(name).tmp"

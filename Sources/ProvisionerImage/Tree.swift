@@ -211,14 +211,30 @@ public struct TreeScanner {
             throw SystemError.fromErrno("reading", "the target directory")
         }
         root.xattrs = try Xattrs.read(dirfd: rootfd, name: [], fd: rootfd, path: [])
-        let threads = max(1, self.threads)
-        let work = Work(threads: threads)
         // Opened anew, not dup'ed: a dup shares the directory's read position, which this scan
         // leaves at the end (a second scan of the same descriptor would see it empty).
         let dup = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dup >= 0 else { throw SystemError.fromErrno("opening", "the target directory") }
-        work.results.withLock { $0.append([(TreePath([]), root)]) }
-        work.push([.init(path: [], fd: dup)], finishedOne: false)
+        return try scan(from: .init(path: [], fd: dup), first: (TreePath([]), root))
+    }
+
+    /// Every entry below the directory `path` of the target (relative, opened one component at a
+    /// time without following a symlink), by its path from the target's root; `path` itself is
+    /// not in the result. The preserved paths and `choose` apply as in a whole scan.
+    public func scan(rootfd: Int32, below path: [UInt8]) throws -> ObservedTree {
+        if path.isEmpty { return try scan(rootfd: rootfd) }
+        let chain = DirectoryChain(rootfd: rootfd)
+        let fd = openat(try chain.open(path), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError.fromErrno("opening directory", displayPath(path)) }
+        return try scan(from: .init(path: path, fd: fd), first: nil)
+    }
+
+    /// Scans from `start` (whose descriptor the scan owns), adding `first` to what it finds.
+    private func scan(from start: Work.Item, first: (TreePath, Observed)?) throws -> ObservedTree {
+        let threads = max(1, self.threads)
+        let work = Work(threads: threads)
+        if let first { work.results.withLock { $0.append([first]) } }
+        work.push([start], finishedOne: false)
         let preserved = self.preserved
         let before = unchangedBefore
         let choose = self.choose
@@ -278,7 +294,8 @@ public struct TreeScanner {
         // The preserved paths that can be entries of this directory (usually none), so that each
         // entry is checked against those only.
         let preservedHere =
-            dirPath.isEmpty ? preserved : preserved.filter { $0.count > dirPath.count && PathRules.isWithin($0, dirPath) }
+            dirPath.isEmpty
+            ? preserved : preserved.filter { $0.count > dirPath.count && PathRules.isWithin($0, dirPath) }
         let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         var children: [Work.Item] = []
         while true {
@@ -318,7 +335,9 @@ public struct TreeScanner {
             // Xattrs are not asked for when the ctime says nothing changed since the applied
             // version was recorded (a directory's as a file's: setting one moves the ctime).
             let unchanged =
-                unchangedBefore.map { (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)) < ($0.seconds, $0.nanoseconds) }
+                unchangedBefore.map {
+                    (Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)) < ($0.seconds, $0.nanoseconds)
+                }
                 ?? false
             if o.kind == .directory {
                 let sub = openat(fd, cname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)

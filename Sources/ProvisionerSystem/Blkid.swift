@@ -18,7 +18,9 @@ public enum Blkid {
         return try signatures(fd: fd, offset: offset, size: size)
     }
 
-    static func signatures(fd: borrowing OwnedDescriptor, offset: UInt64, size: UInt64) throws(SystemError) -> [Signature] {
+    static func signatures(fd: borrowing OwnedDescriptor, offset: UInt64, size: UInt64) throws(SystemError)
+        -> [Signature]
+    {
         let what = offset == 0 ? fd.path : "\(fd.path) at byte \(offset)"
         guard let probe = CBlkid_probe_new(fd.rawValue, offset, size) else {
             throw .fromErrno("starting a libblkid probe of", what)
@@ -80,15 +82,20 @@ public enum Blkid {
                 if code != 0 { typeID = "0x" + String(code, radix: 16) }
             }
             let name = blkid_partition_get_name(p).map { String(cString: $0) }
-            let signatures = try Self.signatures(fd: fd, offset: start, size: size)
             result.append(
                 Partition(
                     number: Int(blkid_partition_get_partno(p)), startBytes: start, sizeBytes: size,
                     typeUUID: typeID?.lowercased(),
                     uuid: blkid_partition_get_uuid(p).map { String(cString: $0).lowercased() },
-                    label: name.flatMap { $0.isEmpty ? nil : $0 },
-                    signatures: signatures.filter { $0.usage != "partition_table" }))
+                    label: name.flatMap { $0.isEmpty ? nil : $0 }))
         }
+        // Each partition's signatures, side by side, each probe on a descriptor of its own
+        // (libblkid seeks the one it reads).
+        let partitions = result
+        let signatures = try concurrently(partitions.count) { i throws(SystemError) in
+            try Self.signatures(path: path, offset: partitions[i].startBytes, size: partitions[i].sizeBytes)
+        }
+        for i in result.indices { result[i].signatures = signatures[i].filter { $0.usage != "partition_table" } }
         return (table, result)
     }
 

@@ -18,3 +18,25 @@ public func concurrently<R: Sendable>(
         try (0..<count).map { i throws(SystemError) in try all[i]!.get() }
     }
 }
+
+/// Work started on another thread at once, its result waited for later: what one step can do
+/// while the next one goes on (the sync's manifest while the target is walked).
+public final class Background<T: Sendable>: Sendable {
+    private let result = Mutex<Result<T, any Error>?>(nil)
+    private let done = DispatchSemaphore(value: 0)
+
+    public init(_ work: @escaping @Sendable () throws -> T) {
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            let outcome = Result { try work() }
+            self.result.withLock { $0 = outcome }
+            self.done.signal()
+        }
+    }
+
+    /// The work's result (its error thrown); every call after the first returns at once.
+    public func wait() throws -> T {
+        done.wait()
+        done.signal()
+        return try result.withLock { $0! }.get()
+    }
+}

@@ -108,6 +108,7 @@ extension StorageObserver {
                 }
                 succeeded = result.status == 0
             }
+            lap("activation (\(how))")
             // A failed activation makes no links to wait for: udev settles what it did make.
             let links = inactive.joined().map(\.path)
             if !succeeded || !Self.waitForPaths(links, seconds: 10) {
@@ -119,7 +120,7 @@ extension StorageObserver {
                     observed.broughtUp.append(.logicalVolumes(group: group.name, names: activated, devices: existing))
                 }
             }
-            lap("activation (\(how))")
+            lap("udev's links")
         }
         let present = groups.flatMap(\.logicalVolumes).map(\.path).filter { access($0, F_OK) == 0 }
         try readContents(into: &observed, devices: present)

@@ -78,6 +78,9 @@ final class BootRunner {
     let agentCopy = AgentCopy.start()
     /// The layout's kernel modules, loading in the background from the disk step on.
     var modulePreload: ModulePreload?
+    /// The layout's filesystems as the plugins see them, read once, in the background, as soon as
+    /// the disks are brought up (the sync and the plugins both need them).
+    var mountedFilesystems: Background<PluginFiles.Mounted>?
 
     init(settings: BootSettings, credentials: ImageCredentials, console: Console) {
         self.settings = settings
@@ -179,11 +182,20 @@ final class BootRunner {
     /// `12.3 s` since `start`: each step's duration goes into its last event.
     func took(since start: Double) -> String { ProgressText.seconds(monotonicSeconds() - start) }
 
+    /// Runs `body`; with `provisioner.trace`, says on the console how long `what` took.
+    func traced<T>(_ what: String, _ body: () throws -> T) rethrows -> T {
+        guard settings.trace else { return try body() }
+        let start = monotonicSeconds()
+        defer { console.say("trace: \(what) in \(Int(((monotonicSeconds() - start) * 1000).rounded())) ms") }
+        return try body()
+    }
+
     // MARK: Registration
 
     func register(attempt: Int, cleanRoot: Bool) -> BootDecision {
         // A retry starts from a clean root: whatever an earlier attempt mounted comes off.
         if cleanRoot {
+            mountedFilesystems = nil
             for mountPoint in MountTable.read().mountPoints(under: root) {
                 _ = try? Command.run(["umount", mountPoint])
             }
@@ -191,14 +203,16 @@ final class BootRunner {
         // The connection to the server is made while the machine's facts are read.
         session?.close()
         do {
-            session = try BootSession(servers: settings.servers, credentials: credentials, console: console)
+            session = try traced("TLS set up") {
+                try BootSession(servers: settings.servers, credentials: credentials, console: console)
+            }
             session?.trace = settings.trace
             session?.connect()
         } catch {
             return failed(.register, .configuration, "\(error)")
         }
-        inventory = try? DiskInventoryReader().read()
-        let facts = MachineFacts.read(inventory: inventory)
+        inventory = traced("disks read") { try? DiskInventoryReader().read() }
+        let facts = traced("facts read") { MachineFacts.read(inventory: inventory) }
         var macs = facts.nics.map(\.mac)
         if let boot = settings.bootMAC {
             macs.removeAll { $0 == boot }

@@ -56,9 +56,25 @@ extension BootRunner {
         return machine.disksPlanned(situation.plan)
     }
 
+    /// The layout's filesystems with their UUIDs (read in the background from `applyDisks` on).
+    func mounted() -> PluginFiles.Mounted {
+        if mountedFilesystems == nil { readMountedFilesystems(activation) }
+        let pending = mountedFilesystems!
+        let activation = self.activation
+        return traced("waited for the filesystems' UUIDs") {
+            (try? pending.wait()) ?? PluginFiles.mounted(activation)  // (it does not throw)
+        }
+    }
+
+    /// Starts reading the filesystems' UUIDs while the boot goes on (a probe each).
+    func readMountedFilesystems(_ activation: Activation?) {
+        mountedFilesystems = Background { PluginFiles.mounted(activation) }
+    }
+
     /// N7: the plan carried out, the layout brought up under the root.
     func applyDisks(_ plan: LayoutPlan) -> BootDecision {
         let start = monotonicSeconds()
+        mountedFilesystems = nil
         let applier = LayoutApplier(log: { self.session?.event("disks", $0, step: "apply") })
         do {
             try applier.apply(plan)
@@ -73,19 +89,24 @@ extension BootRunner {
                 : "\(plan.actions.count) layout change(s) applied") + "; brought up in \(took(since: start))",
             step: "apply", seconds: monotonicSeconds() - start)
         if let line = modulePreload?.status, !line.isEmpty { session?.event("disks", line, step: "apply") }
+        readMountedFilesystems(plan.activation)
         return machine.stepSucceeded(.disksReady(changes: plan.actions.count, activation: plan.activation))
     }
 
     /// N8: the root made identical to the node's image version, moving only what differs.
     func runSync(_ task: SyncTask) -> BootDecision {
         let sources: [any ObjectSource]
-        do { sources = try task.mirrors.map { try makeHTTPSource(url: $0, credentials: credentials) } } catch {
+        do {
+            sources = try traced("image sources set up") {
+                try task.mirrors.map { try makeHTTPSource(url: $0, credentials: credentials) }
+            }
+        } catch {
             return failed(.image, .configuration, "\(error)")
         }
         var options = SyncOptions()
         options.verify = VerifyLevel(rawValue: task.verify.rawValue) ?? .metadata
         options.threads = 2
-        let (mounts, swaps) = PluginFiles.mounted(activation)
+        let (mounts, swaps) = mounted()
         let preserved =
             task.preserved
             + PluginRunner(root: root).ownedPaths(task.plugins, node: currentNode, mounts: mounts, swaps: swaps)
@@ -170,7 +191,7 @@ extension BootRunner {
     func runPlugins(_ configs: [PluginConfig]) -> BootDecision {
         let start = monotonicSeconds()
         let runner = PluginRunner(root: root)
-        let (mounts, swaps) = PluginFiles.mounted(activation)
+        let (mounts, swaps) = mounted()
         var entries: [RootEntry] = []
         for config in configs {
             do {
@@ -292,16 +313,25 @@ final class WarningQueue: Sendable {
 
 /// The plugins' view of what the layout mounted (each filesystem's UUID read with libblkid).
 enum PluginFiles {
-    static func mounted(_ activation: Activation?) -> (mounts: [MountedFilesystem], swaps: [MountedFilesystem]) {
-        func uuid(_ device: String) -> String? {
-            (try? Blkid.signatures(path: device))?.first(where: { $0.uuid != nil })?.uuid
-        }
-        let mounts = (activation?.mounts ?? []).map {
+    typealias Mounted = (mounts: [MountedFilesystem], swaps: [MountedFilesystem])
+
+    static func mounted(_ activation: Activation?) -> Mounted {
+        let mountList = activation?.mounts ?? []
+        let swapList = activation?.swaps ?? []
+        let devices = mountList.map(\.device) + swapList
+        // The probes side by side; one that fails leaves that UUID out (fstab then names the device).
+        let uuids =
+            (try? concurrently(devices.count) { i in
+                (try? Blkid.signatures(path: devices[i]))?.first(where: { $0.uuid != nil })?.uuid
+            }) ?? devices.map { _ in nil }
+        let mounts = mountList.enumerated().map { i, mount in
             MountedFilesystem(
-                device: $0.device, uuid: uuid($0.device), mountPoint: $0.mountPoint, type: $0.type, options: $0.options)
+                device: mount.device, uuid: uuids[i], mountPoint: mount.mountPoint, type: mount.type,
+                options: mount.options)
         }
-        let swaps = (activation?.swaps ?? []).map {
-            MountedFilesystem(device: $0, uuid: uuid($0), mountPoint: "none", type: .swap, options: [])
+        let swaps = swapList.enumerated().map { i, device in
+            MountedFilesystem(
+                device: device, uuid: uuids[mountList.count + i], mountPoint: "none", type: .swap, options: [])
         }
         return (mounts, swaps)
     }

@@ -125,6 +125,56 @@ import Testing
         #expect(stamped.upToDate, "\(stamped)")
     }
 
+    /// The walk leaves the mounted filesystems for after the manifest (it runs beside its decode):
+    /// nested ones, one the image lacks inside one it fills, and one that is a symlink on the node
+    /// come out as a walk that skipped the ones the image lacks from the start.
+    @Test func nestedMountPointsAreWalkedOrLeftAsTheImageSays() throws {
+        let root = try scratch("nested-mounts")
+        defer { try? sh("rm -rf '\(root)'") }
+        let (src, dst, store, outside) = ("\(root)/src", "\(root)/dst", "\(root)/store", "\(root)/outside")
+        try sh(
+            "mkdir -p '\(src)/var/lib' '\(src)/var/cache/apt' '\(src)/opt' '\(outside)' && echo image > '\(src)/var/lib/state' "
+                + "&& echo cached > '\(src)/var/cache/apt/pkgcache' && echo tool > '\(src)/opt/tool' "
+                + "&& echo victim > '\(outside)/tool'")
+        try importTree(src, store: store)
+        try sh(
+            "mkdir -p '\(dst)/var/spool/mail' '\(dst)/var/cache/old' '\(dst)/srv/data' && echo keep > '\(dst)/var/spool/mail/root' "
+                + "&& echo stale > '\(dst)/var/cache/old/x' && echo mine > '\(dst)/srv/data/file' && ln -s '\(outside)' '\(dst)/opt'"
+        )
+        let mounts = ["var", "var/cache", "var/spool", "srv", "srv/data", "opt"].map { Array($0.utf8) }
+        _ = try sync(store, to: dst) { $0.mountPoints = mounts }
+        #expect(try sh("cat '\(dst)/var/spool/mail/root' '\(dst)/srv/data/file'") == "keep\nmine\n")
+        #expect(try sh("cat '\(dst)/var/lib/state' '\(dst)/var/cache/apt/pkgcache'") == "image\ncached\n")
+        #expect(try sh("test -e '\(dst)/var/cache/old' && echo kept || echo gone") == "gone\n")
+        #expect(try sh("cat '\(outside)/tool'; test -L '\(dst)/opt' && echo link || echo dir") == "victim\ndir\n")
+        try expectSameTree(src, dst, excluding: ["srv", "var/spool"])
+        let again = try sync(store, to: dst) { $0.mountPoints = mounts }
+        #expect(again.upToDate, "\(again)")
+        #expect(again.entries > 0)
+    }
+
+    /// A walk below a directory finds what a whole walk finds there.
+    @Test func walkBelowADirectoryMatchesTheWholeWalk() throws {
+        let root = try scratch("walk-below")
+        defer { try? sh("rm -rf '\(root)'") }
+        try sh("mkdir -p '\(root)/t'")
+        try makeHardTree("\(root)/t")
+        let fd = open("\(root)/t", O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        let whole = try TreeScanner(threads: 3).scan(rootfd: fd)
+        var first = TreeScanner(threads: 3)
+        first.choose = { path, isDirectory in
+            isDirectory && (path == Array("usr".utf8) || path == Array("usr/lib/deep".utf8))
+                ? .withoutContents : .include
+        }
+        var parts = try first.scan(rootfd: fd)
+        parts.merge(try first.scan(rootfd: fd, below: Array("usr".utf8))) { a, _ in a }
+        parts.merge(try TreeScanner(threads: 1).scan(rootfd: fd, below: Array("usr/lib/deep".utf8))) { a, _ in a }
+        #expect(parts.keys.count == whole.keys.count)
+        #expect(Set(parts.keys) == Set(whole.keys))
+        #expect(throws: (any Error).self) { try TreeScanner().scan(rootfd: fd, below: Array("usr/lib/big-link".utf8)) }
+    }
+
     @Test func neverFollowsSymlinksOutOfTheTarget() throws {
         let root = try scratch("escape")
         defer { try? sh("rm -rf '\(root)'") }
@@ -374,7 +424,9 @@ import Testing
         #expect(r.changedEntries == 6)
         let lines = r.summary(seconds: 2).split(separator: "\n")
         #expect(lines.count == 5)
-        #expect(lines[1].contains("files written 3") && lines[1].contains("metadata fixed 2") && lines[1].contains("deleted 1"))
+        #expect(
+            lines[1].contains("files written 3") && lines[1].contains("metadata fixed 2")
+                && lines[1].contains("deleted 1"))
         #expect(lines[3] == "  left alone: etc/x: a directory in the image, a file on the node")
     }
 }
