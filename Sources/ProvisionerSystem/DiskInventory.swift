@@ -287,3 +287,69 @@ func bytes(_ count: UInt64, of unit: UInt64) -> UInt64 {
     let (bytes, overflow) = count.multipliedReportingOverflow(by: unit)
     return overflow ? UInt64.max : bytes
 }
+
+extension DiskInventoryReader {
+    /// Where `provisioner-agent disks --save` keeps the reading for the boot (the initrd's /run).
+    public static let savedPath = "/run/provisioner/inventory.json"
+
+    /// Reads the disks, with what `SavedInventory.problem` later checks: the time the reading began
+    /// and the block devices the kernel listed.
+    public func readForLater() throws(SystemError) -> SavedInventory {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let devices = stamps()
+        let inventory = try read()
+        return SavedInventory(
+            startedAt: Double(now.tv_sec) + Double(now.tv_nsec) / 1e9, devices: devices, inventory: inventory)
+    }
+
+    /// A reading kept by `readForLater`, when it can stand for a new one; else why not (`nil` and
+    /// the reason, or `nil` and nil when there is none).
+    public func saved(at path: String = savedPath) -> (SavedInventory?, problem: String?) {
+        guard let data = FileManager.default.contents(atPath: path) else { return (nil, nil) }
+        let saved: SavedInventory
+        do { saved = try JSONDecoder().decode(SavedInventory.self, from: data) } catch {
+            return (nil, "\(path) cannot be read: \(error)")
+        }
+        let current = stamps()
+        let mounts = MountTable.read(mountInfo: procMountInfo, swaps: procSwaps)
+        let mounted = Set(current.map(\.device).filter { !mounts.mountpoints(devNumber: $0).isEmpty })
+        if let problem = saved.problem(current: current, recordTimes: recordTimes(current), mounted: mounted) {
+            return (nil, problem)
+        }
+        return (saved, nil)
+    }
+
+    /// Every block device under /sys/block and its partitions, as the kernel lists them now.
+    public func stamps() -> [BlockDeviceStamp] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "\(sysfs)/block").sorted()) ?? []
+        var result: [BlockDeviceStamp] = []
+        for name in names {
+            let base = "\(sysfs)/block/\(name)"
+            let disk = SysfsAttributes(base)
+            result.append(
+                BlockDeviceStamp(
+                    name: name, device: disk.string("dev") ?? "", sectors: disk.uint("size") ?? 0,
+                    holders: disk.list("holders")))
+            for part in Self.partitionNames(of: base) {
+                let p = SysfsAttributes("\(base)/\(part)")
+                result.append(
+                    BlockDeviceStamp(
+                        name: part, device: p.string("dev") ?? "", sectors: p.uint("size") ?? 0,
+                        start: p.uint("start") ?? 0, holders: p.list("holders")))
+            }
+        }
+        return result
+    }
+
+    /// When udev last wrote its record of each device (`/run/udev/data/bMAJOR:MINOR`).
+    public func recordTimes(_ stamps: [BlockDeviceStamp], run: String = "/run") -> [String: Double] {
+        var times: [String: Double] = [:]
+        for stamp in stamps where !stamp.device.isEmpty {
+            var st = stat()
+            guard stat("\(run)/udev/data/b\(stamp.device)", &st) == 0 else { continue }
+            times[stamp.device] = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+        }
+        return times
+    }
+}

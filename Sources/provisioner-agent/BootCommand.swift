@@ -211,7 +211,7 @@ final class BootRunner {
         } catch {
             return failed(.register, .configuration, "\(error)")
         }
-        inventory = traced("disks read") { try? DiskInventoryReader().read() }
+        inventory = traced("disks read") { readInventory(firstAttempt: attempt == 1) }
         let facts = traced("facts read") { MachineFacts.read(inventory: inventory) }
         var macs = facts.nics.map(\.mac)
         if let boot = settings.bootMAC {
@@ -225,6 +225,25 @@ final class BootRunner {
         request = SessionOpenRequest(macs: macs, facts: facts, agentVersion: agentVersion)
         registerStarted = Console.uptime()
         return open()
+    }
+
+    /// The machine's disks: on the first attempt, as provisioner-inventory.service read them while
+    /// the network came up when nothing about them changed since (`SavedInventory.problem`); else
+    /// read now. The saved reading is used once.
+    func readInventory(firstAttempt: Bool) -> Inventory? {
+        let reader = DiskInventoryReader()
+        defer { unlink(DiskInventoryReader.savedPath) }
+        if firstAttempt {
+            let (saved, problem) = reader.saved()
+            if let saved {
+                session?.event(
+                    "disks", "the disks as read while the network came up (nothing about them changed since)",
+                    quiet: !settings.trace)
+                return saved.inventory
+            }
+            if let problem { session?.event("disks", "the disks are read again: \(problem)") }
+        }
+        return try? reader.read()
     }
 
     func open() -> BootDecision {

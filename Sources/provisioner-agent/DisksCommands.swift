@@ -1,4 +1,5 @@
 import ArgumentParser
+import ProvisionerBoot
 import ProvisionerCore
 import ProvisionerSystem
 
@@ -23,7 +24,38 @@ extension Agent {
         @Flag(help: "Also list ram, loop, zram, md and dm devices.")
         var all = false
 
+        @Option(
+            help: ArgumentHelp(
+                "Keep the reading in this file for the boot instead of printing it (provisioner-inventory.service).",
+                valueName: "path"))
+        var save: String?
+
+        func validate() throws {
+            if save != nil && (all || output.json) { throw ValidationError("--save takes neither --all nor --json") }
+        }
+
         func run() throws {
+            if let save {
+                // Read while the initrd waits for the network; the boot checks it is still true.
+                let console = Console()
+                let started = monotonicSeconds()
+                let saved: SavedInventory
+                do { saved = try DiskInventoryReader().readForLater() } catch {
+                    console.say("disks: not read ahead of the boot: \(error)")
+                    return
+                }
+                let data = try JSONEncoder().encode(saved)
+                let directory = save.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(
+                    separator: "/")
+                if !directory.isEmpty {
+                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                }
+                _ = try writeFileIfDifferent(save, Array(data), mode: 0o600)
+                console.say(
+                    "disks: \(saved.inventory.disks.count) disk(s) read in "
+                        + "\(ProgressText.seconds(monotonicSeconds() - started)) while the network comes up")
+                return
+            }
             try reporting {
                 let inventory = try DiskInventoryReader(includeVirtual: all).read()
                 if output.json {

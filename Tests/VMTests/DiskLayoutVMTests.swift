@@ -169,8 +169,10 @@ struct DiskLayoutVMTests {
         let nvA = VMDisk(id: "nvA", bus: .nvme, file: "\(dir)/a.img", sizeBytes: 4 * Self.gb, serial: "NVME-A")
         let nvB = VMDisk(id: "nvB", bus: .nvme, file: "\(dir)/b.img", sizeBytes: 4 * Self.gb + 4096, serial: "NVME-B")
         // The replacement: another serial, 1 MB bigger, within the 5% tolerance.
-        let nvC = VMDisk(id: "nvC", bus: .nvme, file: "\(dir)/c.img", sizeBytes: 4 * Self.gb + 1_000_000, serial: "NVME-C")
-        let bystander = VMDisk(id: "by", bus: .virtio, file: "\(dir)/bystander.img", sizeBytes: 1 << 30, serial: "BYSTANDER")
+        let nvC = VMDisk(
+            id: "nvC", bus: .nvme, file: "\(dir)/c.img", sizeBytes: 4 * Self.gb + 1_000_000, serial: "NVME-C")
+        let bystander = VMDisk(
+            id: "by", bus: .virtio, file: "\(dir)/bystander.img", sizeBytes: 1 << 30, serial: "BYSTANDER")
         try Self.makeBystander(bystander.file)
         let bystanderBefore = try Self.sha256(bystander.file)
 
@@ -192,8 +194,10 @@ struct DiskLayoutVMTests {
         #expect(apply.stdout.contains("[finished] write a new GPT"))
         #expect(try Self.plan(first, "replan").converged, "after apply the plan must be empty")
         let mounts = try first.step("mounts").stdout
-        for expected in ["/sysroot /dev/mapper/system-root ext4", "/sysroot/var /dev/mapper/system-var xfs",
-                         "/sysroot/scratch /dev/mapper/system-scratch ext4", "/sysroot/boot/efi /dev/md"] {
+        for expected in [
+            "/sysroot /dev/mapper/system-root ext4", "/sysroot/var /dev/mapper/system-var xfs",
+            "/sysroot/scratch /dev/mapper/system-scratch ext4", "/sysroot/boot/efi /dev/md",
+        ] {
             #expect(mounts.contains(expected), "\(expected) not in:\n\(mounts)")
         }
         #expect(try first.step("write").status == 0)
@@ -203,7 +207,10 @@ struct DiskLayoutVMTests {
         // (b) boot again: nothing to do, nothing written. apply activated the volumes from the
         // metadata it read (device-mapper directly); vgchange activates them again, and both
         // leave the same devices, tables, udev flags, links and read-ahead.
+        // The initramfs decodes that activation's cookie in its udev rules, without dmsetup.
+        let cookie = UInt32(LVMView.udevFlags) << 16
         let reactivate = """
+            step dm-rules grep -h 'DM_COOKIE}==\"\(cookie)\"\\|DM_COOKIE}!=\"\(cookie)\"' /etc/udev/rules.d/55-dm.rules /etc/udev/rules.d/95-dm-notify.rules
             step dm-ours dmstate
             step dm-vgchange sh -c 'devices=$(ls /dev/md/md-* | tr "\\n" ","); umount -R /sysroot && lvm vgchange -an --devices "$devices" system && lvm vgchange -ay --devices "$devices" system'
             step dm-lvm dmstate
@@ -215,8 +222,16 @@ struct DiskLayoutVMTests {
         #expect(try second.step("apply").stdout.contains("activation (device-mapper)"), "apply used vgchange")
         #expect(try second.step("dm-vgchange").status == 0)
         let lvms = try second.step("dm-lvm")
+        let rules = try second.step("dm-rules").stdout
+        #expect(
+            rules.contains(
+                "ENV{DM_COOKIE}==\"\(cookie)\", ENV{DM_UDEV_DISABLE_LIBRARY_FALLBACK_FLAG}=\"1\", ENV{DM_UDEV_PRIMARY_SOURCE_FLAG}=\"1\""
+            ), "\(rules)")
+        #expect(rules.contains("ENV{DM_COOKIE}!=\"\(cookie)\", RUN+="), "\(rules)")
         #expect(ours.status == 0 && lvms.status == 0)
-        #expect(ours.stdout.contains("system-root table 0 ") && ours.stdout.contains("DM_UDEV_PRIMARY_SOURCE_FLAG=1"), "\(ours.stdout)")
+        #expect(
+            ours.stdout.contains("system-root table 0 ") && ours.stdout.contains("DM_UDEV_PRIMARY_SOURCE_FLAG=1"),
+            "\(ours.stdout)")
         #expect(ours.stdout == lvms.stdout, "ours:\n\(ours.stdout)\nLVM's:\n\(lvms.stdout)")
         let planB = try Self.plan(second, "plan")
         #expect(planB.converged && planB.actions.isEmpty, "\(planB.actions.map(\.summary))")
@@ -250,7 +265,9 @@ struct DiskLayoutVMTests {
         #expect(planD.actions.contains { $0.summary.contains("to array md-system") })
         #expect(planD.actions.contains { $0.summary.contains("to array md-esp") })
         // Only the new disk is partitioned; the survivor's GPT is checked byte for byte below.
-        #expect(planD.actions.filter { $0.summary.hasPrefix("write a new GPT") }.count == 1, "\(planD.actions.map(\.summary))")
+        #expect(
+            planD.actions.filter { $0.summary.hasPrefix("write a new GPT") }.count == 1,
+            "\(planD.actions.map(\.summary))")
         let applyD = try fourth.step("apply")
         #expect(applyD.status == 0, "\(applyD)")
         #expect(try fourth.step("check").status == 0)
@@ -264,7 +281,8 @@ struct DiskLayoutVMTests {
         #expect(metaD.filter { $0.hasPrefix("uuid") } == metaA.filter { $0.hasPrefix("uuid") })
 
         // (g) /var shrinks to 384 MiB: var is recreated, the preserved /scratch keeps its data (and grows).
-        let changed = layout.replacingOccurrences(of: "size: 512MiB, filesystem: xfs", with: "size: 384MiB, filesystem: xfs")
+        let changed = layout.replacingOccurrences(
+            of: "size: 512MiB, filesystem: xfs", with: "size: 384MiB, filesystem: xfs")
         #expect(changed != layout)
         let fifth = try VMEnvironment.machine(disks: [nvA, nvC, bystander]).run(
             script: Self.script(layout: changed, extra: checkData, serials: ["NVME-A", "NVME-C"]), name: "layout-g")
@@ -285,8 +303,10 @@ struct DiskLayoutVMTests {
     @Test func simpleLayoutOnOneSATADisk() throws {
         let dir = try VMEnvironment.scratchDirectory("layout-sata")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let sata = VMDisk(id: "sata", bus: .sata, file: "\(dir)/sata.img", sizeBytes: 6 << 30, serial: "SATA-1", model: "PROV-SATA")
-        let bystander = VMDisk(id: "by", bus: .virtio, file: "\(dir)/bystander.img", sizeBytes: 1 << 30, serial: "BYSTANDER")
+        let sata = VMDisk(
+            id: "sata", bus: .sata, file: "\(dir)/sata.img", sizeBytes: 6 << 30, serial: "SATA-1", model: "PROV-SATA")
+        let bystander = VMDisk(
+            id: "by", bus: .virtio, file: "\(dir)/bystander.img", sizeBytes: 1 << 30, serial: "BYSTANDER")
         try Self.makeBystander(bystander.file)
         let before = try Self.sha256(bystander.file)
         let script = """

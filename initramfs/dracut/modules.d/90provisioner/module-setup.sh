@@ -102,6 +102,40 @@ install() {
         fi
     done
 
+    # The volumes the agent activates itself (device-mapper, ProvisionerCore/LVMActivation.swift)
+    # carry LVM's udev flags in their resume's cookie with no semaphore behind it: 6291456, that
+    # is LVMView.udevFlags (0x0020 | 0x0040) << 16. lvm2's rules start `dmsetup udevflags` to
+    # decode a cookie and `dmsetup udevcomplete` to signal its semaphore, for every volume: under
+    # QEMU's TCG 40-70 ms of CPU each, which the agent's wait for the volumes' links pays. For that
+    # one value the copies below (in /etc/udev/rules.d, which overrides the package's) set what
+    # `dmsetup udevflags` prints for it, read here, and leave out the notification, which dmsetup
+    # itself skips for a cookie without a semaphore. Every other cookie goes through dmsetup as
+    # before; rules that do not read as expected are left as they are.
+    mkdir -p "${initdir}/etc/udev/rules.d"
+    local cookie=6291456 flags rules line
+    flags=$(dmsetup udevflags "$cookie" 2> /dev/null | sed -n "s/^\(DM_[A-Z0-9_]*\)='1'\$/ENV{\1}=\"1\"/p" | paste -sd ' ')
+    flags=${flags// /, }
+    for rules in 55-dm.rules:udevflags 95-dm-notify.rules:udevcomplete; do
+        line=${rules#*:} rules=${rules%%:*}
+        local packaged=""
+        for dir in usr/lib/udev/rules.d lib/udev/rules.d; do
+            [[ -e ${initdir}/$dir/$rules ]] && packaged=${initdir}/$dir/$rules && break
+        done
+        local pattern='^ENV{DM_COOKIE}=="?\*", \(IMPORT{program}\|RUN+\)="[^"]*dmsetup '$line' $env{DM_COOKIE}"$'
+        if [[ -z $packaged || -z $flags ]] || [[ $(grep -c "$pattern" "$packaged") != 1 ]]; then
+            dwarn "provisioner: $rules not rewritten for the agent's cookie (not found or not as expected)"
+            continue
+        fi
+        if [[ $line == udevflags ]]; then
+            sed -e "/$pattern/{s/^ENV{DM_COOKIE}==\"?\*\", /ENV{DM_COOKIE}==\"?*\", ENV{DM_COOKIE}!=\"$cookie\", /;i\\
+ENV{DM_COOKIE}==\"$cookie\", $flags
+}" "$packaged" > "${initdir}/etc/udev/rules.d/$rules"
+        else
+            sed -e "/$pattern/s/^ENV{DM_COOKIE}==\"?\*\", /ENV{DM_COOKIE}==\"?*\", ENV{DM_COOKIE}!=\"$cookie\", /" \
+                "$packaged" > "${initdir}/etc/udev/rules.d/$rules"
+        fi
+    done
+
     # root=provisioner is accepted by dracut-cmdline.
     inst_hook cmdline 90 "$moddir/parse-provisioner.sh"
 
@@ -124,4 +158,7 @@ install() {
     inst_simple "$moddir/provisioner-modules.service" \
         "${systemdsystemunitdir}/provisioner-modules.service"
     $SYSTEMCTL -q --root "$initdir" enable provisioner-modules.service
+    inst_simple "$moddir/provisioner-inventory.service" \
+        "${systemdsystemunitdir}/provisioner-inventory.service"
+    $SYSTEMCTL -q --root "$initdir" enable provisioner-inventory.service
 }
