@@ -319,9 +319,9 @@ DOC
     echo "|------|-------:|"
     echo "| process start (\`provisioner-agent --help\`, whole run) | $(msec "${R[b.start.wall]}") |"
     echo "| resolve: TLS handshake and the first request | $(msec "${PH[resolve]}") |"
-    echo "| manifest fetch (the node keeps the manifest it applied: no transfer) | $(msec "${PH[fetch]}") |"
-    echo "| decode $ENTRIES entries | $(msec "${PH[decode]}") |"
-    echo "| walk and compare the target (scan) | $(msec "${PH[scan]}") |"
+    echo "| manifest fetch (the node keeps the manifest it applied: no transfer), beside the walk | $(msec "${PH[fetch]}") |"
+    echo "| decode $ENTRIES entries, beside the walk | $(msec "${PH[decode]}") |"
+    echo "| walk and compare the target (scan), while the manifest is fetched and decoded | $(msec "${PH[scan]}") |"
     echo "| diff | $(msec "${PH[diff]}") |"
     echo "| whole run | $(msec "${R[b.ours.wall]}") |"
     echo
