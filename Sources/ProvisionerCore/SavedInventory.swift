@@ -38,10 +38,14 @@ public struct SavedInventory: Codable, Hashable, Sendable {
         for (a, b) in zip(then, now) where a != b {
             return "\(b.name) changed since (\(a.describe) then, \(b.describe) now)"
         }
-        if let held = now.first(where: { !$0.holders.isEmpty }) {
+        // The disks and partitions read (a RAM disk or loop device in use says nothing of them).
+        let read = Set(inventory.disks.flatMap { [$0.name] + $0.partitions.compactMap(\.name) })
+        if let held = now.first(where: { read.contains($0.name) && !$0.holders.isEmpty }) {
             return "\(held.name) is held by \(held.holders.joined(separator: ", "))"
         }
-        if let busy = now.first(where: { mounted.contains($0.device) }) { return "\(busy.name) is mounted" }
+        if let busy = now.first(where: { read.contains($0.name) && mounted.contains($0.device) }) {
+            return "\(busy.name) is mounted"
+        }
         for disk in inventory.disks {
             if !disk.mountpoints.isEmpty || disk.partitions.contains(where: { !$0.mountpoints.isEmpty }) {
                 return "\(disk.name) was in use when it was read"
@@ -49,7 +53,6 @@ public struct SavedInventory: Codable, Hashable, Sendable {
             if disk.probeError != nil { return "\(disk.name) could not be read then" }
         }
         // The disks' own records (udev may keep none for a RAM disk or an unused loop device).
-        let read = Set(inventory.disks.flatMap { [$0.name] + $0.partitions.compactMap(\.name) })
         for stamp in now where read.contains(stamp.name) {
             guard let written = recordTimes[stamp.device] else { return "udev has no record of \(stamp.name)" }
             if written >= startedAt { return "udev handled an event of \(stamp.name) since" }

@@ -77,6 +77,7 @@ struct SavedInventoryTests {
                 }(),
                 current: [disk, part1, held, ram], problem: "nvme0n1p2 is held by md127"),
             Row(name: "mounted now", mounted: ["259:1"], problem: "nvme0n1p1 is mounted"),
+            Row(name: "a RAM disk mounted says nothing of the disks", mounted: ["1:0"]),
             Row(name: "mounted then", saved: saved(mountpoint: "/mnt"), problem: "nvme0n1 was in use when it was read"),
             Row(name: "unreadable then", saved: saved(probeError: "EIO"), problem: "nvme0n1 could not be read then"),
             Row(
