@@ -260,9 +260,7 @@ public final class SyncEngine: @unchecked Sendable {
 }
 
 extension SyncEngine {
-    /// The version's manifest, checked against its id and decoded, with the seconds each took: the
-    /// kept one when it is that version (no transfer), else from the source, as a delta from the
-    /// kept one when there is one.
+    /// A manifest's bytes, decoded, and the seconds its fetch and its decode took.
     typealias ManifestFetch = (bytes: [UInt8], manifest: Manifest, fetch: Double, decode: Double)
 
     /// The kept manifest's bytes and their hash (its version id); nil when it is damaged.
@@ -275,6 +273,8 @@ extension SyncEngine {
         return (ObjectHash.of(bytes), bytes)
     }
 
+    /// The version's manifest, checked against its id and decoded: the kept one when it is that
+    /// version (no transfer), else from the source, as a delta from the kept one when there is one.
     static func manifest(
         image: String, id: ObjectHash, source: any ObjectSource, previous: (id: ObjectHash, bytes: [UInt8])?
     ) throws -> ManifestFetch {
