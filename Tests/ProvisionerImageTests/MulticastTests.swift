@@ -12,7 +12,9 @@ import Testing
     /// manifest.
     static func image(_ root: String, files: Int = 12) throws -> (store: String, src: String, manifest: Manifest) {
         let (src, store) = ("\(root)/src", "\(root)/store")
-        try sh("mkdir -p '\(src)/d' && for i in $(seq 1 \(files)); do head -c $((i * 30000)) /dev/urandom > '\(src)/d/f'$i; done")
+        try sh(
+            "mkdir -p '\(src)/d' && for i in $(seq 1 \(files)); do head -c $((i * 30000)) /dev/urandom > '\(src)/d/f'$i; done"
+        )
         let id = try importTree(src, store: store)
         let stored = try #require(try ImageStore(root: store).storedManifest(image: "img", version: id))
         let encoded = try stored.withUnsafeBytes { try Zstd.decompress($0, expectedSize: nil, subject: "manifest") }
@@ -76,7 +78,8 @@ import Testing
         #expect(!pack.complete)
         #expect(pack.objects > 0)
         #expect(pack.problem == nil)
-        let kept = try sh("find '\(root)/received/objects' -type f ! -name '*.tmp*' | wc -l").trimmingCharacters(in: .whitespacesAndNewlines)
+        let kept = try sh("find '\(root)/received/objects' -type f ! -name '*.tmp*' | wc -l").trimmingCharacters(
+            in: .whitespacesAndNewlines)
         #expect(Int(kept) == pack.objects)
     }
 
@@ -102,10 +105,19 @@ import Testing
         try pack.feed(Array(bytes[0..<(bytes.count * 2 / 3)]))  // a third missing
         let got = pack.objects
         #expect(got > 1)
-        // One received copy damaged on the way (a bit flipped in its last bytes).
+        // One received copy damaged on the way (a byte of its last ones inverted: writing a fixed
+        // value left the copy whole when the byte already had it, one run in 256).
         let damaged = try #require(
             manifest.entries.flatMap(\.chunks).map(\.hash).first { receivedStore.hasObject($0) })
-        try sh("printf '\\xff' | dd of='\(receivedStore.objectPath(damaged))' bs=1 seek=$(( $(stat -c %s '\(receivedStore.objectPath(damaged))') - 5 )) conv=notrunc 2>/dev/null")
+        let fd = open(receivedStore.objectPath(damaged), O_RDWR)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var st = stat()
+        #expect(fstat(fd, &st) == 0)
+        var byte: UInt8 = 0
+        #expect(pread(fd, &byte, 1, st.st_size - 5) == 1)
+        byte = ~byte
+        #expect(pwrite(fd, &byte, 1, st.st_size - 5) == 1)
         let network = LocalStoreSource(path: store)
         let source = ReceivedObjectsSource(received: receivedStore, source: network)
         var options = SyncOptions()
@@ -121,7 +133,8 @@ import Testing
 
     @Test func theReceiversCommandLine() {
         #expect(
-            MulticastReceiver.arguments(portBase: 9002, interface: "eth0", startTimeoutSeconds: 44, receiveTimeoutSeconds: 15)
+            MulticastReceiver.arguments(
+                portBase: 9002, interface: "eth0", startTimeoutSeconds: 44, receiveTimeoutSeconds: 15)
                 == [
                     "udp-receiver", "--nokbd", "--portbase", "9002", "--interface", "eth0", "--start-timeout", "44",
                     "--receive-timeout", "15", "--mcast-rdv-address", "224.0.0.1",
@@ -140,7 +153,8 @@ import Testing
     @Test func aReceiverThatEndsEarlySaysSo() throws {
         let root = try scratch("mc-early")
         defer { try? sh("rm -rf '\(root)'") }
-        let result = MulticastReceiver.receive(["sh", "-c", "printf PPK1; echo 'Receiver error' >&2; exit 255"], into: "\(root)/r")
+        let result = MulticastReceiver.receive(
+            ["sh", "-c", "printf PPK1; echo 'Receiver error' >&2; exit 255"], into: "\(root)/r")
         #expect(result.problem == "sh exited with status 255: Receiver error")
         #expect(result.bytes == 4)
     }
