@@ -23,6 +23,8 @@ public struct DiskInventoryReader: Sendable {
     public var includeVirtual: Bool
     /// Read what is on each disk with libblkid (needs read access to /dev).
     public var probeContents: Bool
+    /// Where udev keeps its records (`udev/data` under it).
+    public var run = "/run"
 
     public init(
         sysfs: String = "/sys", dev: String = "/dev", procMountInfo: String = "/proc/self/mountinfo",
@@ -95,7 +97,7 @@ public struct DiskInventoryReader: Sendable {
         default:
             serial =
                 attr.vpdSerial("device/vpd_pg80")
-                ?? UdevDatabase(dev: dev, run: "/run").serial(devNumber: attr.string("dev"))
+                ?? UdevDatabase(dev: dev, run: run).serial(devNumber: attr.string("dev"))
             if let id = attr.string("device/wwid"), id.hasPrefix("naa.") || id.hasPrefix("eui.") { wwn = id }
         }
 
@@ -295,12 +297,67 @@ extension DiskInventoryReader {
     /// Reads the disks, with what `SavedInventory.problem` later checks: the time the reading began
     /// and the block devices the kernel listed.
     public func readForLater() throws(SystemError) -> SavedInventory {
+        // The clock the kernel stamps files with (coarse: a record written just after this moment
+        // must not carry an earlier time than it).
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        clock_gettime(CLOCK_REALTIME_COARSE, &now)
         let devices = stamps()
         let inventory = try read()
         return SavedInventory(
             startedAt: Double(now.tv_sec) + Double(now.tv_nsec) / 1e9, devices: devices, inventory: inventory)
+    }
+
+    /// Reads the disks with `readForLater` and keeps the reading in `path` (written under a
+    /// temporary name, flushed and renamed: the boot finds the whole file or none).
+    @discardableResult
+    public func save(to path: String = savedPath) throws(SystemError) -> SavedInventory {
+        let saved = try readForLater()
+        let bytes: [UInt8]
+        do { bytes = Array(try JSONEncoder().encode(saved)) } catch {
+            throw SystemError("encoding the disks read for", path, cause: "\(error)")
+        }
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        if !directory.isEmpty {
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        let temporary = path + ".partial"
+        do {
+            let file = try OwnedDescriptor(
+                opening: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o600)
+            try file.write(bytes)
+            try file.sync()
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        guard rename(temporary, path) == 0 else {
+            let error = SystemError.fromErrno("renaming into place", path)
+            unlink(temporary)
+            throw error
+        }
+        return saved
+    }
+
+    /// The disks for a boot's attempt: on the first, the reading kept in `path` when it can stand
+    /// for a new one (`SavedInventory.problem`), else read now; later attempts always read now
+    /// (the first may have written to the disks). The kept reading is removed: it is used once.
+    /// `note` says which, for the session's events.
+    public func forBoot(firstAttempt: Bool, savedAt path: String = savedPath) -> (
+        inventory: Inventory?, note: String?, reused: Bool
+    ) {
+        defer { unlink(path) }
+        var note: String?
+        if firstAttempt {
+            let (saved, problem) = saved(at: path)
+            if let saved {
+                return (
+                    saved.inventory, "the disks as read while the network came up (nothing about them changed since)",
+                    true
+                )
+            }
+            note = problem.map { "the disks are read again: \($0)" }
+        }
+        return (try? read(), note, false)
     }
 
     /// A reading kept by `readForLater`, when it can stand for a new one; else why not (`nil` and
@@ -343,7 +400,7 @@ extension DiskInventoryReader {
     }
 
     /// When udev last wrote its record of each device (`/run/udev/data/bMAJOR:MINOR`).
-    public func recordTimes(_ stamps: [BlockDeviceStamp], run: String = "/run") -> [String: Double] {
+    public func recordTimes(_ stamps: [BlockDeviceStamp]) -> [String: Double] {
         var times: [String: Double] = [:]
         for stamp in stamps where !stamp.device.isEmpty {
             var st = stat()

@@ -227,23 +227,12 @@ final class BootRunner {
         return open()
     }
 
-    /// The machine's disks: on the first attempt, as provisioner-inventory.service read them while
-    /// the network came up when nothing about them changed since (`SavedInventory.problem`); else
-    /// read now. The saved reading is used once.
+    /// The machine's disks (`DiskInventoryReader.forBoot`: on the first attempt the reading made
+    /// while the network came up, when nothing about the disks changed since).
     func readInventory(firstAttempt: Bool) -> Inventory? {
-        let reader = DiskInventoryReader()
-        defer { unlink(DiskInventoryReader.savedPath) }
-        if firstAttempt {
-            let (saved, problem) = reader.saved()
-            if let saved {
-                session?.event(
-                    "disks", "the disks as read while the network came up (nothing about them changed since)",
-                    quiet: !settings.trace)
-                return saved.inventory
-            }
-            if let problem { session?.event("disks", "the disks are read again: \(problem)") }
-        }
-        return try? reader.read()
+        let (inventory, note, reused) = DiskInventoryReader().forBoot(firstAttempt: firstAttempt)
+        if let note { session?.event("disks", note, quiet: reused && !settings.trace) }
+        return inventory
     }
 
     func open() -> BootDecision {

@@ -39,21 +39,15 @@ extension Agent {
                 // Read while the initrd waits for the network; the boot checks it is still true.
                 let console = Console()
                 let started = monotonicSeconds()
-                let saved: SavedInventory
-                do { saved = try DiskInventoryReader().readForLater() } catch {
+                do {
+                    let saved = try DiskInventoryReader().save(to: save)
+                    console.say(
+                        "disks: \(saved.inventory.disks.count) disk(s) read in "
+                            + "\(ProgressText.seconds(monotonicSeconds() - started)) while the network comes up")
+                } catch {
                     console.say("disks: not read ahead of the boot: \(error)")
-                    return
+                    throw ExitCode(ExitStatus.failure.rawValue)
                 }
-                let data = try JSONEncoder().encode(saved)
-                let directory = save.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(
-                    separator: "/")
-                if !directory.isEmpty {
-                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                }
-                _ = try writeFileIfDifferent(save, Array(data), mode: 0o600)
-                console.say(
-                    "disks: \(saved.inventory.disks.count) disk(s) read in "
-                        + "\(ProgressText.seconds(monotonicSeconds() - started)) while the network comes up")
                 return
             }
             try reporting {

@@ -31,7 +31,8 @@ import Testing
             touch sys/block/vda/vda2/holders/md127
             touch -d @1000 run/udev/data/b253:0; touch -d @1001.5 run/udev/data/b253:1
             """)
-        let reader = DiskInventoryReader(sysfs: "\(root)/sys", dev: "\(root)/dev", probeContents: false)
+        var reader = DiskInventoryReader(sysfs: "\(root)/sys", dev: "\(root)/dev", probeContents: false)
+        reader.run = "\(root)/run"
         let stamps = reader.stamps()
         #expect(
             stamps == [
@@ -39,7 +40,7 @@ import Testing
                 BlockDeviceStamp(name: "vda1", device: "253:1", sectors: 2048, start: 2048),
                 BlockDeviceStamp(name: "vda2", device: "253:2", sectors: 2048, start: 4096, holders: ["md127"]),
             ])
-        #expect(reader.recordTimes(stamps, run: "\(root)/run") == ["253:0": 1000, "253:1": 1001.5])
+        #expect(reader.recordTimes(stamps) == ["253:0": 1000, "253:1": 1001.5])
     }
 
     @Test func aMissingOrDamagedSavedReadingIsNotUsed() throws {
@@ -51,5 +52,46 @@ import Testing
         let (damaged, problem) = DiskInventoryReader().saved(at: path)
         #expect(damaged == nil)
         #expect(problem?.hasPrefix("\(path) cannot be read") == true, "\(problem ?? "")")
+    }
+
+    /// Kept while the network comes up, used once by the boot's first attempt when nothing changed;
+    /// read again when udev handled an event of a partition since, and on every later attempt.
+    @Test func aKeptReadingIsUsedOnceAndOnlyWhileNothingChanged() throws {
+        let root = NSTemporaryDirectory() + "saved-inventory-boot-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try sh(
+            """
+            set -e
+            mkdir -p '\(root)/sys/block/vda/holders' '\(root)/sys/block/vda/vda1/holders' '\(root)/run/udev/data' '\(root)/dev'
+            echo 253:0 > '\(root)/sys/block/vda/dev'; echo 41943040 > '\(root)/sys/block/vda/size'
+            echo 1 > '\(root)/sys/block/vda/vda1/partition'; echo 253:1 > '\(root)/sys/block/vda/vda1/dev'
+            echo 2048 > '\(root)/sys/block/vda/vda1/start'; echo 2048 > '\(root)/sys/block/vda/vda1/size'
+            touch -d @1000 '\(root)/run/udev/data/b253:0' '\(root)/run/udev/data/b253:1'
+            : > '\(root)/mountinfo'; : > '\(root)/swaps'
+            """)
+        var reader = DiskInventoryReader(
+            sysfs: "\(root)/sys", dev: "\(root)/dev", procMountInfo: "\(root)/mountinfo", procSwaps: "\(root)/swaps",
+            probeContents: false)
+        reader.run = "\(root)/run"
+        let path = "\(root)/kept/inventory.json"
+        let kept = try reader.save(to: path)
+        #expect(kept.inventory.disks.map(\.name) == ["vda"])
+        #expect(kept.devices.map(\.name) == ["vda", "vda1"])
+
+        let first = reader.forBoot(firstAttempt: true, savedAt: path)
+        #expect(first.reused && first.inventory == kept.inventory, "\(first.note ?? "")")
+        #expect(!FileManager.default.fileExists(atPath: path), "used once")
+
+        try reader.save(to: path)
+        try sh("touch '\(root)/run/udev/data/b253:1'")  // udev handled an event of vda1 since
+        let changed = reader.forBoot(firstAttempt: true, savedAt: path)
+        #expect(!changed.reused && changed.note == "the disks are read again: udev handled an event of vda1 since")
+        #expect(changed.inventory?.disks.map(\.name) == ["vda"])
+
+        try sh("touch -d @1000 '\(root)/run/udev/data/b253:1'")
+        try reader.save(to: path)
+        let retry = reader.forBoot(firstAttempt: false, savedAt: path)
+        #expect(!retry.reused && retry.note == nil)
+        #expect(!FileManager.default.fileExists(atPath: path))
     }
 }
